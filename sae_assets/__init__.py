@@ -1,0 +1,1 @@
+"""sae-assets: a Dagster platform for sparse-autoencoder interpretability."""

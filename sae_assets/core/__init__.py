@@ -1,0 +1,1 @@
+"""Plain torch / polars / numpy computations; imports no Dagster."""

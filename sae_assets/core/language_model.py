@@ -1,0 +1,83 @@
+"""A language model wrapped by TransformerLens, read only up to the hook an SAE is trained on.
+
+Loading (hub, local directory, or GGUF shipped inside a Python package) lives in
+``sae_assets.resources.language_model``; this module holds the loaded model and its forward pass.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+from typing import Any
+
+import torch
+
+_BLOCK_HOOK = re.compile(r"^blocks\.(\d+)\.")
+
+
+def hook_layer(hook_name: str) -> int:
+    """The block index a hook sits in (``blocks.4.hook_resid_post`` -> 4)."""
+    match = _BLOCK_HOOK.match(hook_name)
+    if match is None:
+        raise ValueError(f"Hook {hook_name!r} is not inside a transformer block ('blocks.<n>.<hook>').")
+    return int(match.group(1))
+
+
+@dataclass
+class LanguageModel:
+    """A TransformerLens model (``TransformerBridge`` or ``HookedTransformer``) and its tokenizer."""
+
+    name: str
+    model: Any
+    tokenizer: Any
+    device: torch.device
+    dtype: torch.dtype
+
+    @property
+    def d_model(self) -> int:
+        return int(self.model.cfg.d_model)
+
+    @property
+    def n_layers(self) -> int:
+        return int(self.model.cfg.n_layers)
+
+    @property
+    def bos_token_id(self) -> int:
+        bos = self.tokenizer.bos_token_id
+        if bos is None:
+            bos = self.tokenizer.eos_token_id
+        if bos is None:
+            raise ValueError(f"Tokenizer of {self.name} has neither a BOS nor an EOS token.")
+        return int(bos)
+
+    def tokenize(self, text: str) -> list[int]:
+        """Token ids of one document, without BOS."""
+        return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
+
+    def check_hook(self, hook_name: str) -> None:
+        layer = hook_layer(hook_name)
+        if layer >= self.n_layers:
+            raise ValueError(f"Hook {hook_name!r} is past the last layer of {self.name} "
+                             f"({self.n_layers} layers).")
+        if hook_name not in self.model.hook_dict:
+            raise ValueError(f"Hook {hook_name!r} does not exist in {self.name}.")
+
+    @torch.inference_mode()
+    def hook_activations(self, tokens: torch.Tensor, hook_name: str) -> torch.Tensor:
+        """Run ``tokens [batch, seq]`` up to ``hook_name`` only; returns ``[batch, seq, d_model]``.
+
+        The forward stops after the hook's block, so the cost is that of the first layers only.
+        """
+        cache_out: dict[str, torch.Tensor] = {}
+
+        def keep(act: torch.Tensor, hook: Any) -> torch.Tensor:
+            cache_out["act"] = act.detach()
+            return act
+
+        self.model.run_with_hooks(
+            tokens.to(self.device),
+            fwd_hooks=[(hook_name, keep)],
+            stop_at_layer=hook_layer(hook_name) + 1,
+            return_type=None,
+        )
+        return cache_out["act"]

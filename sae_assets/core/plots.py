@@ -1,0 +1,30 @@
+"""Small matplotlib figures rendered to PNG bytes (shown in the Dagster UI as Markdown images)."""
+
+from __future__ import annotations
+
+import io
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+import numpy as np  # noqa: E402
+
+
+def histogram_png(values: np.ndarray, title: str, xlabel: str, bins: int = 50, log_y: bool = False) -> bytes:
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=90)
+    finite = values[np.isfinite(values)]
+    lo, hi = (float(finite.min()), float(finite.max())) if finite.size else (0.0, 1.0)
+    if hi - lo < 1e-6 * max(1.0, abs(hi)):  # constant values (e.g. unit-norm decoders)
+        lo, hi = lo - 0.5e-3 * max(1.0, abs(lo)), hi + 0.5e-3 * max(1.0, abs(hi))
+    ax.hist(finite, bins=bins, range=(lo, hi), color="#4C72B0")
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("features")
+    if log_y:
+        ax.set_yscale("log")
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()

@@ -1,0 +1,17 @@
+"""The sae-assets code location."""
+
+import dagster as dg
+
+from sae_assets.defs.assets.sae_decoder import sae_decoder
+from sae_assets.defs.assets.trained_sae import trained_sae
+from sae_assets.defs.jobs import jobs
+from sae_assets.defs.resources import default_resources
+
+defs = dg.Definitions(
+    assets=[trained_sae, sae_decoder],
+    jobs=jobs,
+    resources=default_resources(),
+    # One process for all steps: on a small machine a process per step costs 25-50 s per run.
+    # Scale out with the multiprocess or k8s executor by run config / deployment.
+    executor=dg.in_process_executor,
+)

@@ -1,0 +1,22 @@
+"""Metadata values shared by every asset: the Delta table written, and images for the UI."""
+
+from __future__ import annotations
+
+import base64
+
+import dagster as dg
+
+from sae_assets.storage.delta import WriteResult
+
+
+def table_metadata(result: WriteResult) -> dict[str, dg.MetadataValue]:
+    return {
+        "dagster/row_count": dg.MetadataValue.int(result.num_rows),
+        "dagster/uri": dg.MetadataValue.text(result.uri),
+        "delta_table_version": dg.MetadataValue.int(result.version),
+    }
+
+
+def png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
+    encoded = base64.b64encode(png).decode("ascii")
+    return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{encoded})")

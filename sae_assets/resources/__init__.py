@@ -1,0 +1,1 @@
+"""Dagster resources: typed clients that return domain objects."""

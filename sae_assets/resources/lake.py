@@ -1,0 +1,70 @@
+"""The Delta lake root: a local path or any deltalake URI (s3://, gs://, az://) with storage options."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from sae_assets.storage import delta
+
+DEFAULT_LAKE_ROOT = "dagster_home/lake"
+
+
+def default_lake_root() -> str:
+    """``SAE_ASSETS_LAKE``, else ``$DAGSTER_HOME/lake``, else ``dagster_home/lake``."""
+    if os.environ.get("SAE_ASSETS_LAKE"):
+        return os.environ["SAE_ASSETS_LAKE"]
+    if os.environ.get("DAGSTER_HOME"):
+        return str(Path(os.environ["DAGSTER_HOME"]) / "lake")
+    return DEFAULT_LAKE_ROOT
+
+
+def is_local_uri(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+class LakeResource(dg.ConfigurableResource):
+    """Where every asset's Delta table lives: ``<root>/<asset name>``."""
+
+    root: str = Field(default_factory=default_lake_root,
+                      description="Lake root: a local path or a deltalake URI such as s3://bucket/lake.")
+    storage_options: dict[str, str] = Field(
+        default_factory=dict,
+        description="deltalake storage options (e.g. AWS_ENDPOINT_URL, AWS_REGION, AWS_ALLOW_HTTP).",
+    )
+
+    @property
+    def root_uri(self) -> str:
+        if is_local_uri(self.root):
+            return str(Path(self.root.removeprefix("file://")).expanduser().resolve())
+        return self.root.rstrip("/")
+
+    def table_uri(self, asset_name: str) -> str:
+        return delta.table_uri(self.root_uri, asset_name)
+
+    def local_dir(self, *parts: str) -> Path:
+        """A directory under a local lake root (for files that are not tables, e.g. SAE weights)."""
+        if not is_local_uri(self.root):
+            raise ValueError(
+                f"Lake root {self.root!r} is remote; files such as trained SAE weights need a local "
+                "lake root (set SAE_ASSETS_LAKE to a path) or a shared filesystem mount."
+            )
+        path = Path(self.root_uri, *parts)
+        path.mkdir(parents=True, exist_ok=True)
+        return path
+
+    def write_partition(self, asset_name: str, df: pl.DataFrame, model: str,
+                        layer: int | str) -> delta.WriteResult:
+        return delta.write_partition(df, self.table_uri(asset_name), model, layer,
+                                     storage_options=self.storage_options or None)
+
+    def scan_partition(self, asset_name: str, model: str, layer: int | str | None = None) -> pl.LazyFrame:
+        return delta.scan_partition(self.table_uri(asset_name), model, layer,
+                                    storage_options=self.storage_options or None)
+
+    def table_version(self, asset_name: str) -> int | None:
+        return delta.table_version(self.table_uri(asset_name), storage_options=self.storage_options or None)
