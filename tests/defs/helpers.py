@@ -1,0 +1,55 @@
+"""Materializing real partitions in tests."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+
+from sae_assets.defs.assets.sae_decoder import sae_decoder
+from sae_assets.defs.assets.trained_sae import trained_sae
+from sae_assets.defs.partitions import partition_key
+from sae_assets.resources.corpus import CorpusResource
+from sae_assets.resources.device import DeviceResource
+from sae_assets.resources.lake import LakeResource
+from sae_assets.resources.language_model import LanguageModelResource
+from sae_assets.resources.sae_source import SaeSourceResource
+
+TINY_TRAINING = {"training_tokens": 4096, "eval_tokens": 1024, "epochs": 2.0, "batch_size": 256,
+                 "context_size": 64, "lm_batch_size": 16}
+
+
+def resources(lake_root: str, corpus: CorpusResource | None = None) -> dict:
+    device = DeviceResource(device="cpu", dtype="float32")
+    lake = LakeResource(root=lake_root)
+    return {
+        "device": device,
+        "lake": lake,
+        "language_model": LanguageModelResource(device=device),
+        "sae_source": SaeSourceResource(device=device, lake=lake),
+        "corpus": corpus or CorpusResource(max_documents=400),
+    }
+
+
+def materialize(instance: dg.DagsterInstance, lake_root: str, model: str, layer: int | str,
+                assets=(trained_sae, sae_decoder), corpus: CorpusResource | None = None,
+                training: dict | None = None) -> dg.ExecuteInProcessResult:
+    run_config = {"ops": {"trained_sae": {"config": training or TINY_TRAINING}}} if trained_sae in assets else None
+    return dg.materialize(list(assets), partition_key=partition_key(model, layer), instance=instance,
+                          resources=resources(lake_root, corpus), run_config=run_config, raise_on_error=False)
+
+
+def failure_text(result: dg.ExecuteInProcessResult) -> str:
+    failures = result.get_step_failure_events()
+    assert failures, "expected a failed step"
+    error = failures[0].step_failure_data.error
+    texts = []
+    while error is not None:
+        texts.append(error.message)
+        error = error.cause
+    return "\n".join(texts)
+
+
+def lake_tables(lake_root: str) -> list[str]:
+    root = Path(lake_root)
+    return sorted(p.name for p in root.iterdir() if (p / "_delta_log").exists()) if root.exists() else []

