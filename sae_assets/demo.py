@@ -34,8 +34,8 @@ def main(argv: list[str] | None = None) -> int:
     import dagster as dg
 
     from sae_assets.catalog import load_catalog
-    from sae_assets.defs.partitions import partition_key, register_models
     from sae_assets.definitions import defs
+    from sae_assets.defs.partitions import partition_key, register_models
     from sae_assets.resources.lake import LakeResource
 
     catalog = load_catalog()

@@ -45,7 +45,8 @@ def test_resolve_names_model_layer_and_existing_layers() -> None:
     loc = catalog.resolve("gemma-2-2b@gemmascope-res-16k", "12")
     assert loc.layer == 12 and loc.hook_name == "blocks.12.hook_resid_post"
     assert loc.entry.sae_id(12) == "layer_12/width_16k/canonical"
-    with pytest.raises(CatalogError, match=r"'smollm2-135m@demo-res' has no SAE at layer 3; layers with an SAE: 2, 4, 6"):
+    expected = r"'smollm2-135m@demo-res' has no SAE at layer 3; layers with an SAE: 2, 4, 6"
+    with pytest.raises(CatalogError, match=expected):
         catalog.resolve("smollm2-135m@demo-res", 3)
     with pytest.raises(CatalogError, match=r"Unknown model key 'gpt-5@nope'.*smollm2-135m@demo-res"):
         catalog.resolve("gpt-5@nope", 0)
@@ -92,3 +93,15 @@ def test_catalog_env_var_and_reload_on_change(test_catalog: Path) -> None:
 def test_missing_catalog_file(tmp_path: Path) -> None:
     with pytest.raises(CatalogError, match="does not exist"):
         load_catalog(tmp_path / "nope.yaml")
+
+
+def test_readme_catalog_example_is_valid_and_real() -> None:
+    import re
+
+    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    snippet = re.search(r"```yaml\n(models:.*?)```", readme, re.S).group(1)
+    entry = parse_catalog(snippet).entry("pythia-70m-deduped@res-sm")
+    release = get_pretrained_saes_directory()[entry.sae.release]
+    for layer in entry.layers:
+        sae_id = entry.sae_id(layer)
+        assert release.neuronpedia_id[sae_id] == f"{entry.neuronpedia.model_id}/{entry.neuronpedia.source_id(layer)}"

@@ -32,6 +32,11 @@ class LakeResource(dg.ConfigurableResource):
 
     root: str = Field(default_factory=default_lake_root,
                       description="Lake root: a local path or a deltalake URI such as s3://bucket/lake.")
+    files_root: str | None = Field(
+        default_factory=lambda: os.environ.get("SAE_ASSETS_FILES") or None,
+        description="Local directory for files that are not tables (trained SAE weights, exports); "
+        "default: the lake root when it is local. Needed when the lake is on object storage.",
+    )
     storage_options: dict[str, str] = Field(
         default_factory=dict,
         description="deltalake storage options (e.g. AWS_ENDPOINT_URL, AWS_REGION, AWS_ALLOW_HTTP).",
@@ -47,13 +52,17 @@ class LakeResource(dg.ConfigurableResource):
         return delta.table_uri(self.root_uri, asset_name)
 
     def local_dir(self, *parts: str) -> Path:
-        """A directory under a local lake root (for files that are not tables, e.g. SAE weights)."""
-        if not is_local_uri(self.root):
+        """A local directory for files that are not tables (e.g. SAE weights): ``files_root`` or the lake root."""
+        if self.files_root:
+            base = Path(self.files_root).expanduser().resolve()
+        elif is_local_uri(self.root):
+            base = Path(self.root_uri)
+        else:
             raise ValueError(
                 f"Lake root {self.root!r} is remote; files such as trained SAE weights need a local "
-                "lake root (set SAE_ASSETS_LAKE to a path) or a shared filesystem mount."
+                "directory: set SAE_ASSETS_FILES (a shared filesystem mount when steps run on several hosts)."
             )
-        path = Path(self.root_uri, *parts)
+        path = base.joinpath(*parts)
         path.mkdir(parents=True, exist_ok=True)
         return path
 

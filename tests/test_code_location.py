@@ -1,0 +1,112 @@
+"""The code location as users start it: packaging, workspace, instance config, and `dagster dev`."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import tomllib
+from pathlib import Path
+
+import dagster as dg
+import pytest
+import requests
+import yaml
+from dagster._core.instance.ref import InstanceRef
+
+from sae_assets.definitions import defs
+from sae_assets.defs.partitions import model_layer_partitions, partition_key, register_models
+from tests.conftest import REPO_ROOT
+
+PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
+
+
+def test_dagster_family_pinned_to_one_version() -> None:
+    pins = {d.split("==")[0]: d.split("==")[1] for d in PYPROJECT["project"]["dependencies"] if "==" in d}
+    family = {k: v for k, v in pins.items() if k.startswith("dagster")}
+    assert {"dagster", "dagster-webserver"} <= set(family)
+    assert len(set(family.values())) == 1 and family["dagster"] == dg.__version__
+
+
+def test_code_location_name_is_the_same_everywhere() -> None:
+    workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text())
+    module = workspace["load_from"][0]["python_module"]
+    assert module["module_name"] == PYPROJECT["tool"]["dagster"]["module_name"] == "sae_assets.definitions"
+    assert module["location_name"] == PYPROJECT["tool"]["dagster"]["code_location_name"] \
+        == PYPROJECT["tool"]["dg"]["project"]["code_location_name"]
+
+
+def test_ci_runs_the_readme_commands() -> None:
+    readme = (REPO_ROOT / "README.md").read_text()
+    ci = (REPO_ROOT / ".ci" / "run").read_text()
+    for command in ("bash scripts/setup", ".venv/bin/python -m pytest"):
+        assert command in readme and command in ci
+
+
+def test_instance_config_has_a_gpu_pool_of_one(tmp_path: Path) -> None:
+    shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", tmp_path / "dagster.yaml")
+    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(tmp_path)))
+    assert instance.get_concurrency_config().pool_config.default_pool_limit == 1
+    assert instance.root_directory == str(tmp_path)
+
+
+def test_definitions_and_partition_keys() -> None:
+    repo = defs.get_repository_def()
+    assert {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()} >= {"trained_sae", "sae_decoder"}
+    assert defs.resolve_assets_def("trained_sae").op.pool == "gpu"
+    key = partition_key("smollm2-135m@demo-res", 4)
+    assert str(key) == "4|smollm2-135m@demo-res"  # Dagster orders dimensions by name
+    assert model_layer_partitions.get_partition_key_from_str(str(key)).keys_by_dimension == {
+        "model": "smollm2-135m@demo-res", "layer": "4"}
+
+
+def _free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+QUERY = """{ assetNodes { assetKey { path } partitionKeysByDimension { name partitionKeys } } }"""
+
+
+@pytest.mark.slow
+def test_dagster_dev_serves_the_assets_and_partitions(tmp_path: Path) -> None:
+    home = tmp_path / "dagster_home"
+    home.mkdir()
+    shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
+    register_models(dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))), ["smollm2-135m@demo-res"])
+    port = _free_port()
+    env = {**os.environ, "DAGSTER_HOME": str(home), "SAE_ASSETS_LAKE": str(tmp_path / "lake")}
+    proc = subprocess.Popen(
+        [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1",
+         "-p", str(port)],
+        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
+    )
+    try:
+        nodes = None
+        deadline = time.monotonic() + 180
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                reply = requests.post(f"http://127.0.0.1:{port}/graphql", json={"query": QUERY}, timeout=10)
+                data = reply.json().get("data") or {}
+                if data.get("assetNodes"):
+                    nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
+                    break
+            except (requests.ConnectionError, requests.Timeout, ValueError):
+                pass
+            time.sleep(1)
+        assert nodes is not None, "dagster dev did not answer on 127.0.0.1 within 180 s"
+        assert {"trained_sae", "sae_decoder"} <= set(nodes)
+        dims = {d["name"]: d["partitionKeys"] for d in nodes["sae_decoder"]["partitionKeysByDimension"]}
+        assert dims["model"] == ["smollm2-135m@demo-res"]
+        assert dims["layer"][:3] == ["0", "1", "2"]
+    finally:
+        os.killpg(proc.pid, signal.SIGTERM)
+        try:
+            proc.wait(timeout=30)
+        except subprocess.TimeoutExpired:
+            os.killpg(proc.pid, signal.SIGKILL)
