@@ -1,0 +1,65 @@
+"""Feature co-occurrence over non-overlapping token windows (SFAL's definition).
+
+A document (BOS dropped, truncated to the scan's context) is cut into non-overlapping windows of
+``k`` tokens, the trailing remainder dropped. A feature is *present* in a window if it fires anywhere
+in it. ``C[i, j]`` counts the windows where both ``i`` and ``j`` are present; the diagonal holds each
+feature's marginal count. Counts are accumulated densely on the device (``d_sae^2`` int32) and stored
+sparsely: the upper triangle's non-zero entries.
+"""
+
+from __future__ import annotations
+
+import polars as pl
+import torch
+
+
+def window_presence(feats: torch.Tensor, k: int, threshold: float = 0.0) -> torch.Tensor:
+    """``feats [n_tokens, d_sae]`` of one document (BOS already dropped) -> ``[n_windows, d_sae]`` bool."""
+    n_windows = feats.shape[0] // k
+    if n_windows == 0:
+        return torch.zeros((0, feats.shape[1]), dtype=torch.bool, device=feats.device)
+    windows = feats[: n_windows * k].reshape(n_windows, k, feats.shape[1])
+    return windows.amax(dim=1) > threshold
+
+
+class CooccurrenceCounter:
+    """Accumulates ``C = P^T P`` over window-presence matrices ``P``."""
+
+    def __init__(self, d_sae: int, device: torch.device) -> None:
+        self.d_sae = d_sae
+        self.counts = torch.zeros((d_sae, d_sae), dtype=torch.int32, device=device)
+        self.n_windows = 0
+
+    def add(self, presence: torch.Tensor) -> None:
+        """``presence [n_windows, d_sae]`` bool."""
+        if presence.shape[0] == 0:
+            return
+        # float32 products are exact while a batch has < 2^24 windows; the running sum stays in int32.
+        p = presence.to(torch.float32)
+        self.counts += (p.T @ p).round_().to(torch.int32)
+        self.n_windows += presence.shape[0]
+
+    def marginals(self) -> torch.Tensor:
+        return self.counts.diagonal().clone()
+
+    def to_frame(self) -> pl.DataFrame:
+        """Sparse upper triangle: ``feature_i <= feature_j``, ``count > 0`` (int32 columns)."""
+        upper = torch.triu(self.counts)
+        ij = upper.nonzero()
+        counts = upper[ij[:, 0], ij[:, 1]]
+        return pl.DataFrame({
+            "feature_i": pl.Series(ij[:, 0].int().cpu().numpy(), dtype=pl.Int32),
+            "feature_j": pl.Series(ij[:, 1].int().cpu().numpy(), dtype=pl.Int32),
+            "count": pl.Series(counts.cpu().numpy(), dtype=pl.Int32),
+        })
+
+
+def dense_counts(frame: pl.DataFrame, d_sae: int) -> torch.Tensor:
+    """Inverse of :meth:`CooccurrenceCounter.to_frame`: the symmetric ``[d_sae, d_sae]`` int64 matrix."""
+    c = torch.zeros((d_sae, d_sae), dtype=torch.int64)
+    i = torch.from_numpy(frame["feature_i"].to_numpy().astype("int64"))
+    j = torch.from_numpy(frame["feature_j"].to_numpy().astype("int64"))
+    v = torch.from_numpy(frame["count"].to_numpy().astype("int64"))
+    c[i, j] = v
+    c[j, i] = v
+    return c
