@@ -21,11 +21,23 @@ EMBEDDED_DEFAULT = "smollm2-135m@demo-res"
 log = logging.getLogger("sae_assets.demo")
 
 
+# Budgets for 2 CPU cores. The offline corpus is Wikipedia summaries (median ~100 tokens), so the
+# co-occurrence window is 64 tokens instead of SFAL's 256.
+DEMO_SCAN_CONFIG = {"max_tokens": 65_536, "window": 64, "context_size": 512, "batch_tokens": 4096}
+
+
+def demo_run_config(job) -> dict:
+    ops = {}
+    if "activation_scan" in job.graph.node_dict:
+        ops["activation_scan"] = {"config": DEMO_SCAN_CONFIG}
+    return {"ops": ops}
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=EMBEDDED_DEFAULT, help="catalog model key")
     parser.add_argument("--layers", type=int, nargs="*", help="layers (default: every layer with an SAE)")
-    parser.add_argument("--job", default="train_and_publish_sae", help="job to run per partition")
+    parser.add_argument("--job", default="full_pipeline", help="job to run per partition")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / "dagster_home"))
@@ -51,7 +63,8 @@ def main(argv: list[str] | None = None) -> int:
     for layer in layers:
         key = partition_key(args.model, layer)
         log.info("Running %s for partition %s", args.job, key)
-        result = job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
+        result = job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False,
+                                        run_config=demo_run_config(job))
         if not result.success:
             failed.append(layer)
             log.error("Run %s for %s failed", result.run_id, key)

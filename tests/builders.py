@@ -23,3 +23,41 @@ def save_topk_sae(path: Path, **kwargs) -> TopKSAE:
     sae = build_topk_sae(**kwargs)
     sae.save_model(path)
     return sae
+
+
+def build_tiny_lm(d_model: int = 16, n_layers: int = 2, d_vocab: int = 50, seed: int = 0):
+    """A random-weight TransformerLens model (no hub), wrapped like the platform's language models."""
+    from transformer_lens import HookedTransformer, HookedTransformerConfig
+
+    from sae_assets.core.language_model import LanguageModel
+
+    torch.manual_seed(seed)
+    cfg = HookedTransformerConfig(n_layers=n_layers, d_model=d_model, n_ctx=256, d_head=4, n_heads=d_model // 4,
+                                  d_vocab=d_vocab, act_fn="gelu", d_mlp=2 * d_model, seed=seed)
+    model = HookedTransformer(cfg)
+    model.eval()
+    return LanguageModel(name="tiny", model=model, tokenizer=None, device=torch.device("cpu"), dtype=torch.float32)
+
+
+class OneHotModel:
+    """Hook activations = one-hot of the token ids: with :class:`ReluSae`, feature f fires exactly on token f."""
+
+    def __init__(self, vocab: int) -> None:
+        self.vocab = vocab
+
+    def hook_activations(self, tokens: torch.Tensor, hook_name: str) -> torch.Tensor:
+        return torch.nn.functional.one_hot(tokens, self.vocab).float()
+
+
+class ReluSae(torch.nn.Module):
+    """An SAE whose latents are the input's coordinates (encode = ReLU, decode = identity)."""
+
+    def __init__(self, d: int) -> None:
+        super().__init__()
+        self.cfg = type("Cfg", (), {"d_sae": d, "d_in": d})()
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return torch.relu(x)
+
+    def decode(self, f: torch.Tensor) -> torch.Tensor:
+        return f

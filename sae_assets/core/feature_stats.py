@@ -17,6 +17,8 @@ import torch
 @dataclass(frozen=True)
 class ReconstructionSummary:
     n_tokens: int
+    n_reconstructed: int
+    """Tokens the explained variance was estimated on."""
     explained_variance: float
     l0: float
     dead_fraction: float
@@ -27,52 +29,60 @@ class FeatureStatsAccumulator:
         f64 = dict(dtype=torch.float64, device=device)
         self.threshold = threshold
         self.n_tokens = 0
+        self.n_reconstructed = 0
         self.n_docs = 0
         self.n_active = torch.zeros(d_sae, dtype=torch.int64, device=device)
-        self.act_sum = torch.zeros(d_sae, **f64)
         self.act_max = torch.zeros(d_sae, dtype=torch.float32, device=device)
         self.mass = torch.zeros(d_sae, **f64)
+        self.active_sum = torch.zeros(d_sae, **f64)
         self.mass_log_mass = torch.zeros(d_sae, **f64)
         self.n_docs_active = torch.zeros(d_sae, dtype=torch.int64, device=device)
         self.x_sum = torch.zeros(d_in, **f64)
         self.x_sq_sum = torch.zeros((), **f64)
         self.err_sq_sum = torch.zeros((), **f64)
 
-    def add(self, feats: torch.Tensor, valid: torch.Tensor, x: torch.Tensor, x_hat: torch.Tensor) -> None:
-        """One batch: ``feats [b, seq, d_sae]``, ``valid [b, seq]`` bool (BOS and padding False),
-        ``x``/``x_hat [n_valid, d_in]`` hook activations and their reconstructions at the valid positions."""
-        f = feats * valid.unsqueeze(-1)
-        active = f > self.threshold
-        self.n_tokens += int(valid.sum())
+    def add(self, feats: torch.Tensor, peak: torch.Tensor, n_valid: int, x: torch.Tensor,
+            x_hat: torch.Tensor) -> None:
+        """One batch: ``feats [b, seq, d_sae]`` with BOS and padding already zeroed, ``peak [b, d_sae]`` each
+        document's maximum, ``n_valid`` real tokens, and ``x``/``x_hat [n, d_in]`` hook activations and their
+        reconstructions on a sample of those tokens (explained variance is estimated from the samples)."""
+        self.n_tokens += n_valid
+        self.n_reconstructed += x.shape[0]
         self.n_docs += feats.shape[0]
-        self.n_active += active.sum(dim=(0, 1))
-        self.act_sum += f.sum(dim=(0, 1), dtype=torch.float64)
-        self.act_max = torch.maximum(self.act_max, f.amax(dim=(0, 1)).float())
-        doc_mass = f.sum(dim=1, dtype=torch.float64).clamp_min(0)  # [b, d_sae]
+        doc_mass = feats.sum(dim=1).double().clamp_min_(0)  # [b, d_sae]
+        if self.threshold == 0:  # SAE latents are >= 0: active = non-zero
+            self.n_active += torch.count_nonzero(feats, dim=(0, 1))
+            self.active_sum += doc_mass.sum(0)
+        else:  # mean activation is over active tokens: sub-threshold activation is left out
+            active = feats > self.threshold
+            self.n_active += active.sum(dim=(0, 1))
+            self.active_sum += (feats * active).sum(dim=(0, 1)).double()
+        self.act_max = torch.maximum(self.act_max, peak.amax(dim=0).float())
         self.mass += doc_mass.sum(0)
         self.mass_log_mass += torch.where(doc_mass > 0, doc_mass * doc_mass.log(), 0).sum(0)
-        self.n_docs_active += active.any(dim=1).sum(0)
+        self.n_docs_active += (peak > self.threshold).sum(0)
         xd = x.double()
         self.x_sum += xd.sum(0)
         self.x_sq_sum += xd.pow(2).sum()
         self.err_sq_sum += (xd - x_hat.double()).pow(2).sum()
 
     def summary(self) -> ReconstructionSummary:
-        n = max(self.n_tokens, 1)
+        n = max(self.n_reconstructed, 1)
         total_var = self.x_sq_sum - self.x_sum.pow(2).sum() / n
         return ReconstructionSummary(
             n_tokens=self.n_tokens,
+            n_reconstructed=self.n_reconstructed,
             explained_variance=float(1 - self.err_sq_sum / total_var) if total_var > 0 else float("nan"),
-            l0=float(self.n_active.sum()) / n,
+            l0=float(self.n_active.sum()) / max(self.n_tokens, 1),
             dead_fraction=float((self.n_active == 0).double().mean()),
         )
 
     def to_frame(self) -> pl.DataFrame:
         n_active = self.n_active.cpu()
         mass = self.mass.cpu()
-        entropy = torch.where(mass > 0, mass.clamp_min(1e-300).log() - self.mass_log_mass.cpu() / mass.clamp_min(1e-300),
-                              torch.tensor(0.0, dtype=torch.float64))
-        mean = torch.where(n_active > 0, self.act_sum.cpu() / n_active.clamp_min(1), 0.0)
+        safe = mass.clamp_min(1e-300)
+        entropy = torch.where(mass > 0, safe.log() - self.mass_log_mass.cpu() / safe, 0.0)
+        mean = torch.where(n_active > 0, self.active_sum.cpu() / n_active.clamp_min(1), 0.0)
         return pl.DataFrame({
             "feature": pl.Series(range(n_active.shape[0]), dtype=pl.Int32),
             "n_tokens_active": pl.Series(n_active.numpy(), dtype=pl.Int64),

@@ -54,6 +54,10 @@ class LanguageModel:
         """Token ids of one document, without BOS."""
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
+    def token_strings(self, ids: list[int]) -> list[str]:
+        """Each token id decoded on its own (spaces kept), for display in example windows."""
+        return [self.tokenizer.decode([i]) for i in ids]
+
     def check_hook(self, hook_name: str) -> None:
         layer = hook_layer(hook_name)
         if layer >= self.n_layers:

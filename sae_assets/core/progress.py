@@ -13,7 +13,6 @@ class Progress:
                  every_s: float = 10.0) -> None:
         self.what, self.total, self.unit, self.report, self.every_s = what, total, unit, report, every_s
         self.done = 0
-        self.tokens = 0
         self.start = time.perf_counter()
         self._last = self.start
 
@@ -26,13 +25,12 @@ class Progress:
         rate = self.done / elapsed if elapsed > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
         pct = 100.0 * self.done / self.total if self.total else 100.0
-        tokens = f", {self.tokens:,} tokens ({self.tokens / elapsed:,.0f} tokens/s)" if self.tokens and elapsed else ""
+        eta = max(eta, 0.0)
         return (f"{self.what}: {self.done:,}/{self.total:,} {self.unit} ({pct:.0f}%), "
-                f"{rate:,.0f} {self.unit}/s{tokens}, elapsed {elapsed:.0f}s, ETA {eta:.0f}s")
+                f"{rate:,.0f} {self.unit}/s, elapsed {elapsed:.0f}s, ETA {eta:.0f}s")
 
-    def advance(self, n: int, tokens: int = 0) -> None:
+    def advance(self, n: int) -> None:
         self.done += n
-        self.tokens += tokens
         now = time.perf_counter()
         if self.report is not None and now - self._last >= self.every_s:
             self._last = now

@@ -20,6 +20,7 @@ import torch
 
 from sae_assets.core.activation_examples import ExampleCollector, ExampleConfig
 from sae_assets.core.cooccurrence import CooccurrenceCounter, window_presence
+from sae_assets.core.example_table import examples_frame
 from sae_assets.core.feature_stats import FeatureStatsAccumulator, ReconstructionSummary
 from sae_assets.core.progress import Progress
 
@@ -42,6 +43,10 @@ class ScanConfig:
     """Padded tokens per forward pass (halved automatically on CUDA out-of-memory)."""
     activation_threshold: float = 0.0
     """A feature is active on a token when its activation exceeds this."""
+    reconstruction_sample: int = 1024
+    """Tokens per batch (uniformly drawn) on which the SAE's reconstruction is decoded for explained
+    variance; 0 decodes every token."""
+    seed: int = 0
     examples: ExampleConfig = field(default_factory=ExampleConfig)
     chunk_documents: int = 512
     """Documents read ahead and sorted by length before batching."""
@@ -110,23 +115,32 @@ class Scanner:
         self.cooc = CooccurrenceCounter(d_sae, device)
         self.batch_tokens = cfg.batch_tokens
         self.n_docs_with_window = 0
+        self.generator = torch.Generator().manual_seed(cfg.seed)
 
     @torch.inference_mode()
     def _encode(self, tokens: torch.Tensor, lengths: torch.Tensor):
+        """Latents ``[b, seq, d_sae]`` (zero at BOS and padding), and hook activations with their
+        reconstructions ``[n, d_in]`` on a uniform sample of the real tokens."""
         acts = self.model.hook_activations(tokens, self.hook_name)  # [b, seq, d_in]
-        x = acts.to(self.device, torch.float32)
-        feats = self.sae.encode(x)  # [b, seq, d_sae]
-        pos = torch.arange(tokens.shape[1], device=self.device)
-        valid = (pos >= 1) & (pos < lengths.to(self.device).unsqueeze(1))  # BOS and padding out
-        x_valid = x[valid]
-        return feats, valid, x_valid, self.sae.decode(feats[valid])
+        pos = torch.arange(tokens.shape[1], device=acts.device)
+        valid = (pos >= 1) & (pos < lengths.to(acts.device).unsqueeze(1))  # BOS and padding out
+        x = acts[valid].to(self.device, torch.float32)  # [n_valid, d_in]
+        latents = self.sae.encode(x)  # [n_valid, d_sae]
+        feats = latents.new_zeros((*tokens.shape, latents.shape[-1]))
+        feats[valid.to(self.device)] = latents
+        sample = self.cfg.reconstruction_sample
+        if 0 < sample < x.shape[0]:
+            idx = torch.randperm(x.shape[0], generator=self.generator, device="cpu")[:sample].to(self.device)
+            x, latents = x[idx], latents[idx]
+        return feats, x, self.sae.decode(latents), int(valid.sum())
 
     @torch.inference_mode()
     def _accumulate(self, batch: list[Document], pad_id: int) -> None:
         doc_index, tokens, lengths = _pad(batch, pad_id)
-        feats, valid, x_valid, x_hat = self._encode(tokens, lengths)
-        self.stats.add(feats, valid, x_valid, x_hat)
-        self.examples.add(doc_index, tokens.to(self.device), lengths.to(self.device), feats, valid)
+        feats, x, x_hat, n_valid = self._encode(tokens, lengths)
+        peak, peak_pos = feats.max(dim=1)  # [b, d_sae] each document's maximum and where
+        self.stats.add(feats, peak, n_valid, x, x_hat)
+        self.examples.add(doc_index, tokens.to(self.device), lengths.to(self.device), feats, peak, peak_pos)
         presence = [window_presence(feats[row, 1 : int(n)], self.cfg.window, self.cfg.activation_threshold)
                     for row, n in enumerate(lengths.tolist())]
         self.n_docs_with_window += sum(p.shape[0] > 0 for p in presence)
@@ -152,20 +166,23 @@ class Scanner:
             self.process(batch[half:], pad_id)
 
 
-def run_scan(model: HookModel, hook_name: str, sae: Any, documents: Iterable[Document], n_documents: int,
+def run_scan(model: HookModel, hook_name: str, sae: Any, documents: Iterable[Document], expected_tokens: int,
              pad_id: int, cfg: ScanConfig, device: torch.device, token_strings: Callable[[list[int]], list[str]],
              report: Report | None = None) -> ScanResult:
-    """Scan ``documents`` (``(doc_index, [BOS, ...])``, at most ``n_documents``) and build the three tables."""
+    """Scan ``documents`` (``(doc_index, [BOS, ...])``) and build the three tables.
+
+    ``expected_tokens`` (an estimate of the tokens the documents hold) only drives progress and ETA.
+    """
     if cfg.window < 1 or cfg.context_size < 2:
         raise ValueError("window must be >= 1 and context_size >= 2")
     start = time.perf_counter()
     scanner = Scanner(model, hook_name, sae, cfg, device, report)
-    progress = Progress(f"scan at {hook_name}", n_documents, "docs", report)
+    progress = Progress(f"scan at {hook_name}", expected_tokens, "tokens", report)
     seen = 0
     for batch in document_batches(documents, lambda: scanner.batch_tokens, cfg.chunk_documents):
         scanner.process(batch, pad_id)
         seen += len(batch)
-        progress.advance(len(batch), tokens=sum(len(ids) for _, ids in batch))
+        progress.advance(sum(len(ids) for _, ids in batch))
     progress.finish()
     if seen == 0:
         raise ValueError("The corpus gave no documents to scan.")
@@ -177,7 +194,7 @@ def run_scan(model: HookModel, hook_name: str, sae: Any, documents: Iterable[Doc
         )
     return ScanResult(
         feature_stats=scanner.stats.to_frame(),
-        examples=scanner.examples.to_frame(token_strings),
+        examples=examples_frame(scanner.examples, token_strings),
         cooccurrence=scanner.cooc.to_frame(),
         reconstruction=scanner.stats.summary(),
         n_documents=seen,

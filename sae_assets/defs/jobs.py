@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import dagster as dg
 
+from sae_assets.defs.assets.activation_scan import activation_scan
 from sae_assets.defs.assets.sae_decoder import sae_decoder
 from sae_assets.defs.assets.trained_sae import trained_sae
 from sae_assets.defs.partitions import model_layer_partitions
@@ -24,4 +25,19 @@ publish_sae_job = dg.define_asset_job(
     description="Load the catalog's SAE for one model × layer partition and write its decoder table.",
 )
 
-jobs = [train_and_publish_sae_job, publish_sae_job]
+scan_activations_job = dg.define_asset_job(
+    "scan_activations",
+    selection=dg.AssetSelection.assets(activation_scan),
+    partitions_def=model_layer_partitions,
+    description="One LM + SAE pass over the corpus: feature_stats, activation_examples and cooccurrence.",
+)
+
+# Everything from a platform-trained SAE onwards: the README demo's job.
+full_pipeline_job = dg.define_asset_job(
+    "full_pipeline",
+    selection=dg.AssetSelection.assets(trained_sae).downstream(),
+    partitions_def=model_layer_partitions,
+    description="Train the partition's SAE and materialize every asset downstream of it.",
+)
+
+jobs = [train_and_publish_sae_job, publish_sae_job, scan_activations_job, full_pipeline_job]

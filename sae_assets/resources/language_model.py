@@ -16,7 +16,7 @@ import torch
 
 from sae_assets.catalog import LanguageModelSpec
 from sae_assets.core.language_model import LanguageModel
-from sae_assets.resources.device import DeviceResource
+from sae_assets.resources.device import DeviceResource, resolve_dtype
 
 log = logging.getLogger(__name__)
 
@@ -86,5 +86,7 @@ class LanguageModelResource(dg.ConfigurableResource):
 
     device: DeviceResource
 
-    def load(self, spec: LanguageModelSpec) -> LanguageModel:
-        return load_language_model(spec, self.device.torch_device(), self.device.torch_dtype())
+    def load(self, spec: LanguageModelSpec, dtype: str | None = None) -> LanguageModel:
+        """``dtype`` overrides the device resource's (``auto | float32 | bfloat16 | float16``)."""
+        device = self.device.torch_device()
+        return load_language_model(spec, device, resolve_dtype(dtype, device) if dtype else self.device.torch_dtype())

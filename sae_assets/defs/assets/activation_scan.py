@@ -1,0 +1,152 @@
+"""``activation_scan``: one LM + SAE pass over the corpus -> feature_stats, activation_examples, cooccurrence."""
+
+import time
+from collections.abc import Iterator
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from sae_assets.core.activation_examples import ExampleConfig
+from sae_assets.core.language_model import LanguageModel
+from sae_assets.core.plots import histogram_png
+from sae_assets.core.scan import ScanConfig, ScanResult, run_scan
+from sae_assets.defs.assets.sae_decoder import sae_decoder
+from sae_assets.defs.metadata import png_markdown, table_metadata
+from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
+from sae_assets.resources.corpus import CorpusError, CorpusResource
+from sae_assets.resources.device import DeviceResource
+from sae_assets.resources.lake import LakeResource
+from sae_assets.resources.language_model import LanguageModelResource
+from sae_assets.resources.sae_source import SaeLoadError, SaeSourceResource
+
+
+class ActivationScanConfig(dg.Config):
+    max_tokens: int | None = Field(default=262_144, description="Stop after this many tokens (None: whole corpus).")
+    max_documents: int | None = Field(default=None, description="Stop after this many documents.")
+    context_size: int = Field(default=1024, description="Tokens per document, BOS included (SFAL: 1,024).")
+    window: int = Field(default=256, description="Co-occurrence window k in tokens (SFAL: 256).")
+    batch_tokens: int = Field(default=8192, description="Padded tokens per forward; halves on CUDA OOM.")
+    dtype: str | None = Field(default=None, description="Language-model dtype; default: the device resource's.")
+    activation_threshold: float = 0.0
+    top_k: int = Field(default=20, description="Top-activating documents kept per feature.")
+    n_quantiles: int = Field(default=10, description="Activation bins for quantile examples.")
+    per_quantile: int = Field(default=2, description="Examples drawn from each quantile bin.")
+    reservoir: int = Field(default=64, description="Activating documents sampled per feature for quantiles.")
+    n_random: int = Field(default=10, description="Random windows shared by all features.")
+    radius: int = Field(default=16, description="Tokens kept on each side of an example's peak.")
+    seed: int = 0
+
+    def scan_config(self) -> ScanConfig:
+        return ScanConfig(
+            context_size=self.context_size, window=self.window, batch_tokens=self.batch_tokens,
+            activation_threshold=self.activation_threshold,
+            examples=ExampleConfig(top_k=self.top_k, n_quantiles=self.n_quantiles, per_quantile=self.per_quantile,
+                                   reservoir=self.reservoir, n_random=self.n_random, radius=self.radius,
+                                   seed=self.seed),
+        )
+
+
+def _documents(lm: LanguageModel, texts: tuple[str, ...],
+               config: ActivationScanConfig) -> Iterator[tuple[int, list[int]]]:
+    """(doc_index, [BOS, ...]) truncated to the context, lazily, within the token/document budget."""
+    tokens = 0
+    for index, text in enumerate(texts):
+        if config.max_documents is not None and index >= config.max_documents:
+            return
+        if config.max_tokens is not None and tokens >= config.max_tokens:
+            return
+        ids = [lm.bos_token_id, *lm.tokenize(text)][: config.context_size]
+        tokens += len(ids)
+        yield index, ids
+
+
+def _examples_preview(result: ScanResult, n_features: int = 8) -> str:
+    top = result.examples.filter((pl.col("kind") == "top") & (pl.col("rank") == 0))
+    dense = result.feature_stats.sort("n_tokens_active", descending=True).head(n_features)["feature"]
+    lines = ["| feature | max act | top example (peak in **bold**) |", "|---|---|---|"]
+    for row in top.filter(pl.col("feature").is_in(dense)).sort("feature").iter_rows(named=True):
+        peak = row["token_position"] - row["window_start"]
+        words = [t.replace("|", "\\|").replace("\n", "⏎") for t in row["tokens"]]
+        if 0 <= peak < len(words):
+            words[peak] = f"**{words[peak]}**"
+        lines.append(f"| {row['feature']} | {row['activation']:.2f} | {''.join(words)} |")
+    return "\n".join(lines)
+
+
+@dg.multi_asset(
+    specs=[
+        dg.AssetSpec("feature_stats", deps=[sae_decoder], kinds={"torch", "polars", "delta"},
+                     description="Per feature: active tokens, density, mean/max activation, entropy of activation "
+                     "mass over documents, documents active; the SAE's explained variance and L0 in metadata."),
+        dg.AssetSpec("activation_examples", deps=[sae_decoder], kinds={"torch", "polars", "delta"},
+                     description="Per feature: top-k, quantile-sampled and random windows with token strings and "
+                     "per-token activations."),
+        dg.AssetSpec("cooccurrence", deps=[sae_decoder], kinds={"torch", "polars", "delta"},
+                     description="Sparse feature co-occurrence counts over non-overlapping k-token windows (SFAL): "
+                     "feature_i <= feature_j, diagonal = marginals; n_windows in metadata."),
+    ],
+    partitions_def=model_layer_partitions,
+    pool="gpu",
+    group_name="scan",
+    code_version="1",
+    can_subset=False,
+)
+def activation_scan(
+    context: dg.AssetExecutionContext,
+    config: ActivationScanConfig,
+    lake: LakeResource,
+    device: DeviceResource,
+    language_model: LanguageModelResource,
+    sae_source: SaeSourceResource,
+    corpus: CorpusResource,
+):
+    location = resolve_partition(context)
+    try:
+        loaded = sae_source.load(location)
+        texts = corpus.load().documents
+        lm = language_model.load(location.entry.language_model, config.dtype)
+        lm.check_hook(location.hook_name)
+        if loaded.d_in != lm.d_model:
+            raise ValueError(f"SAE d_in={loaded.d_in} does not match {lm.name}'s hook width {lm.d_model}.")
+        expected = config.max_tokens or len(texts) * config.context_size
+        result = run_scan(lm, location.hook_name, loaded.sae, _documents(lm, texts, config), expected,
+                          lm.bos_token_id, config.scan_config(), device.torch_device(), lm.token_strings,
+                          context.log.info)
+    except (SaeLoadError, CorpusError, ValueError) as err:
+        raise dg.Failure(f"activation_scan {location.model_key} layer {location.layer}: {err}") from err
+
+    rec = result.reconstruction
+    context.log.info("Scanned %d documents, %d tokens in %.0fs: EV %.3f, L0 %.1f, dead %.1f%%, %d windows",
+                     result.n_documents, rec.n_tokens, result.seconds, rec.explained_variance, rec.l0,
+                     100 * rec.dead_fraction, result.n_windows)
+    t0 = time.perf_counter()
+    written = {name: lake.write_partition(name, frame, location.model_key, location.layer)
+               for name, frame in (("feature_stats", result.feature_stats),
+                                   ("activation_examples", result.examples),
+                                   ("cooccurrence", result.cooccurrence))}
+    write_s = time.perf_counter() - t0
+    density = result.feature_stats["density"].to_numpy()
+    scan_meta = {"tokens_scanned": rec.n_tokens, "documents": result.n_documents,
+                 "scan_seconds": round(result.seconds, 1), "write_seconds": round(write_s, 1),
+                 "tokens_per_second": round(rec.n_tokens / max(result.seconds, 1e-9), 1),
+                 "batch_tokens": result.batch_tokens, "corpus": corpus.dataset}
+    yield dg.MaterializeResult(asset_key="feature_stats", metadata={
+        **table_metadata(written["feature_stats"]), **scan_meta,
+        "explained_variance": float(rec.explained_variance), "l0": float(rec.l0),
+        "dead_fraction": float(rec.dead_fraction),
+        "density_histogram": png_markdown(histogram_png(np.log10(density + 1e-7), "Feature density",
+                                                         "log10(density)"), "density histogram"),
+    })
+    kinds = dict(result.examples.group_by("kind").len().iter_rows())
+    yield dg.MaterializeResult(asset_key="activation_examples", metadata={
+        **table_metadata(written["activation_examples"]), **{f"rows_{k}": int(v) for k, v in kinds.items()},
+        "preview": dg.MetadataValue.md(_examples_preview(result)),
+    })
+    d_sae = loaded.d_sae
+    yield dg.MaterializeResult(asset_key="cooccurrence", metadata={
+        **table_metadata(written["cooccurrence"]), "n_windows": result.n_windows, "window": config.window,
+        "documents_with_a_window": result.n_docs_with_window,
+        "pair_fill": float(result.cooccurrence.height / (d_sae * (d_sae + 1) / 2)),
+    })
