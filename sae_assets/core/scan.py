@@ -135,9 +135,8 @@ class Scanner:
         return feats, x, self.sae.decode(latents), int(valid.sum())
 
     @torch.inference_mode()
-    def _accumulate(self, batch: list[Document], pad_id: int) -> None:
-        doc_index, tokens, lengths = _pad(batch, pad_id)
-        feats, x, x_hat, n_valid = self._encode(tokens, lengths)
+    def _accumulate(self, doc_index: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor,
+                    feats: torch.Tensor, x: torch.Tensor, x_hat: torch.Tensor, n_valid: int) -> None:
         peak, peak_pos = feats.max(dim=1)  # [b, d_sae] each document's maximum and where
         self.stats.add(feats, peak, n_valid, x, x_hat)
         self.examples.add(doc_index, tokens.to(self.device), lengths.to(self.device), feats, peak, peak_pos)
@@ -147,9 +146,11 @@ class Scanner:
         self.cooc.add(torch.cat(presence))
 
     def process(self, batch: list[Document], pad_id: int) -> None:
-        """Accumulate one batch, halving it on CUDA out-of-memory."""
+        """Accumulate one batch; a CUDA out-of-memory in the forward or the encode (before any accumulator
+        changed) halves the batch and retries it."""
+        doc_index, tokens, lengths = _pad(batch, pad_id)
         try:
-            self._accumulate(batch, pad_id)
+            encoded = self._encode(tokens, lengths)
         except (torch.OutOfMemoryError, RuntimeError) as err:
             if not _is_oom(err):
                 raise
@@ -164,6 +165,8 @@ class Scanner:
             half = len(batch) // 2
             self.process(batch[:half], pad_id)
             self.process(batch[half:], pad_id)
+            return
+        self._accumulate(doc_index, tokens, lengths, *encoded)
 
 
 def run_scan(model: HookModel, hook_name: str, sae: Any, documents: Iterable[Document], expected_tokens: int,

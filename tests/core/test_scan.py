@@ -187,3 +187,28 @@ def test_batches_are_padded_within_budget() -> None:
     for batch in batches:
         assert len(batch) == 1 or len(batch) * max(len(d) for _, d in batch) <= 100
     assert sorted(i for b in batches for i, _ in b) == list(range(6))
+
+
+def test_documents_are_streamed_not_held(tiny) -> None:
+    """The scan pulls documents lazily: at any forward, at most one read-ahead chunk is waiting."""
+    lm, sae, _ = tiny
+    pulled = {"n": 0}
+    scanned = {"n": 0}
+    backlog: list[int] = []
+
+    def documents():
+        for i in range(400):
+            pulled["n"] += 1
+            yield i, [0, *[(7 * i + j) % 49 + 1 for j in range(12)]]
+
+    class Counting:
+        def hook_activations(self, tokens, hook_name):
+            backlog.append(pulled["n"] - scanned["n"])
+            scanned["n"] += tokens.shape[0]
+            return lm.hook_activations(tokens, hook_name)
+
+    cfg = ScanConfig(window=4, batch_tokens=130, chunk_documents=32,
+                     examples=ExampleConfig(top_k=2, n_quantiles=2, per_quantile=1, reservoir=4, n_random=2, radius=2))
+    result = run_scan(Counting(), HOOK, sae, documents(), 400 * 13, 0, cfg, CPU, _strings)
+    assert result.n_documents == 400 and scanned["n"] == 400
+    assert max(backlog) <= 32

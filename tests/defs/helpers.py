@@ -6,6 +6,7 @@ from pathlib import Path
 
 import dagster as dg
 
+from sae_assets.defs.assets.activation_scan import activation_scan
 from sae_assets.defs.assets.sae_decoder import sae_decoder
 from sae_assets.defs.assets.trained_sae import trained_sae
 from sae_assets.defs.partitions import partition_key
@@ -15,6 +16,8 @@ from sae_assets.resources.lake import LakeResource
 from sae_assets.resources.language_model import LanguageModelResource
 from sae_assets.resources.sae_source import SaeSourceResource
 
+TINY_SCAN = {"max_tokens": 3000, "context_size": 128, "window": 16, "batch_tokens": 1024, "top_k": 3,
+             "n_quantiles": 2, "per_quantile": 1, "reservoir": 8, "n_random": 2, "radius": 4}
 TINY_TRAINING = {"training_tokens": 4096, "eval_tokens": 1024, "epochs": 2.0, "batch_size": 256,
                  "context_size": 64, "lm_batch_size": 16}
 
@@ -33,8 +36,13 @@ def resources(lake_root: str, corpus: CorpusResource | None = None) -> dict:
 
 def materialize(instance: dg.DagsterInstance, lake_root: str, model: str, layer: int | str,
                 assets=(trained_sae, sae_decoder), corpus: CorpusResource | None = None,
-                training: dict | None = None) -> dg.ExecuteInProcessResult:
-    run_config = {"ops": {"trained_sae": {"config": training or TINY_TRAINING}}} if trained_sae in assets else None
+                training: dict | None = None, scan: dict | None = None) -> dg.ExecuteInProcessResult:
+    ops = {}
+    if trained_sae in assets:
+        ops["trained_sae"] = {"config": training or TINY_TRAINING}
+    if activation_scan in assets:
+        ops["activation_scan"] = {"config": scan or TINY_SCAN}
+    run_config = {"ops": ops}
     return dg.materialize(list(assets), partition_key=partition_key(model, layer), instance=instance,
                           resources=resources(lake_root, corpus), run_config=run_config, raise_on_error=False)
 

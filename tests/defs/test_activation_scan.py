@@ -1,0 +1,72 @@
+"""Materialize activation_scan for a real partition (tiny SAE, tiny budget) and its bad inputs."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+from deltalake import DeltaTable
+
+from sae_assets.catalog import load_catalog
+from sae_assets.defs.assets.activation_scan import activation_scan
+from sae_assets.defs.assets.sae_decoder import sae_decoder
+from sae_assets.defs.assets.trained_sae import trained_sae
+from sae_assets.defs.partitions import register_models
+from tests.builders import save_topk_sae
+from tests.defs.helpers import TINY_SCAN, failure_text, lake_tables, materialize
+
+pytestmark = pytest.mark.slow
+MODEL = "smollm2-135m@test-res"
+
+
+@pytest.fixture
+def instance(test_catalog: Path) -> dg.DagsterInstance:
+    with dg.instance_for_test() as inst:
+        register_models(inst, [MODEL, "smollm2-135m@bad-hook"])
+        yield inst
+
+
+def test_scan_writes_three_consistent_tables(instance, lake_root: str, smollm2) -> None:
+    result = materialize(instance, lake_root, MODEL, 3, assets=(trained_sae, sae_decoder, activation_scan))
+    assert result.success
+    meta = {m.asset_key.to_user_string(): m.metadata
+            for m in result.asset_materializations_for_node("activation_scan")}
+    assert set(meta) == {"feature_stats", "activation_examples", "cooccurrence"}
+    stats = pl.read_delta(f"{lake_root}/feature_stats")
+    assert stats.height == 256 and stats.select("model", "layer").unique().rows() == [(MODEL, "3")]
+    assert stats["density"].is_between(0, 1).all() and (stats["activation_entropy"] >= 0).all()
+    tokens = meta["feature_stats"]["tokens_scanned"].value
+    assert 2500 < tokens <= 3000 + 128
+    assert stats["n_tokens_active"].sum() == pytest.approx(meta["feature_stats"]["l0"].value * tokens)
+    assert "data:image/png" in meta["feature_stats"]["density_histogram"].value
+
+    examples = pl.read_delta(f"{lake_root}/activation_examples")
+    assert set(examples["kind"].unique()) == {"top", "quantile", "random"}
+    top = examples.filter(pl.col("kind") == "top")
+    joined = top.filter(pl.col("rank") == 0).join(stats, on="feature")
+    assert (joined["activation"] - joined["max_activation"]).abs().max() < 1e-4  # top-1 is the max
+    assert all(len(t) == len(a) <= 9 for t, a in zip(examples["tokens"], examples["token_activations"], strict=True))
+    assert "**" in meta["activation_examples"]["preview"].value
+
+    cooc = pl.read_delta(f"{lake_root}/cooccurrence")
+    diagonal = cooc.filter(pl.col("feature_i") == pl.col("feature_j"))
+    n_windows = meta["cooccurrence"]["n_windows"].value
+    assert n_windows > 0 and diagonal["count"].max() <= n_windows
+    off = cooc.filter(pl.col("feature_i") < pl.col("feature_j"))
+    marg = dict(diagonal.select("feature_i", "count").iter_rows())
+    assert all(c <= min(marg[i], marg[j]) for i, j, c in off.select("feature_i", "feature_j", "count").iter_rows())
+
+    # Bad input: a window longer than every document fails and leaves the tables as they were.
+    versions = {t: DeltaTable(f"{lake_root}/{t}").version() for t in ("feature_stats", "cooccurrence")}
+    bad = materialize(instance, lake_root, MODEL, 3, assets=(activation_scan,), scan={**TINY_SCAN, "window": 500})
+    assert "shorter than 500 tokens" in failure_text(bad)
+    assert {t: DeltaTable(f"{lake_root}/{t}").version() for t in versions} == versions
+
+
+def test_hook_missing_from_the_model(instance, lake_root: str, smollm2) -> None:
+    save_topk_sae(load_catalog().entry("smollm2-135m@bad-hook").sae_path(1), d_in=576, d_sae=32)
+    result = materialize(instance, lake_root, "smollm2-135m@bad-hook", 1, assets=(activation_scan,))
+    assert "Hook 'blocks.1.hook_nope' does not exist" in failure_text(result)
+    assert lake_tables(lake_root) == []
