@@ -61,16 +61,19 @@ class _Buffer:
         """Candidates ``[b, d_sae]`` (``key = -inf`` never enters); ``window(rows, features)`` gives the
         ``[n, width]`` activations and tokens of the entering (batch row, feature) pairs."""
         size, n_rows = self.key.shape[0], key.shape[0]
-        top_key, top = torch.cat([self.key, key]).topk(size, dim=0)  # [size, d_sae]
-        from_batch = (top >= size) & (top_key > float("-inf"))
-        if not bool(from_batch.any()):
+        # Only features with a candidate above their current minimum can change; after the first batches
+        # that is a small subset, and the merge below runs on those columns alone.
+        cols = (key > self.key.amin(dim=0)).any(dim=0).nonzero().squeeze(1)
+        if cols.numel() == 0:
             return
+        top_key, top = torch.cat([self.key[:, cols], key[:, cols]]).topk(size, dim=0)  # [size, n_cols]
+        from_batch = (top >= size) & (top_key > float("-inf"))
         kept = torch.zeros_like(top, dtype=torch.int32).scatter_add_(
             0, top.clamp(max=size - 1), (top < size).to(torch.int32)) > 0
         free_slots = torch.sort((~kept).to(torch.int8), dim=0, descending=True, stable=True).indices
         new_rows = torch.where(from_batch, top - size, n_rows).sort(dim=0).values  # entering rows first
-        j, feature = (new_rows < n_rows).nonzero(as_tuple=True)
-        slot, row = free_slots[j, feature], new_rows[j, feature]
+        j, col = (new_rows < n_rows).nonzero(as_tuple=True)
+        slot, row, feature = free_slots[j, col], new_rows[j, col], cols[col]
         self.key[slot, feature] = key[row, feature]
         self.value[slot, feature] = value[row, feature]
         self.doc[slot, feature] = doc[row, feature]

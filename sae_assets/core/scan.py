@@ -43,7 +43,7 @@ class ScanConfig:
     """Padded tokens per forward pass (halved automatically on CUDA out-of-memory)."""
     activation_threshold: float = 0.0
     """A feature is active on a token when its activation exceeds this."""
-    reconstruction_sample: int = 1024
+    reconstruction_sample: int = 256
     """Tokens per batch (uniformly drawn) on which the SAE's reconstruction is decoded for explained
     variance; 0 decodes every token."""
     seed: int = 0
