@@ -64,8 +64,11 @@ def load_corpus(dataset: str, column: str = "text", split: str = "train", max_do
                 shuffle_seed: int | None = 0, path: str | None = None) -> Corpus:
     """Documents of a corpus; raises :class:`CorpusError` when it holds no text."""
     if path is not None:
-        texts = [json.loads(line)[column] for line in Path(path).read_text().splitlines() if line.strip()]
-        name = path
+        rows = [json.loads(line) for line in Path(path).read_text().splitlines() if line.strip()]
+        missing = next((row for row in rows if column not in row), None)
+        if missing is not None:
+            raise CorpusError(f"JSONL corpus {path} has a row without column {column!r} (columns: {sorted(missing)}).")
+        texts, name = [str(row[column] or "") for row in rows], path
     elif dataset == OFFLINE_WIKI:
         texts, name = _offline_wiki(), OFFLINE_WIKI
     else:

@@ -32,6 +32,13 @@ def test_empty_corpus_is_a_clear_error(tmp_path: Path) -> None:
         load_corpus("x", path=str(path))
 
 
+def test_missing_column_is_a_clear_error(tmp_path: Path) -> None:
+    path = tmp_path / "c.jsonl"
+    path.write_text(json.dumps({"body": "words"}) + "\n")
+    with pytest.raises(CorpusError, match=r"without column 'text' \(columns: \['body'\]\)"):
+        load_corpus("x", path=str(path))
+
+
 def test_unreachable_hf_dataset_is_a_clear_error() -> None:
     with pytest.raises(CorpusError, match="Could not open Hugging Face dataset 'no-such/dataset-xyz'"):
         load_corpus("no-such/dataset-xyz")

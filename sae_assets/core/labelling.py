@@ -1,0 +1,125 @@
+"""Feature labels from activating examples: prompt building, reply parsing, keyword labels, scoring.
+
+Pure functions on token strings and activations; the LLM and the embedder are passed in.
+"""
+
+from __future__ import annotations
+
+import math
+import re
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import numpy as np
+
+from sae_assets.core import label_prompts
+
+MAX_LABEL_WORDS = 9
+MARK_OPEN, MARK_CLOSE = "<<", ">>"
+
+
+class LabelParseError(ValueError):
+    """An LLM reply that holds no usable label."""
+
+
+@dataclass(frozen=True)
+class Window:
+    """One example window: its tokens (display strings) and the feature's activation on each."""
+
+    tokens: Sequence[str]
+    activations: Sequence[float]
+
+    def text(self) -> str:
+        return "".join(self.tokens)
+
+    def marked(self, fraction: float = 0.3) -> str:
+        """The text with tokens above ``fraction`` of the window's peak wrapped in ``<<...>>``."""
+        peak = max(self.activations, default=0.0)
+        if peak <= 0:
+            return self.text()
+        out = []
+        for token, act in zip(self.tokens, self.activations, strict=True):
+            if act > fraction * peak and token.strip():
+                lead = token[: len(token) - len(token.lstrip())]
+                out.append(f"{lead}{MARK_OPEN}{token.strip()}{MARK_CLOSE}")
+            else:
+                out.append(token)
+        return "".join(out)
+
+
+def label_messages(windows: Sequence[Window]) -> list[dict[str, str]]:
+    """Chat messages asking for a label of the feature active in ``windows``."""
+    lines = [label_prompts.EXAMPLE_LINE.format(index=i + 1, text=" ".join(w.marked().split()))
+             for i, w in enumerate(windows)]
+    return [{"role": "system", "content": label_prompts.SYSTEM},
+            {"role": "user", "content": label_prompts.USER.format(examples="\n".join(lines))}]
+
+
+def parse_label(reply: str, max_words: int = MAX_LABEL_WORDS) -> str:
+    """The label in an LLM reply: first non-empty line, without a ``Label:`` prefix, quotes or markup,
+    cut to ``max_words`` words. Raises :class:`LabelParseError` when nothing is left."""
+    for line in reply.splitlines():
+        line = re.sub(r"^\s*(label|answer|description)\s*[:\-]\s*", "", line.strip(), flags=re.I)
+        line = line.replace(MARK_OPEN, "").replace(MARK_CLOSE, "")
+        line = line.strip().strip("\"'`*#.").strip()
+        words = line.split()
+        if words:
+            return " ".join(words[:max_words])
+    raise LabelParseError(f"no label in reply {reply[:200]!r}")
+
+
+def keyword_label(activating: Sequence[str], background: Counter[str], n_keywords: int = 3,
+                  prior: float = 0.01) -> str:
+    """Tokens over-represented at a feature's activating positions against ``background`` counts.
+
+    Weighted log-odds with an informative Dirichlet prior (Monroe et al. 2008): for each token, the
+    z-score of the log-odds difference between the activating tokens and the background.
+    """
+    fg = Counter(t.strip().lower() for t in activating if t.strip() and any(c.isalnum() for c in t))
+    if not fg:
+        return ""
+    n_fg, n_bg = sum(fg.values()), sum(background.values())
+    alpha0 = prior * len(background) or 1.0
+    scores = {}
+    for token, count in fg.items():
+        a = prior + background.get(token, 0) * prior
+        bg = background.get(token, 0)
+        delta = (math.log((count + a) / (n_fg + alpha0 - count - a))
+                 - math.log((bg + a) / (n_bg + alpha0 - bg - a)))
+        scores[token] = delta / math.sqrt(1 / (count + a) + 1 / (bg + a))
+    best = sorted(scores, key=lambda t: (-scores[t], t))[:n_keywords]
+    return ", ".join(best)
+
+
+def background_counts(windows: Sequence[Sequence[str]]) -> Counter[str]:
+    return Counter(t.strip().lower() for w in windows for t in w if t.strip() and any(c.isalnum() for c in t))
+
+
+def auroc(positive: Sequence[float], negative: Sequence[float]) -> float:
+    """Area under the ROC curve (ties count half): P(score of a positive > score of a negative)."""
+    pos, neg = np.asarray(positive, dtype=float), np.asarray(negative, dtype=float)
+    if pos.size == 0 or neg.size == 0:
+        return float("nan")
+    greater = (pos[:, None] > neg[None, :]).sum()
+    ties = (pos[:, None] == neg[None, :]).sum()
+    return float((greater + 0.5 * ties) / (pos.size * neg.size))
+
+
+def embedding_detection_score(label_vector: np.ndarray, positive: np.ndarray, negative: np.ndarray) -> float:
+    """AUROC of cosine similarity to the label: held-out activating windows vs non-activating ones.
+
+    Vectors are L2-normalized rows; 0.5 is chance, 1.0 a label that singles out the activating windows.
+    """
+    return auroc(positive @ label_vector, negative @ label_vector)
+
+
+def detection_messages(label: str, window: Window) -> list[dict[str, str]]:
+    text = " ".join(window.text().split())
+    return [{"role": "system", "content": label_prompts.DETECTION_SYSTEM},
+            {"role": "user", "content": label_prompts.DETECTION_USER.format(label=label, text=text)}]
+
+
+def parse_yes_no(reply: str) -> bool | None:
+    match = re.search(r"\b(yes|no)\b", reply.lower())
+    return None if match is None else match.group(1) == "yes"
