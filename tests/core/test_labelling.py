@@ -1,0 +1,78 @@
+from __future__ import annotations
+
+from collections import Counter
+
+import numpy as np
+import pytest
+
+from sae_assets.core.labelling import (
+    LabelParseError,
+    Window,
+    auroc,
+    background_counts,
+    detection_messages,
+    embedding_detection_score,
+    keyword_label,
+    label_messages,
+    parse_label,
+    parse_yes_no,
+)
+
+
+def test_marked_windows_wrap_activating_tokens_only() -> None:
+    w = Window(tokens=["The", " cat", " sat", " on", " the", " mat"], activations=[0, 2.0, 0.1, 0, 0, 1.5])
+    assert w.marked() == "The <<cat>> sat on the <<mat>>"
+    assert Window(tokens=["a", " b"], activations=[0, 0]).marked() == "a b"
+    messages = label_messages([w, Window(["x", " y"], [1.0, 0.0])])
+    assert messages[0]["role"] == "system" and "<<like this>>" in messages[0]["content"]
+    assert "1. The <<cat>> sat on the <<mat>>\n2. <<x>> y" in messages[1]["content"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "label"),
+    [
+        ("Label: cats and other pets", "cats and other pets"),
+        ('"Animal nouns."\nExtra chatter', "Animal nouns"),
+        ("\n\n**years in dates**", "years in dates"),
+        ("one two three four five six seven eight nine ten eleven", "one two three four five six seven eight nine"),
+        ("<<mat>> tokens", "mat tokens"),
+    ],
+)
+def test_parse_label(reply: str, label: str) -> None:
+    assert parse_label(reply) == label
+
+
+@pytest.mark.parametrize("reply", ["", "   \n  ", "Label:", '""'])
+def test_unparseable_replies_raise(reply: str) -> None:
+    with pytest.raises(LabelParseError):
+        parse_label(reply)
+
+
+def test_keyword_label_prefers_tokens_rare_in_the_background() -> None:
+    background = background_counts([[" the", " of", " the", " cat"]] * 50 + [[" dog"]])
+    activating = [" the", " cat", " cat", " dog", " dog", " dog", ",", " "]
+    label = keyword_label(activating, background, n_keywords=2)
+    assert label == "dog, cat"
+    assert keyword_label([",", " "], background) == ""
+
+
+def test_auroc() -> None:
+    assert auroc([3, 4], [1, 2]) == 1.0
+    assert auroc([1, 2], [3, 4]) == 0.0
+    assert auroc([1, 1], [1, 1]) == 0.5
+    assert auroc([2, 0], [1]) == 0.5
+    assert np.isnan(auroc([], [1]))
+
+
+def test_embedding_detection_score() -> None:
+    label = np.array([1.0, 0.0])
+    pos = np.array([[0.9, 0.1], [0.8, 0.6]])
+    neg = np.array([[0.1, 0.99], [0.0, 1.0]])
+    assert embedding_detection_score(label, pos, neg) == 1.0
+
+
+def test_detection_prompt_and_answer() -> None:
+    msgs = detection_messages("cats", Window(["A", " cat"], [0, 1]))
+    assert "Feature description: cats" in msgs[1]["content"] and "Excerpt: A cat" in msgs[1]["content"]
+    assert parse_yes_no("Yes.") is True and parse_yes_no("no, it does not") is False
+    assert parse_yes_no("maybe") is None

@@ -1,0 +1,101 @@
+from __future__ import annotations
+
+import json
+import threading
+from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+import pytest
+
+from sae_assets.core.labelling import Window, label_messages, parse_label
+from sae_assets.resources.device import DeviceResource
+from sae_assets.resources.labeller import LabellerResource
+
+
+class _ChatServer:
+    """An OpenAI-compatible chat endpoint on 127.0.0.1 with scripted status codes."""
+
+    def __init__(self, script: list[int]) -> None:
+        self.script, self.requests = list(script), []
+        outer = self
+
+        class Handler(BaseHTTPRequestHandler):
+            def log_message(self, *args):  # quiet
+                pass
+
+            def do_POST(self):  # noqa: N802
+                body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
+                outer.requests.append((self.path, self.headers.get("Authorization"), body))
+                status = outer.script.pop(0) if outer.script else 200
+                if status == 200:
+                    question = body["messages"][-1]["content"]
+                    payload = {"choices": [{"message": {"role": "assistant",
+                                                        "content": f"Label: echo {len(question)}"}}]}
+                elif status == 299:  # 200 with a body that is not a chat completion
+                    status, payload = 200, {"unexpected": True}
+                else:
+                    payload = {"error": "scripted"}
+                data = json.dumps(payload).encode()
+                self.send_response(status)
+                self.send_header("Content-Type", "application/json")
+                self.send_header("Content-Length", str(len(data)))
+                self.end_headers()
+                self.wfile.write(data)
+
+        self.server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+        self.url = f"http://127.0.0.1:{self.server.server_address[1]}/v1"
+        threading.Thread(target=self.server.serve_forever, daemon=True).start()
+
+    def close(self) -> None:
+        self.server.shutdown()
+
+
+def _labeller(url: str, **kw) -> LabellerResource:
+    return LabellerResource(backend="openai", model="served-model", base_url=url, api_key="sk-test",
+                            backoff_s=0.01, device=DeviceResource(device="cpu"), **kw)
+
+
+def test_openai_backend_retries_then_answers() -> None:
+    server = _ChatServer([429, 503, 200])
+    try:
+        [reply] = _labeller(server.url).client().chat([[{"role": "user", "content": "hi"}]], max_tokens=8)
+    finally:
+        server.close()
+    assert reply.error is None and reply.text == "Label: echo 2"
+    path, auth, body = server.requests[-1]
+    assert path == "/v1/chat/completions" and auth == "Bearer sk-test"
+    assert body["model"] == "served-model" and body["max_tokens"] == 8 and len(server.requests) == 3
+
+
+def test_openai_backend_reports_errors_per_item() -> None:
+    server = _ChatServer([500, 500, 500, 400, 299])
+    try:
+        client = _labeller(server.url, retries=2).client()
+        conversations = [[{"role": "user", "content": str(i)}] for i in range(3)]
+        exhausted, bad_request, malformed = client.chat(conversations, max_tokens=8)
+    finally:
+        server.close()
+    assert exhausted.text is None and "HTTP 500" in exhausted.error and "after 3 attempts" in exhausted.error
+    assert bad_request.text is None and "HTTP 400" in bad_request.error
+    assert malformed.text is None and "malformed reply" in malformed.error
+
+
+def test_unreachable_endpoint_is_an_error_not_a_label() -> None:
+    client = _labeller("http://127.0.0.1:9/v1", retries=1, timeout_s=2).client()
+    [reply] = client.chat([[{"role": "user", "content": "hi"}]], max_tokens=8)
+    assert reply.text is None and "ConnectionError" in reply.error
+
+
+def test_openai_backend_needs_a_url() -> None:
+    with pytest.raises(ValueError, match="needs base_url"):
+        LabellerResource(backend="openai", device=DeviceResource(device="cpu")).client()
+
+
+@pytest.mark.slow
+def test_local_smollm2_labels_offline() -> None:
+    client = LabellerResource(device=DeviceResource(device="cpu"), batch_size=2).client()
+    windows = [Window([" in", " 1999", ","], [0, 3.0, 0]), Window([" since", " 2004"], [0, 2.5])]
+    prompts = [label_messages(windows), label_messages(windows[:1]), label_messages(windows[1:])]
+    replies = client.chat(prompts, max_tokens=12)
+    assert len(replies) == 3 and all(r.error is None and r.text for r in replies)
+    labels = [parse_label(r.text) for r in replies]
+    assert all(0 < len(label.split()) <= 9 for label in labels)
