@@ -3,13 +3,14 @@
 import dagster as dg
 
 from sae_assets.defs.assets.activation_scan import activation_scan
+from sae_assets.defs.assets.feature_labels import feature_labels
 from sae_assets.defs.assets.sae_decoder import sae_decoder
 from sae_assets.defs.assets.trained_sae import trained_sae
 from sae_assets.defs.jobs import jobs
 from sae_assets.defs.resources import default_resources
 
 defs = dg.Definitions(
-    assets=[trained_sae, sae_decoder, activation_scan],
+    assets=[trained_sae, sae_decoder, activation_scan, feature_labels],
     jobs=jobs,
     resources=default_resources(),
     # One process for all steps: on a small machine a process per step costs 25-50 s per run.

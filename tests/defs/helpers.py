@@ -7,11 +7,14 @@ from pathlib import Path
 import dagster as dg
 
 from sae_assets.defs.assets.activation_scan import activation_scan
+from sae_assets.defs.assets.feature_labels import feature_labels
 from sae_assets.defs.assets.sae_decoder import sae_decoder
 from sae_assets.defs.assets.trained_sae import trained_sae
 from sae_assets.defs.partitions import partition_key
 from sae_assets.resources.corpus import CorpusResource
 from sae_assets.resources.device import DeviceResource
+from sae_assets.resources.embedder import EmbedderResource
+from sae_assets.resources.labeller import LabellerResource
 from sae_assets.resources.lake import LakeResource
 from sae_assets.resources.language_model import LanguageModelResource
 from sae_assets.resources.sae_source import SaeSourceResource
@@ -22,10 +25,12 @@ TINY_TRAINING = {"training_tokens": 4096, "eval_tokens": 1024, "epochs": 2.0, "b
                  "context_size": 64, "lm_batch_size": 16}
 
 
-def resources(lake_root: str, corpus: CorpusResource | None = None) -> dict:
+def resources(lake_root: str, corpus: CorpusResource | None = None, labeller: LabellerResource | None = None) -> dict:
     device = DeviceResource(device="cpu", dtype="float32")
     lake = LakeResource(root=lake_root)
     return {
+        "embedder": EmbedderResource(device=device),
+        "labeller": labeller or LabellerResource(device=device),
         "device": device,
         "lake": lake,
         "language_model": LanguageModelResource(device=device),
@@ -36,15 +41,19 @@ def resources(lake_root: str, corpus: CorpusResource | None = None) -> dict:
 
 def materialize(instance: dg.DagsterInstance, lake_root: str, model: str, layer: int | str,
                 assets=(trained_sae, sae_decoder), corpus: CorpusResource | None = None,
-                training: dict | None = None, scan: dict | None = None) -> dg.ExecuteInProcessResult:
+                training: dict | None = None, scan: dict | None = None, labels: dict | None = None,
+                labeller: LabellerResource | None = None) -> dg.ExecuteInProcessResult:
     ops = {}
     if trained_sae in assets:
         ops["trained_sae"] = {"config": training or TINY_TRAINING}
     if activation_scan in assets:
         ops["activation_scan"] = {"config": scan or TINY_SCAN}
+    if feature_labels in assets:
+        ops["feature_labels"] = {"config": labels or {"max_features": 6}}
     run_config = {"ops": ops}
     return dg.materialize(list(assets), partition_key=partition_key(model, layer), instance=instance,
-                          resources=resources(lake_root, corpus), run_config=run_config, raise_on_error=False)
+                          resources=resources(lake_root, corpus, labeller), run_config=run_config,
+                          raise_on_error=False)
 
 
 def failure_text(result: dg.ExecuteInProcessResult) -> str:

@@ -1,0 +1,77 @@
+"""Which windows a labeller sees, and which it is scored on, per feature (from ``activation_examples``)."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import polars as pl
+
+from sae_assets.core.labelling import Window
+
+
+@dataclass
+class FeatureEvidence:
+    feature: int
+    shown: list[Window] = field(default_factory=list)
+    """Top-activating windows given to the labeller."""
+    positives: list[Window] = field(default_factory=list)
+    """Held-out activating windows (never shown): lower-ranked top and quantile examples."""
+    negatives: list[Window] = field(default_factory=list)
+    """Random corpus windows where the feature does not fire."""
+    extra: list[Window] = field(default_factory=list)
+    """More evidence for the labeller, e.g. optimized prompts."""
+
+
+def _window(row: dict) -> Window:
+    return Window(tokens=row["tokens"], activations=row["token_activations"])
+
+
+def gather_evidence(examples: pl.DataFrame, features: list[int], n_shown: int,
+                    n_holdout: int) -> dict[int, FeatureEvidence]:
+    """Split each feature's examples into shown / held-out positive / negative windows."""
+    kind_order = pl.col("kind").replace_strict({"top": 0, "quantile": 1, "random": 2}, return_dtype=pl.Int8)
+    wanted = (examples.filter(pl.col("feature").is_in(features))
+              .sort("feature", kind_order, pl.col("quantile").fill_null(0), "rank"))
+    evidence = {f: FeatureEvidence(feature=f) for f in features}
+    for row in wanted.iter_rows(named=True):
+        ev = evidence[row["feature"]]
+        if row["kind"] == "top" and len(ev.shown) < n_shown:
+            ev.shown.append(_window(row))
+        elif row["kind"] in ("top", "quantile") and row["activation"] > 0:
+            ev.positives.append(_window(row))
+        elif row["kind"] == "random" and row["activation"] <= 0:
+            ev.negatives.append(_window(row))
+    for ev in evidence.values():  # held-out positives spread over the activation range
+        if len(ev.positives) > n_holdout:
+            step = len(ev.positives) / max(n_holdout, 1)
+            ev.positives = [ev.positives[int(i * step)] for i in range(n_holdout)]
+    return evidence
+
+
+def read_selection(feature_indices: list[int] | None, features_file: str | None) -> tuple[list[int] | None,
+                                                                                         list[float] | None]:
+    """The seed's two input forms: a list of indices, or a JSON file ``{"feature_indices": [...],
+    "scores": [...]}`` (scores optional). ``(None, None)`` means every feature with examples."""
+    if feature_indices is not None and features_file is not None:
+        raise ValueError("Give feature_indices or features_file, not both.")
+    if features_file is not None:
+        try:
+            data = json.loads(Path(features_file).read_text())
+        except (OSError, ValueError) as err:
+            raise ValueError(f"Cannot read the feature selection file {features_file}: {err}") from err
+        if not isinstance(data, dict) or not isinstance(data.get("feature_indices"), list):
+            raise ValueError(f"{features_file} must hold {{\"feature_indices\": [...], \"scores\": [...]}}.")
+        indices, scores = data["feature_indices"], data.get("scores")
+        if scores is not None and len(scores) != len(indices):
+            raise ValueError(f"{features_file}: {len(scores)} scores for {len(indices)} feature indices.")
+    elif feature_indices is not None:
+        indices, scores = feature_indices, None
+    else:
+        return None, None
+    if not indices:
+        raise ValueError("The feature selection is empty.")
+    if not all(isinstance(i, int) and not isinstance(i, bool) for i in indices):
+        raise ValueError("Feature indices must be integers.")
+    return list(indices), (None if scores is None else [float(s) for s in scores])

@@ -1,0 +1,194 @@
+"""``feature_labels``: LLM and keyword labels from activating examples, with a detection score."""
+
+import json
+import time
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from sae_assets.core.label_evidence import FeatureEvidence, gather_evidence, read_selection
+from sae_assets.core.labelling import (
+    LabelParseError,
+    background_counts,
+    embedding_detection_score,
+    keyword_label,
+    label_messages,
+    parse_label,
+)
+from sae_assets.core.progress import Progress
+from sae_assets.defs.metadata import table_metadata
+from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
+from sae_assets.resources.embedder import EmbedderResource
+from sae_assets.resources.labeller import LabellerResource
+from sae_assets.resources.lake import LakeResource
+
+SCORE_METHOD = "embedding-auroc"
+
+
+class FeatureLabelsConfig(dg.Config):
+    feature_indices: list[int] | None = Field(default=None,
+                                              description="Features to label (default: all with examples).")
+    features_file: str | None = Field(default=None, description='JSON {"feature_indices": [...], "scores": [...]}')
+    max_features: int | None = Field(default=None, description="Label at most this many (after the selection).")
+    n_shown: int = Field(default=8, description="Top-activating windows shown to the labeller.")
+    n_holdout: int = Field(default=6, description="Held-out activating windows the label is scored on.")
+    use_llm: bool = Field(default=True, description="False: keyword labels only.")
+    chunk: int = Field(default=16, description="Features per labeller call batch (progress is logged per chunk).")
+
+
+def _activating_tokens(ev: FeatureEvidence) -> list[str]:
+    out = []
+    for w in ev.shown:
+        peak = max(w.activations, default=0.0)
+        out.extend(t for t, a in zip(w.tokens, w.activations, strict=True) if peak > 0 and a > 0.3 * peak)
+    return out
+
+
+def _llm_labels(context, labeller: LabellerResource, evidence: dict[int, FeatureEvidence],
+                chunk: int) -> dict[int, tuple[str | None, str | None]]:
+    """feature -> (label, error)."""
+    client = labeller.client()
+    features = [f for f, ev in evidence.items() if ev.shown]
+    progress = Progress("LLM labels", len(features), "features", context.log.info)
+    out: dict[int, tuple[str | None, str | None]] = {}
+    for start in range(0, len(features), chunk):
+        batch = features[start : start + chunk]
+        replies = client.chat([label_messages(evidence[f].shown + evidence[f].extra) for f in batch],
+                              labeller.max_new_tokens)
+        for f, reply in zip(batch, replies, strict=True):
+            if reply.error is not None:
+                out[f] = (None, reply.error)
+                continue
+            try:
+                out[f] = (parse_label(reply.text or ""), None)
+            except LabelParseError as err:
+                out[f] = (None, f"unparseable reply: {err}")
+        progress.advance(len(batch))
+    progress.finish()
+    return out
+
+
+def _scores(embedder: EmbedderResource, labels: dict[int, str], evidence: dict[int, FeatureEvidence]) -> dict:
+    """feature -> embedding AUROC of its label: held-out activating vs non-activating windows."""
+    texts = sorted({" ".join(w.text().split()) for ev in evidence.values() for w in ev.positives + ev.negatives})
+    scored = [f for f, label in labels.items() if label and evidence[f].positives and evidence[f].negatives]
+    if not scored:
+        return {}
+    vectors = embedder.encode(texts + [labels[f] for f in scored])
+    index = {t: i for i, t in enumerate(texts)}
+    label_vec = dict(zip(scored, vectors[len(texts) :], strict=True))
+
+    def rows(windows):
+        return vectors[[index[" ".join(w.text().split())] for w in windows]]
+
+    return {f: embedding_detection_score(label_vec[f], rows(evidence[f].positives), rows(evidence[f].negatives))
+            for f in scored}
+
+
+def _md(text: str | None) -> str:
+    """Label text (from an LLM) shown as text in Markdown: no table breaks, no HTML."""
+    return (text or "").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+
+
+def _preview(frame: pl.DataFrame, n: int = 15) -> str:
+    lines = ["| feature | label | keywords | score |", "|---|---|---|---|"]
+    for r in frame.head(n).iter_rows(named=True):
+        score = "" if r["score"] is None else f"{r['score']:.2f}"
+        lines.append(f"| {r['feature']} | {_md(r['label'])} | {_md(r['label_keywords'])} | {score} |")
+    return "\n".join(lines)
+
+
+@dg.asset(
+    partitions_def=model_layer_partitions,
+    deps=["activation_examples"],
+    pool="gpu",
+    kinds={"torch", "polars", "delta"},
+    group_name="labels",
+    code_version="1",
+    description="Per feature: an LLM label (under 10 words) from its top windows, a keyword label (log-odds of "
+    "activating tokens vs all windows), and a detection score (embedding AUROC on held-out windows).",
+)
+def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfig, lake: LakeResource,
+                   labeller: LabellerResource, embedder: EmbedderResource) -> dg.MaterializeResult:
+    location = resolve_partition(context)
+    model, layer = location.model_key, location.layer
+    try:
+        examples = lake.scan_partition("activation_examples", model, layer).collect()
+        d_sae = lake.scan_partition("feature_stats", model, layer).select(pl.len()).collect().item()
+        indices, selection_scores = read_selection(config.feature_indices, config.features_file)
+    except ValueError as err:
+        raise dg.Failure(str(err)) from err
+    except Exception as err:  # no table yet
+        raise dg.Failure(f"No activation_examples for {model} layer {layer}: materialize activation_scan "
+                         f"first ({type(err).__name__}).") from err
+    if examples.is_empty():
+        raise dg.Failure(f"activation_examples of {model} layer {layer} is empty: materialize activation_scan.")
+    if indices is None:
+        indices = sorted(examples.filter(pl.col("kind") == "top")["feature"].unique().to_list())
+    bad = [i for i in indices if not 0 <= i < d_sae]
+    if bad:
+        more = " ..." if len(bad) > 10 else ""
+        raise dg.Failure(f"Feature indices outside the SAE (d_sae={d_sae}): {bad[:10]}{more}")
+    if config.max_features is not None:
+        indices = indices[: config.max_features]
+    evidence = gather_evidence(examples, indices, config.n_shown, config.n_holdout)
+    background = background_counts(examples["tokens"].to_list())
+    keywords = {f: keyword_label(_activating_tokens(ev), background) for f, ev in evidence.items()}
+
+    t0 = time.perf_counter()
+    llm = _llm_labels(context, labeller, evidence, config.chunk) if config.use_llm else {}
+    llm_s = time.perf_counter() - t0
+    if llm and all(err is not None for _, err in llm.values()):
+        first = next(iter(llm.values()))[1]
+        raise dg.Failure(f"Every LLM label call failed; nothing written. First error: {first}")
+    labels = {f: (llm.get(f, (None, None))[0] or keywords[f] or None) for f in indices}
+    scores = _scores(embedder, labels, evidence)
+    keyword_scores = _scores(embedder, {f: k for f, k in keywords.items() if k}, evidence)
+    labeller_model = labeller.model if config.use_llm else None
+
+    def error(f: int) -> str | None:
+        if not evidence[f].shown:
+            return "no activating examples"
+        return llm.get(f, (None, None))[1]
+
+    frame = pl.DataFrame({
+        "feature": pl.Series(indices, dtype=pl.Int32),
+        "label": [labels[f] for f in indices],
+        "label_source": [("llm" if llm.get(f, (None,))[0] else "keywords" if keywords[f] else None) for f in indices],
+        "label_llm": [llm.get(f, (None, None))[0] for f in indices],
+        "label_keywords": [keywords[f] or None for f in indices],
+        "score": pl.Series([scores.get(f) for f in indices], dtype=pl.Float64),
+        "score_keywords": pl.Series([keyword_scores.get(f) for f in indices], dtype=pl.Float64),
+        "score_method": [SCORE_METHOD if f in scores else None for f in indices],
+        "n_examples": pl.Series([len(evidence[f].shown) for f in indices], dtype=pl.Int32),
+        "labeller_model": [labeller_model] * len(indices),
+        "selection_score": pl.Series(selection_scores[: len(indices)] if selection_scores else [None] * len(indices),
+                                     dtype=pl.Float64),
+        "error": [error(f) for f in indices],
+    })
+    written = lake.write_partition("feature_labels", frame, model, layer)
+    export_dir = lake.local_dir("exports", "feature_labels", model, f"layer-{layer}")
+    with open(export_dir / "feature_examples.jsonl", "w") as fh:
+        for f in indices:
+            fh.write(json.dumps({"feature_index": f, "examples": [
+                {"text": w.text(), "tokens": list(w.tokens), "activations": list(w.activations),
+                 "max_activation": max(w.activations, default=0.0)} for w in evidence[f].shown]}) + "\n")
+    (export_dir / "feature_labels.json").write_text(json.dumps(
+        [{"feature_index": r["feature"], "llm_label": r["label_llm"], "search_label": r["label_keywords"],
+          "label": r["label"], "score": r["score"], "error": r["error"]} for r in frame.iter_rows(named=True)],
+        indent=1))
+    valid = [s for s in scores.values() if np.isfinite(s)]
+    return dg.MaterializeResult(metadata={
+        **table_metadata(written),
+        "mean_score": float(np.mean(valid)) if valid else float("nan"),
+        "mean_score_keywords": float(np.nanmean(list(keyword_scores.values()))) if keyword_scores else float("nan"),
+        "features_labelled": len(indices),
+        "llm_errors": sum(1 for _, err in llm.values() if err),
+        "labels_per_second": round(len(llm) / llm_s, 2) if llm else 0.0,
+        "labeller_model": labeller_model or "none (keywords only)",
+        "feature_examples_jsonl": dg.MetadataValue.path(str(export_dir / "feature_examples.jsonl")),
+        "feature_labels_json": dg.MetadataValue.path(str(export_dir / "feature_labels.json")),
+        "preview": dg.MetadataValue.md(_preview(frame)),
+    })

@@ -1,0 +1,86 @@
+"""feature_labels on a real partition: local SmolLM2, an OpenAI-compatible loopback server, bad input."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import dagster as dg
+import polars as pl
+import pytest
+from deltalake import DeltaTable
+
+from sae_assets.defs.assets.activation_scan import activation_scan
+from sae_assets.defs.assets.feature_labels import feature_labels
+from sae_assets.defs.assets.sae_decoder import sae_decoder
+from sae_assets.defs.assets.trained_sae import trained_sae
+from sae_assets.defs.partitions import register_models
+from sae_assets.resources.device import DeviceResource
+from sae_assets.resources.labeller import LabellerResource
+from tests.chat_server import ChatServer
+from tests.defs.helpers import failure_text, materialize
+
+pytestmark = pytest.mark.slow
+MODEL = "smollm2-135m@test-res"
+
+
+def _openai(url: str) -> LabellerResource:
+    return LabellerResource(backend="openai", base_url=url, model="served", retries=1, backoff_s=0.01,
+                            timeout_s=5, device=DeviceResource(device="cpu"))
+
+
+def test_labels_scores_exports_and_bad_input(test_catalog: Path, lake_root: str, tmp_path: Path, smollm2) -> None:
+    with dg.instance_for_test() as instance:
+        register_models(instance, [MODEL])
+        first = materialize(instance, lake_root, MODEL, 1,
+                            assets=(trained_sae, sae_decoder, activation_scan, feature_labels))
+        assert first.success
+        table = pl.read_delta(f"{lake_root}/feature_labels")
+        assert table.height == 6
+        assert table["labeller_model"].unique().to_list() == ["HuggingFaceTB/SmolLM2-135M-Instruct"]
+        labelled = table.filter(pl.col("error").is_null())
+        assert labelled.height > 0
+        assert all(0 < len(label.split()) <= 9 for label in labelled["label_llm"])
+        assert (labelled["label_source"] == "llm").all() and (labelled["label"] == labelled["label_llm"]).all()
+        assert labelled["score"].drop_nulls().is_between(0, 1).all()
+        meta = first.asset_materializations_for_node("feature_labels")[0].metadata
+        exported = Path(meta["feature_labels_json"].value)
+        rows = json.loads(exported.read_text())
+        assert [r["feature_index"] for r in rows] == table.sort("feature")["feature"].to_list()
+        lines = Path(meta["feature_examples_jsonl"].value).read_text().splitlines()
+        assert len(lines) == 6 and "examples" in json.loads(lines[0])
+
+        # The seed's JSON selection form, labelled through an OpenAI-compatible endpoint.
+        features = table["feature"].to_list()[:3]
+        selection = tmp_path / "selection.json"
+        selection.write_text(json.dumps({"feature_indices": features, "scores": [0.9, 0.5, 0.1]}))
+        server = ChatServer([])
+        try:
+            second = materialize(instance, lake_root, MODEL, 1, assets=(feature_labels,),
+                                 labels={"features_file": str(selection)}, labeller=_openai(server.url))
+        finally:
+            server.close()
+        assert second.success
+        table = pl.read_delta(f"{lake_root}/feature_labels").sort("feature")
+        assert table["feature"].to_list() == sorted(features)
+        assert table["label_llm"].str.starts_with("echo").all()
+        assert table["labeller_model"].unique().to_list() == ["served"]
+        assert sorted(table["selection_score"].to_list()) == [0.1, 0.5, 0.9]
+
+        version = DeltaTable(f"{lake_root}/feature_labels").version()
+        down = materialize(instance, lake_root, MODEL, 1, assets=(feature_labels,),
+                           labeller=_openai("http://127.0.0.1:9/v1"))
+        assert "Every LLM label call failed; nothing written" in failure_text(down)
+        outside = materialize(instance, lake_root, MODEL, 1, assets=(feature_labels,),
+                              labels={"feature_indices": [3, 256, 9999]})
+        assert "Feature indices outside the SAE (d_sae=256): [256, 9999]" in failure_text(outside)
+        empty = materialize(instance, lake_root, MODEL, 1, assets=(feature_labels,), labels={"feature_indices": []})
+        assert "The feature selection is empty" in failure_text(empty)
+        assert DeltaTable(f"{lake_root}/feature_labels").version() == version  # nothing written by failures
+
+
+def test_labels_need_a_scan_first(test_catalog: Path, lake_root: str) -> None:
+    with dg.instance_for_test() as instance:
+        register_models(instance, [MODEL])
+        result = materialize(instance, lake_root, MODEL, 3, assets=(feature_labels,))
+        assert "materialize activation_scan first" in failure_text(result)
