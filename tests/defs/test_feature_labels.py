@@ -57,7 +57,8 @@ def test_labels_scores_exports_and_bad_input(test_catalog: Path, lake_root: str,
         server = ChatServer([])
         try:
             second = materialize(instance, lake_root, MODEL, 1, assets=(feature_labels,),
-                                 labels={"features_file": str(selection)}, labeller=_openai(server.url))
+                                 labels={"features_file": str(selection), "llm_detection": True},
+                                 labeller=_openai(server.url))
         finally:
             server.close()
         assert second.success
@@ -66,6 +67,9 @@ def test_labels_scores_exports_and_bad_input(test_catalog: Path, lake_root: str,
         assert table["label_llm"].str.starts_with("echo").all()
         assert table["labeller_model"].unique().to_list() == ["served"]
         assert sorted(table["selection_score"].to_list()) == [0.1, 0.5, 0.9]
+        # the loopback judge never says yes or no: every window votes 0, so detection is exactly chance
+        assert table["score_llm_detection"].drop_nulls().to_list() == [0.5] * table["score_llm_detection"].count()
+        assert table["score_llm_detection"].count() > 0
 
         version = DeltaTable(f"{lake_root}/feature_labels").version()
         down = materialize(instance, lake_root, MODEL, 1, assets=(feature_labels,),

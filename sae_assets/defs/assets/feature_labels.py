@@ -11,11 +11,14 @@ from pydantic import Field
 from sae_assets.core.label_evidence import FeatureEvidence, gather_evidence, read_selection
 from sae_assets.core.labelling import (
     LabelParseError,
+    auroc,
     background_counts,
+    detection_messages,
     embedding_detection_score,
     keyword_label,
     label_messages,
     parse_label,
+    parse_yes_no,
 )
 from sae_assets.core.progress import Progress
 from sae_assets.defs.metadata import table_metadata
@@ -36,6 +39,8 @@ class FeatureLabelsConfig(dg.Config):
     n_holdout: int = Field(default=6, description="Held-out activating windows the label is scored on.")
     use_llm: bool = Field(default=True, description="False: keyword labels only.")
     chunk: int = Field(default=16, description="Features per labeller call batch (progress is logged per chunk).")
+    llm_detection: bool = Field(default=False, description="Also score labels with the labeller as a detection "
+                                "judge (yes/no per held-out window; AUROC): one LLM call per window.")
 
 
 def _activating_tokens(ev: FeatureEvidence) -> list[str]:
@@ -67,6 +72,24 @@ def _llm_labels(context, labeller: LabellerResource, evidence: dict[int, Feature
                 out[f] = (None, f"unparseable reply: {err}")
         progress.advance(len(batch))
     progress.finish()
+    return out
+
+
+def _llm_detection_scores(labeller: LabellerResource, labels: dict[int, str],
+                          evidence: dict[int, FeatureEvidence]) -> dict[int, float]:
+    """feature -> AUROC of the judge's yes/no over held-out activating vs non-activating windows."""
+    client = labeller.client()
+    out = {}
+    for f, label in labels.items():
+        ev = evidence[f]
+        if not (label and ev.positives and ev.negatives):
+            continue
+        windows = ev.positives + ev.negatives
+        replies = client.chat([detection_messages(label, w) for w in windows], max_tokens=3)
+        votes = [1.0 if r.text is not None and parse_yes_no(r.text) else 0.0 for r in replies]
+        if all(r.error is not None for r in replies):
+            continue  # no judgement at all: leave the score empty rather than invent one
+        out[f] = auroc(votes[: len(ev.positives)], votes[len(ev.positives) :])
     return out
 
 
@@ -146,6 +169,7 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
     labels = {f: (llm.get(f, (None, None))[0] or keywords[f] or None) for f in indices}
     scores = _scores(embedder, labels, evidence)
     keyword_scores = _scores(embedder, {f: k for f, k in keywords.items() if k}, evidence)
+    detection = _llm_detection_scores(labeller, labels, evidence) if config.llm_detection else {}
     labeller_model = labeller.model if config.use_llm else None
 
     def error(f: int) -> str | None:
@@ -162,6 +186,7 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
         "score": pl.Series([scores.get(f) for f in indices], dtype=pl.Float64),
         "score_keywords": pl.Series([keyword_scores.get(f) for f in indices], dtype=pl.Float64),
         "score_method": [SCORE_METHOD if f in scores else None for f in indices],
+        "score_llm_detection": pl.Series([detection.get(f) for f in indices], dtype=pl.Float64),
         "n_examples": pl.Series([len(evidence[f].shown) for f in indices], dtype=pl.Int32),
         "labeller_model": [labeller_model] * len(indices),
         "selection_score": pl.Series(selection_scores[: len(indices)] if selection_scores else [None] * len(indices),
@@ -184,6 +209,7 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
         **table_metadata(written),
         "mean_score": float(np.mean(valid)) if valid else float("nan"),
         "mean_score_keywords": float(np.nanmean(list(keyword_scores.values()))) if keyword_scores else float("nan"),
+        "mean_score_llm_detection": float(np.nanmean(list(detection.values()))) if detection else float("nan"),
         "features_labelled": len(indices),
         "llm_errors": sum(1 for _, err in llm.values() if err),
         "labels_per_second": round(len(llm) / llm_s, 2) if llm else 0.0,
