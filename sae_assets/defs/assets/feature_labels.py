@@ -8,19 +8,9 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from sae_assets.core.label_evidence import FeatureEvidence, gather_evidence, read_selection
-from sae_assets.core.labelling import (
-    LabelParseError,
-    auroc,
-    background_counts,
-    detection_messages,
-    embedding_detection_score,
-    keyword_label,
-    label_messages,
-    parse_label,
-    parse_yes_no,
-)
-from sae_assets.core.progress import Progress
+from sae_assets.core.label_evidence import gather_evidence, read_selection
+from sae_assets.core.label_runs import embedding_scores, keyword_labels, llm_detection_scores, llm_labels
+from sae_assets.core.labelling import background_counts
 from sae_assets.defs.metadata import table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.resources.embedder import EmbedderResource
@@ -41,73 +31,6 @@ class FeatureLabelsConfig(dg.Config):
     chunk: int = Field(default=16, description="Features per labeller call batch (progress is logged per chunk).")
     llm_detection: bool = Field(default=False, description="Also score labels with the labeller as a detection "
                                 "judge (yes/no per held-out window; AUROC): one LLM call per window.")
-
-
-def _activating_tokens(ev: FeatureEvidence) -> list[str]:
-    out = []
-    for w in ev.shown:
-        peak = max(w.activations, default=0.0)
-        out.extend(t for t, a in zip(w.tokens, w.activations, strict=True) if peak > 0 and a > 0.3 * peak)
-    return out
-
-
-def _llm_labels(context, labeller: LabellerResource, evidence: dict[int, FeatureEvidence],
-                chunk: int) -> dict[int, tuple[str | None, str | None]]:
-    """feature -> (label, error)."""
-    client = labeller.client()
-    features = [f for f, ev in evidence.items() if ev.shown]
-    progress = Progress("LLM labels", len(features), "features", context.log.info)
-    out: dict[int, tuple[str | None, str | None]] = {}
-    for start in range(0, len(features), chunk):
-        batch = features[start : start + chunk]
-        replies = client.chat([label_messages(evidence[f].shown + evidence[f].extra) for f in batch],
-                              labeller.max_new_tokens)
-        for f, reply in zip(batch, replies, strict=True):
-            if reply.error is not None:
-                out[f] = (None, reply.error)
-                continue
-            try:
-                out[f] = (parse_label(reply.text or ""), None)
-            except LabelParseError as err:
-                out[f] = (None, f"unparseable reply: {err}")
-        progress.advance(len(batch))
-    progress.finish()
-    return out
-
-
-def _llm_detection_scores(labeller: LabellerResource, labels: dict[int, str],
-                          evidence: dict[int, FeatureEvidence]) -> dict[int, float]:
-    """feature -> AUROC of the judge's yes/no over held-out activating vs non-activating windows."""
-    client = labeller.client()
-    out = {}
-    for f, label in labels.items():
-        ev = evidence[f]
-        if not (label and ev.positives and ev.negatives):
-            continue
-        windows = ev.positives + ev.negatives
-        replies = client.chat([detection_messages(label, w) for w in windows], max_tokens=3)
-        votes = [1.0 if r.text is not None and parse_yes_no(r.text) else 0.0 for r in replies]
-        if all(r.error is not None for r in replies):
-            continue  # no judgement at all: leave the score empty rather than invent one
-        out[f] = auroc(votes[: len(ev.positives)], votes[len(ev.positives) :])
-    return out
-
-
-def _scores(embedder: EmbedderResource, labels: dict[int, str], evidence: dict[int, FeatureEvidence]) -> dict:
-    """feature -> embedding AUROC of its label: held-out activating vs non-activating windows."""
-    texts = sorted({" ".join(w.text().split()) for ev in evidence.values() for w in ev.positives + ev.negatives})
-    scored = [f for f, label in labels.items() if label and evidence[f].positives and evidence[f].negatives]
-    if not scored:
-        return {}
-    vectors = embedder.encode(texts + [labels[f] for f in scored])
-    index = {t: i for i, t in enumerate(texts)}
-    label_vec = dict(zip(scored, vectors[len(texts) :], strict=True))
-
-    def rows(windows):
-        return vectors[[index[" ".join(w.text().split())] for w in windows]]
-
-    return {f: embedding_detection_score(label_vec[f], rows(evidence[f].positives), rows(evidence[f].negatives))
-            for f in scored}
 
 
 def _md(text: str | None) -> str:
@@ -158,18 +81,19 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
         indices = indices[: config.max_features]
     evidence = gather_evidence(examples, indices, config.n_shown, config.n_holdout)
     background = background_counts(examples["tokens"].to_list())
-    keywords = {f: keyword_label(_activating_tokens(ev), background) for f, ev in evidence.items()}
+    keywords = keyword_labels(evidence, background)
 
     t0 = time.perf_counter()
-    llm = _llm_labels(context, labeller, evidence, config.chunk) if config.use_llm else {}
+    llm = (llm_labels(labeller.client(), labeller.max_new_tokens, evidence, config.chunk, context.log.info)
+           if config.use_llm else {})
     llm_s = time.perf_counter() - t0
     if llm and all(err is not None for _, err in llm.values()):
         first = next(iter(llm.values()))[1]
         raise dg.Failure(f"Every LLM label call failed; nothing written. First error: {first}")
     labels = {f: (llm.get(f, (None, None))[0] or keywords[f] or None) for f in indices}
-    scores = _scores(embedder, labels, evidence)
-    keyword_scores = _scores(embedder, {f: k for f, k in keywords.items() if k}, evidence)
-    detection = _llm_detection_scores(labeller, labels, evidence) if config.llm_detection else {}
+    scores = embedding_scores(embedder.encode, labels, evidence)
+    keyword_scores = embedding_scores(embedder.encode, {f: k or None for f, k in keywords.items()}, evidence)
+    detection = llm_detection_scores(labeller.client(), labels, evidence) if config.llm_detection else {}
     labeller_model = labeller.model if config.use_llm else None
 
     def error(f: int) -> str | None:
