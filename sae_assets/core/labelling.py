@@ -70,24 +70,25 @@ def parse_label(reply: str, max_words: int = MAX_LABEL_WORDS) -> str:
 
 
 def keyword_label(activating: Sequence[str], background: Counter[str], n_keywords: int = 3,
-                  prior: float = 0.01) -> str:
+                  prior_mass: float = 10.0) -> str:
     """Tokens over-represented at a feature's activating positions against ``background`` counts.
 
-    Weighted log-odds with an informative Dirichlet prior (Monroe et al. 2008): for each token, the
-    z-score of the log-odds difference between the activating tokens and the background.
+    Weighted log-odds with an informative Dirichlet prior (Monroe et al. 2008): the prior for token w is
+    ``prior_mass`` spread in proportion to its (add-one smoothed) background frequency, and each token is
+    scored by the z-score of its log-odds difference between the activating tokens and the background.
     """
     fg = Counter(t.strip().lower() for t in activating if t.strip() and any(c.isalnum() for c in t))
     if not fg:
         return ""
     n_fg, n_bg = sum(fg.values()), sum(background.values())
-    alpha0 = prior * len(background) or 1.0
+    vocab = len(set(background) | set(fg))
     scores = {}
     for token, count in fg.items():
-        a = prior + background.get(token, 0) * prior
         bg = background.get(token, 0)
-        delta = (math.log((count + a) / (n_fg + alpha0 - count - a))
-                 - math.log((bg + a) / (n_bg + alpha0 - bg - a)))
-        scores[token] = delta / math.sqrt(1 / (count + a) + 1 / (bg + a))
+        alpha = prior_mass * (bg + 1) / (n_bg + vocab)
+        delta = (math.log((count + alpha) / (n_fg + prior_mass - count - alpha))
+                 - math.log((bg + alpha) / (n_bg + prior_mass - bg - alpha)))
+        scores[token] = delta / math.sqrt(1 / (count + alpha) + 1 / (bg + alpha))
     best = sorted(scores, key=lambda t: (-scores[t], t))[:n_keywords]
     return ", ".join(best)
 

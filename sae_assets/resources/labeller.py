@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 import threading
 import time
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any, Literal, Protocol
 
@@ -78,9 +79,10 @@ class OpenAIChat:
     """``POST {base_url}/chat/completions`` on any OpenAI-compatible server, one session, retries."""
 
     def __init__(self, base_url: str, model: str, api_key: str | None, timeout_s: float, retries: int,
-                 backoff_s: float) -> None:
+                 backoff_s: float, concurrency: int = 4) -> None:
         self.url = base_url.rstrip("/") + "/chat/completions"
         self.name, self.timeout_s, self.retries, self.backoff_s = model, timeout_s, retries, backoff_s
+        self.concurrency = max(1, concurrency)
         self.session = requests.Session()
         if api_key:
             self.session.headers["Authorization"] = f"Bearer {api_key}"
@@ -108,7 +110,11 @@ class OpenAIChat:
         return Reply(None, f"{error} (after {self.retries + 1} attempts)")
 
     def chat(self, conversations: list[Messages], max_tokens: int) -> list[Reply]:
-        return [self._one(m, max_tokens) for m in conversations]
+        """Requests in flight at once up to ``concurrency`` (servers batch concurrent requests)."""
+        if self.concurrency == 1 or len(conversations) == 1:
+            return [self._one(m, max_tokens) for m in conversations]
+        with ThreadPoolExecutor(max_workers=self.concurrency) as pool:
+            return list(pool.map(lambda m: self._one(m, max_tokens), conversations))
 
 
 class LabellerResource(dg.ConfigurableResource):
@@ -125,13 +131,15 @@ class LabellerResource(dg.ConfigurableResource):
     retries: int = 2
     backoff_s: float = 1.0
     timeout_s: float = 60.0
+    concurrency: int = Field(default=4, description="openai: requests in flight at once")
     device: DeviceResource
 
     def client(self) -> ChatBackend:
         if self.backend == "openai":
             if not self.base_url:
                 raise ValueError("labeller backend 'openai' needs base_url (e.g. http://127.0.0.1:8000/v1).")
-            return OpenAIChat(self.base_url, self.model, self.api_key, self.timeout_s, self.retries, self.backoff_s)
+            return OpenAIChat(self.base_url, self.model, self.api_key, self.timeout_s, self.retries, self.backoff_s,
+                              self.concurrency)
         spec = DEFAULT_LOCAL if self.model == DEFAULT_LOCAL.hub_id else LanguageModelSpec(hub_id=self.model)
         try:
             return LocalChat(spec, self.device.torch_device(), self.batch_size)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+from collections import Counter
+
 import numpy as np
 import pytest
 
@@ -74,3 +76,15 @@ def test_detection_prompt_and_answer() -> None:
     assert "Feature description: cats" in msgs[1]["content"] and "Excerpt: A cat" in msgs[1]["content"]
     assert parse_yes_no("Yes.") is True and parse_yes_no("no, it does not") is False
     assert parse_yes_no("maybe") is None
+
+
+def test_keyword_label_is_defined_for_any_counts() -> None:
+    import random
+
+    rng = random.Random(0)
+    words = [f" w{i}" for i in range(30)]
+    for _ in range(200):
+        background = Counter({w.strip(): rng.randint(0, 50) for w in rng.sample(words, rng.randint(0, 30))})
+        activating = [rng.choice(words) for _ in range(rng.randint(1, 40))]
+        label = keyword_label(activating, background)
+        assert label and all(part.startswith("w") for part in label.split(", "))

@@ -28,7 +28,7 @@ def test_openai_backend_retries_then_answers() -> None:
 def test_openai_backend_reports_errors_per_item() -> None:
     server = ChatServer([500, 500, 500, 400, 299])
     try:
-        client = _labeller(server.url, retries=2).client()
+        client = _labeller(server.url, retries=2, concurrency=1).client()
         conversations = [[{"role": "user", "content": str(i)}] for i in range(3)]
         exhausted, bad_request, malformed = client.chat(conversations, max_tokens=8)
     finally:
@@ -36,6 +36,16 @@ def test_openai_backend_reports_errors_per_item() -> None:
     assert exhausted.text is None and "HTTP 500" in exhausted.error and "after 3 attempts" in exhausted.error
     assert bad_request.text is None and "HTTP 400" in bad_request.error
     assert malformed.text is None and "malformed reply" in malformed.error
+
+
+def test_concurrent_requests_keep_their_order() -> None:
+    server = ChatServer([])
+    try:
+        client = _labeller(server.url, concurrency=4).client()
+        replies = client.chat([[{"role": "user", "content": "x" * n}] for n in range(1, 13)], max_tokens=8)
+    finally:
+        server.close()
+    assert [r.text for r in replies] == [f"Label: echo {n}" for n in range(1, 13)]
 
 
 def test_unreachable_endpoint_is_an_error_not_a_label() -> None:
