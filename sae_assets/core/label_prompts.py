@@ -3,7 +3,7 @@
 SYSTEM = (
     "You are an interpretability researcher. You are shown text excerpts where one feature of a neural "
     "network activates. Tokens where it activates are marked <<like this>>. Describe, in under 10 words, "
-    "what the marked tokens have in common. Reply with the label only."
+    "what the marked tokens have in common. Do not copy the excerpts. Reply with the label only."
 )
 
 USER = """Excerpts:

@@ -61,11 +61,12 @@ def parse_label(reply: str, max_words: int = MAX_LABEL_WORDS) -> str:
     cut to ``max_words`` words. Raises :class:`LabelParseError` when nothing is left."""
     for line in reply.splitlines():
         line = re.sub(r"^\s*(label|answer|description)\s*[:\-]\s*", "", line.strip(), flags=re.I)
+        line = re.sub(r"^(\d+[.)]|[-*•])\s+", "", line)  # a list marker the model copied from the prompt
         line = line.replace(MARK_OPEN, "").replace(MARK_CLOSE, "")
         line = line.strip().strip("\"'`*#.").strip()
-        words = line.split()
-        if words:
-            return " ".join(words[:max_words])
+        if line.endswith(":") or not any(c.isalpha() for c in line):
+            continue  # a header ("Excerpts:") or only numbering: no label on this line
+        return " ".join(line.split()[:max_words])
     raise LabelParseError(f"no label in reply {reply[:200]!r}")
 
 

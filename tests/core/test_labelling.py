@@ -36,13 +36,17 @@ def test_marked_windows_wrap_activating_tokens_only() -> None:
         ("\n\n**years in dates**", "years in dates"),
         ("one two three four five six seven eight nine ten eleven", "one two three four five six seven eight nine"),
         ("<<mat>> tokens", "mat tokens"),
+        ("1. years in dates", "years in dates"),
+        ("- place names", "place names"),
+        ("1918 events", "1918 events"),
+        ("Excerpts:\nplace names", "place names"),
     ],
 )
 def test_parse_label(reply: str, label: str) -> None:
     assert parse_label(reply) == label
 
 
-@pytest.mark.parametrize("reply", ["", "   \n  ", "Label:", '""'])
+@pytest.mark.parametrize("reply", ["", "   \n  ", "Label:", '""', "1. 2. 3. 4. 5. 6. 7", "Excerpts:"])
 def test_unparseable_replies_raise(reply: str) -> None:
     with pytest.raises(LabelParseError):
         parse_label(reply)

@@ -61,16 +61,14 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
     location = resolve_partition(context)
     model, layer = location.model_key, location.layer
     try:
-        examples = lake.scan_partition("activation_examples", model, layer).collect()
-        d_sae = lake.scan_partition("feature_stats", model, layer).select(pl.len()).collect().item()
         indices, selection_scores = read_selection(config.feature_indices, config.features_file)
     except ValueError as err:
         raise dg.Failure(str(err)) from err
-    except Exception as err:  # no table yet
-        raise dg.Failure(f"No activation_examples for {model} layer {layer}: materialize activation_scan "
-                         f"first ({type(err).__name__}).") from err
+    missing = [t for t in ("activation_examples", "feature_stats") if lake.table_version(t) is None]
+    examples = pl.DataFrame() if missing else lake.scan_partition("activation_examples", model, layer).collect()
     if examples.is_empty():
-        raise dg.Failure(f"activation_examples of {model} layer {layer} is empty: materialize activation_scan.")
+        raise dg.Failure(f"No activation_examples for {model} layer {layer}: materialize activation_scan first.")
+    d_sae = lake.scan_partition("feature_stats", model, layer).select(pl.len()).collect().item()
     if indices is None:
         indices = sorted(examples.filter(pl.col("kind") == "top")["feature"].unique().to_list())
     bad = [i for i in indices if not 0 <= i < d_sae]
