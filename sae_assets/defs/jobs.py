@@ -9,7 +9,7 @@ from sae_assets.defs.assets.sae_decoder import sae_decoder
 from sae_assets.defs.assets.trained_sae import trained_sae
 from sae_assets.defs.partitions import model_layer_partitions
 
-# The embedded default's main job: train the SAE, then publish its decoder.
+# Platform-trained SAEs: train the SAE, then publish its decoder.
 train_and_publish_sae_job = dg.define_asset_job(
     "train_and_publish_sae",
     selection=dg.AssetSelection.assets(trained_sae, sae_decoder),
