@@ -63,3 +63,19 @@ def dense_counts(frame: pl.DataFrame, d_sae: int) -> torch.Tensor:
     c[i, j] = v
     c[j, i] = v
     return c
+
+
+def phi_from_counts(counts: torch.Tensor, n_windows: int) -> torch.Tensor:
+    """Phi coefficients ``[d, d]`` (float64) from co-occurrence counts over ``n_windows`` windows.
+
+    For features i, j with the 2x2 contingency over windows (both, i only, j only, neither):
+    ``phi = (N c_ij - c_i c_j) / sqrt(c_i (N - c_i) c_j (N - c_j))``, with ``c_i = C[i, i]``; 0 where a
+    feature is present in no window or in every window (the coefficient is undefined there).
+    """
+    c = counts.to(torch.float64)
+    marg = c.diagonal()
+    n = float(n_windows)
+    spread = marg * (n - marg)  # [d]
+    denom = torch.sqrt(spread.unsqueeze(1) * spread.unsqueeze(0))
+    phi = (n * c - marg.unsqueeze(1) * marg.unsqueeze(0)) / denom
+    return torch.where(denom > 0, phi, torch.zeros((), dtype=torch.float64, device=c.device))
