@@ -1,0 +1,135 @@
+"""Neuronpedia: bulk explanation exports on S3, and the API for a short list of features.
+
+Exports live at ``{s3_url}/v1/{modelId}/{sourceId}/explanations/batch-{n}.jsonl.gz``; the prefix is
+listed with S3's ListObjectsV2 (``?list-type=2&prefix=...``, paged by continuation token). One HTTP
+session serves every request, with timeouts and retries with exponential backoff on 429, 5xx and
+connection errors. Batches are streamed and gunzipped line by line; a truncated or corrupt batch raises
+:class:`NeuronpediaError`, so a caller that collects everything before writing writes nothing partial.
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import logging
+import re
+import time
+import xml.etree.ElementTree as ET
+import zlib
+from collections.abc import Iterator
+from typing import Any
+
+import dagster as dg
+import requests
+from pydantic import Field
+
+log = logging.getLogger(__name__)
+
+DEFAULT_S3_URL = "https://neuronpedia-datasets.s3.us-east-1.amazonaws.com"
+DEFAULT_API_URL = "https://www.neuronpedia.org"
+RETRY_STATUS = {429, 500, 502, 503, 504}
+_BATCH = re.compile(r"batch-(\d+)\.jsonl\.gz$")
+_S3_NS = "{http://s3.amazonaws.com/doc/2006-03-01/}"
+
+
+class NeuronpediaError(RuntimeError):
+    """An export or API request failed for good; the message names the URL."""
+
+
+class NeuronpediaClient:
+    def __init__(self, s3_url: str, api_url: str, api_key: str | None, timeout_s: float, retries: int,
+                 backoff_s: float) -> None:
+        self.s3_url, self.api_url = s3_url.rstrip("/"), api_url.rstrip("/")
+        self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
+        self.session = requests.Session()
+        if api_key:
+            self.session.headers["x-api-key"] = api_key
+
+    def _get(self, url: str, params: dict[str, str] | None = None, stream: bool = False) -> requests.Response:
+        error = ""
+        for attempt in range(self.retries + 1):
+            if attempt:
+                time.sleep(self.backoff_s * 2 ** (attempt - 1))
+            try:
+                resp = self.session.get(url, params=params, timeout=self.timeout_s, stream=stream)
+            except requests.RequestException as err:
+                error = f"{type(err).__name__}: {err}"
+                log.info("GET %s failed (%s); attempt %d of %d", url, error, attempt + 1, self.retries + 1)
+                continue
+            if resp.status_code in RETRY_STATUS:
+                error = f"HTTP {resp.status_code}"
+                resp.close()
+                log.info("GET %s answered %s; attempt %d of %d", url, error, attempt + 1, self.retries + 1)
+                continue
+            if resp.status_code != 200:
+                raise NeuronpediaError(f"GET {url} answered HTTP {resp.status_code}: {resp.text[:200]}")
+            return resp
+        raise NeuronpediaError(f"GET {url} failed after {self.retries + 1} attempts: {error}")
+
+    def export_prefix(self, model_id: str, source_id: str) -> str:
+        return f"v1/{model_id}/{source_id}/explanations/"
+
+    def list_explanation_batches(self, model_id: str, source_id: str) -> list[str]:
+        """Keys of the export batches, ordered by batch number."""
+        prefix, token, keys = self.export_prefix(model_id, source_id), None, []
+        while True:
+            params = {"list-type": "2", "prefix": prefix}
+            if token:
+                params["continuation-token"] = token
+            resp = self._get(self.s3_url + "/", params)
+            try:
+                root = ET.fromstring(resp.content)
+            except ET.ParseError as err:
+                raise NeuronpediaError(f"S3 listing of {prefix} is not XML: {err}") from err
+            keys += [el.text or "" for el in root.iter(f"{_S3_NS}Key")] or [el.text or "" for el in root.iter("Key")]
+            truncated = (root.findtext(f"{_S3_NS}IsTruncated") or root.findtext("IsTruncated") or "false") == "true"
+            token = root.findtext(f"{_S3_NS}NextContinuationToken") or root.findtext("NextContinuationToken")
+            if not truncated or not token:
+                break
+        batches = [k for k in keys if _BATCH.search(k)]
+        return sorted(batches, key=lambda k: int(_BATCH.search(k).group(1)))
+
+    def iter_batch(self, key: str) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(line number, record) of one gzipped JSONL batch, streamed."""
+        url = f"{self.s3_url}/{key}"
+        resp = self._get(url, stream=True)
+        try:
+            with gzip.GzipFile(fileobj=resp.raw) as gz:
+                for number, line in enumerate(io.TextIOWrapper(gz, encoding="utf-8"), start=1):
+                    if not line.strip():
+                        continue
+                    try:
+                        record = json.loads(line)
+                    except json.JSONDecodeError as err:
+                        raise NeuronpediaError(f"{key} line {number} is not JSON: {err}") from err
+                    if not isinstance(record, dict):
+                        raise NeuronpediaError(f"{key} line {number} is not a JSON object")
+                    yield number, record
+        except (EOFError, OSError, zlib.error) as err:
+            raise NeuronpediaError(f"{key} is truncated or not gzip ({type(err).__name__}: {err})") from err
+        finally:
+            resp.close()
+
+    def feature(self, model_id: str, source_id: str, index: int) -> dict[str, Any]:
+        """One feature from the API (``/api/feature/{modelId}/{sourceId}/{index}``)."""
+        resp = self._get(f"{self.api_url}/api/feature/{model_id}/{source_id}/{index}")
+        try:
+            return resp.json()
+        except ValueError as err:
+            raise NeuronpediaError(f"API answer for {model_id}/{source_id}/{index} is not JSON") from err
+
+
+class NeuronpediaResource(dg.ConfigurableResource):
+    """Neuronpedia's S3 exports and API (``NEURONPEDIA_S3_URL``, ``NEURONPEDIA_API_URL``, ``NEURONPEDIA_API_KEY``)."""
+
+    s3_url: str = Field(default=DEFAULT_S3_URL, description="Base URL of the public datasets bucket.")
+    api_url: str = Field(default=DEFAULT_API_URL, description="Base URL of the Neuronpedia API.")
+    api_key: str | None = Field(default=None, description="Sent as x-api-key (use EnvVar).")
+    timeout_s: float = 60.0
+    retries: int = 4
+    backoff_s: float = 1.0
+
+    def client(self) -> NeuronpediaClient:
+        return NeuronpediaClient(self.s3_url, self.api_url, self.api_key, self.timeout_s, self.retries,
+                                 self.backoff_s)
