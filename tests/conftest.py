@@ -43,6 +43,7 @@ models:
     d_model: 2304
     layers: "0-25"
     sae: {source: saelens, release: gemma-scope-2b-pt-res-canonical, id: "layer_{layer}/width_16k/canonical"}
+    neuronpedia: {model_id: gemma-2-2b, source_id: "{layer}-gemmascope-res-16k"}
 """
 
 

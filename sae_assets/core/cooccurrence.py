@@ -43,7 +43,8 @@ class CooccurrenceCounter:
         return self.counts.diagonal().clone()
 
     def to_frame(self) -> pl.DataFrame:
-        """Sparse upper triangle: ``feature_i <= feature_j``, ``count > 0`` (int32 columns)."""
+        """Sparse upper triangle: ``feature_i <= feature_j``, ``count > 0`` (int32 columns), and ``n_windows``
+        (the same on every row) so Phi can be computed from the table alone."""
         upper = torch.triu(self.counts)
         ij = upper.nonzero()
         counts = upper[ij[:, 0], ij[:, 1]]
@@ -51,7 +52,7 @@ class CooccurrenceCounter:
             "feature_i": pl.Series(ij[:, 0].int().cpu().numpy(), dtype=pl.Int32),
             "feature_j": pl.Series(ij[:, 1].int().cpu().numpy(), dtype=pl.Int32),
             "count": pl.Series(counts.cpu().numpy(), dtype=pl.Int32),
-        })
+        }).with_columns(pl.lit(self.n_windows, dtype=pl.Int64).alias("n_windows"))
 
 
 def dense_counts(frame: pl.DataFrame, d_sae: int) -> torch.Tensor:

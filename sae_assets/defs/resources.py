@@ -12,6 +12,7 @@ from sae_assets.resources.embedder import EmbedderResource
 from sae_assets.resources.labeller import LabellerResource
 from sae_assets.resources.lake import LakeResource
 from sae_assets.resources.language_model import LanguageModelResource
+from sae_assets.resources.neuronpedia import DEFAULT_API_URL, DEFAULT_S3_URL, NeuronpediaResource
 from sae_assets.resources.sae_source import SaeSourceResource
 
 
@@ -39,4 +40,9 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         "corpus": CorpusResource(dataset=dg.EnvVar("SAE_ASSETS_CORPUS").get_value(OFFLINE_WIKI)),
         "embedder": EmbedderResource(device=device),
         "labeller": _labeller(device),
+        "neuronpedia": NeuronpediaResource(
+            s3_url=dg.EnvVar("NEURONPEDIA_S3_URL").get_value(DEFAULT_S3_URL),
+            api_url=dg.EnvVar("NEURONPEDIA_API_URL").get_value(DEFAULT_API_URL),
+            api_key=dg.EnvVar("NEURONPEDIA_API_KEY") if os.environ.get("NEURONPEDIA_API_KEY") else None,
+        ),
     }

@@ -17,6 +17,7 @@ from sae_assets.resources.embedder import EmbedderResource
 from sae_assets.resources.labeller import LabellerResource
 from sae_assets.resources.lake import LakeResource
 from sae_assets.resources.language_model import LanguageModelResource
+from sae_assets.resources.neuronpedia import NeuronpediaResource
 from sae_assets.resources.sae_source import SaeSourceResource
 
 TINY_SCAN = {"max_tokens": 3000, "context_size": 128, "window": 16, "batch_tokens": 1024, "top_k": 3,
@@ -25,11 +26,14 @@ TINY_TRAINING = {"training_tokens": 4096, "eval_tokens": 1024, "epochs": 2.0, "b
                  "context_size": 64, "lm_batch_size": 16}
 
 
-def resources(lake_root: str, corpus: CorpusResource | None = None, labeller: LabellerResource | None = None) -> dict:
+def resources(lake_root: str, corpus: CorpusResource | None = None, labeller: LabellerResource | None = None,
+              neuronpedia: NeuronpediaResource | None = None) -> dict:
     device = DeviceResource(device="cpu", dtype="float32")
     lake = LakeResource(root=lake_root)
     return {
         "embedder": EmbedderResource(device=device),
+        "neuronpedia": neuronpedia or NeuronpediaResource(s3_url="http://127.0.0.1:9", api_url="http://127.0.0.1:9",
+                                                          retries=0, timeout_s=2),
         "labeller": labeller or LabellerResource(device=device),
         "device": device,
         "lake": lake,
@@ -42,7 +46,8 @@ def resources(lake_root: str, corpus: CorpusResource | None = None, labeller: La
 def materialize(instance: dg.DagsterInstance, lake_root: str, model: str, layer: int | str,
                 assets=(trained_sae, sae_decoder), corpus: CorpusResource | None = None,
                 training: dict | None = None, scan: dict | None = None, labels: dict | None = None,
-                labeller: LabellerResource | None = None) -> dg.ExecuteInProcessResult:
+                labeller: LabellerResource | None = None, neuronpedia: NeuronpediaResource | None = None,
+                extra_ops: dict | None = None) -> dg.ExecuteInProcessResult:
     ops = {}
     if trained_sae in assets:
         ops["trained_sae"] = {"config": training or TINY_TRAINING}
@@ -50,9 +55,9 @@ def materialize(instance: dg.DagsterInstance, lake_root: str, model: str, layer:
         ops["activation_scan"] = {"config": scan or TINY_SCAN}
     if feature_labels in assets:
         ops["feature_labels"] = {"config": labels or {"max_features": 6}}
-    run_config = {"ops": ops}
+    run_config = {"ops": {**ops, **(extra_ops or {})}}
     return dg.materialize(list(assets), partition_key=partition_key(model, layer), instance=instance,
-                          resources=resources(lake_root, corpus, labeller), run_config=run_config,
+                          resources=resources(lake_root, corpus, labeller, neuronpedia), run_config=run_config,
                           raise_on_error=False)
 
 

@@ -1,0 +1,81 @@
+"""``alignment_scores``: SFAL's per-feature NDCG of co-occurrence (Phi) rankings against explanation similarity."""
+
+import time
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import torch
+from pydantic import Field
+
+from sae_assets.core.alignment import DEFAULT_TOP_N, cosine_similarity, ndcg_scores
+from sae_assets.core.cooccurrence import phi_from_counts
+from sae_assets.defs.assets.explanation_embeddings import explanation_embeddings
+from sae_assets.defs.metadata import table_metadata
+from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
+from sae_assets.resources.device import DeviceResource
+from sae_assets.resources.lake import LakeResource
+
+
+class AlignmentConfig(dg.Config):
+    top_n: int = Field(default=DEFAULT_TOP_N, description="NDCG cut-off (SFAL: 1023), capped at d_sae - 1.")
+
+
+def _dense_counts(frame: pl.DataFrame, d: int, device: torch.device) -> torch.Tensor:
+    counts = torch.zeros((d, d), dtype=torch.int64, device=device)
+    i = torch.from_numpy(frame["feature_i"].to_numpy().astype(np.int64)).to(device)
+    j = torch.from_numpy(frame["feature_j"].to_numpy().astype(np.int64)).to(device)
+    v = torch.from_numpy(frame["count"].to_numpy().astype(np.int64)).to(device)
+    counts[i, j] = v
+    counts[j, i] = v
+    return counts
+
+
+@dg.asset(
+    partitions_def=model_layer_partitions,
+    deps=["cooccurrence", explanation_embeddings],
+    kinds={"torch", "polars", "delta"},
+    group_name="alignment",
+    code_version="1",
+    description="Per feature and embedding model: NDCG@top_n of the Phi (co-occurrence) ranking against the "
+    "explanation-similarity ranking (SFAL); features without an explanation count as zero vectors.",
+)
+def alignment_scores(context: dg.AssetExecutionContext, config: AlignmentConfig, lake: LakeResource,
+                     device: DeviceResource) -> dg.MaterializeResult:
+    location = resolve_partition(context)
+    model, layer = location.model_key, location.layer
+    missing = [t for t in ("cooccurrence", "feature_stats", "explanation_embeddings") if lake.table_version(t) is None]
+    if missing:
+        raise dg.Failure(f"Missing tables {missing}: materialize activation_scan and explanation_embeddings first.")
+    d = lake.scan_partition("feature_stats", model, layer).select(pl.len()).collect().item()
+    cooc = lake.scan_partition("cooccurrence", model, layer).collect()
+    embeddings = lake.scan_partition("explanation_embeddings", model, layer).collect()
+    if cooc.is_empty() or embeddings.is_empty() or d < 2:
+        raise dg.Failure(f"No co-occurrence or embeddings for {model} layer {layer}.")
+    dev = device.torch_device()
+    start = time.perf_counter()
+    phi = phi_from_counts(_dense_counts(cooc, d, dev), int(cooc["n_windows"][0]))
+    frames, summary = [], {}
+    for name, group in embeddings.group_by("embedding_model", maintain_order=True):
+        name = name[0]
+        dim = group["embedding"].list.len().max()
+        vectors = torch.zeros((d, dim), dtype=torch.float64, device=dev)  # SFAL: no explanation -> zeros
+        rows = torch.from_numpy(group["feature"].to_numpy().astype(np.int64)).to(dev)
+        matrix = np.array(group["embedding"].list.to_array(dim).to_numpy(), dtype=np.float64)
+        vectors[rows] = torch.from_numpy(matrix).to(dev)
+        ndcg = ndcg_scores(phi, cosine_similarity(vectors), top_n=config.top_n).cpu().numpy()
+        frames.append(pl.DataFrame({"feature": pl.Series(range(d), dtype=pl.Int32),
+                                    "embedding_model": [name] * d, "ndcg": ndcg,
+                                    "has_explanation": np.isin(np.arange(d), group["feature"].to_numpy())}))
+        deciles = np.quantile(ndcg, np.linspace(0.1, 0.9, 9))
+        summary[name] = {"mean": float(ndcg.mean()), "median": float(np.median(ndcg)),
+                         "deciles": [round(float(x), 4) for x in deciles], "features": d,
+                         "explained": int(group.height)}
+        context.log.info("%s layer %d, %s: mean NDCG %.4f over %d features", model, layer, name, ndcg.mean(), d)
+    written = lake.write_partition("alignment_scores", pl.concat(frames), model, layer)
+    first = next(iter(summary.values()))
+    return dg.MaterializeResult(metadata={
+        **table_metadata(written), "mean_ndcg": first["mean"], "median_ndcg": first["median"],
+        "summary": dg.MetadataValue.json(summary), "top_n": min(config.top_n, d - 1),
+        "seconds": round(time.perf_counter() - start, 2),
+    })

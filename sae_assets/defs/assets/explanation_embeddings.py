@@ -1,0 +1,57 @@
+"""``explanation_embeddings``: one normalized vector per feature × embedding model."""
+
+import time
+
+import dagster as dg
+import polars as pl
+from pydantic import Field
+
+from sae_assets.defs.assets.explanations import explanations
+from sae_assets.defs.metadata import table_metadata
+from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
+from sae_assets.resources.embedder import EmbedderError, EmbedderResource
+from sae_assets.resources.lake import LakeResource
+
+
+class ExplanationEmbeddingsConfig(dg.Config):
+    models: list[str] = Field(default=["all-MiniLM-L6-v2"], description="sentence-transformers models (name or "
+                              "path), e.g. Lajavaness/bilingual-embedding-large where the hub is reachable.")
+
+
+@dg.asset(
+    partitions_def=model_layer_partitions,
+    deps=[explanations],
+    kinds={"torch", "polars", "delta"},
+    group_name="alignment",
+    code_version="1",
+    description="Embeddings of the explanations (L2-normalized list<float32>), one row per feature × model; "
+    "features without an explanation get no row.",
+)
+def explanation_embeddings(context: dg.AssetExecutionContext, config: ExplanationEmbeddingsConfig,
+                           lake: LakeResource, embedder: EmbedderResource) -> dg.MaterializeResult:
+    location = resolve_partition(context)
+    if lake.table_version("explanations") is None:
+        raise dg.Failure("No explanations table: materialize explanations first.")
+    texts = (lake.scan_partition("explanations", location.model_key, location.layer)
+             .filter(pl.col("description").str.strip_chars() != "").select("feature", "description").collect())
+    if texts.is_empty():
+        raise dg.Failure(f"No explanations for {location.model_key} layer {location.layer}.")
+    frames, rates = [], {}
+    for name in config.models:
+        start = time.perf_counter()
+        try:
+            vectors = embedder.encode(texts["description"].to_list(), model=name)
+        except EmbedderError as err:
+            raise dg.Failure(str(err)) from err
+        rates[name] = round(texts.height / (time.perf_counter() - start), 1)
+        context.log.info("Embedded %d explanations with %s (%.0f/s)", texts.height, name, rates[name])
+        frames.append(pl.DataFrame({
+            "feature": texts["feature"].cast(pl.Int32),
+            "embedding_model": [name] * texts.height,
+            "embedding": pl.Series(vectors, dtype=pl.Array(pl.Float32, vectors.shape[1])).cast(pl.List(pl.Float32)),
+        }))
+    written = lake.write_partition("explanation_embeddings", pl.concat(frames), location.model_key, location.layer)
+    return dg.MaterializeResult(metadata={
+        **table_metadata(written), "models": ", ".join(config.models), "features": texts.height,
+        **{f"embeddings_per_second[{m}]": r for m, r in rates.items()},
+    })

@@ -1,0 +1,82 @@
+"""explanations (Neuronpedia loopback and own labels) -> explanation_embeddings -> alignment_scores."""
+
+from __future__ import annotations
+
+import gzip
+from pathlib import Path
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import pytest
+
+from sae_assets.defs.assets.activation_scan import activation_scan
+from sae_assets.defs.assets.alignment_scores import alignment_scores
+from sae_assets.defs.assets.explanation_embeddings import explanation_embeddings
+from sae_assets.defs.assets.explanations import explanations
+from sae_assets.defs.assets.feature_labels import feature_labels
+from sae_assets.defs.assets.sae_decoder import sae_decoder
+from sae_assets.defs.assets.trained_sae import trained_sae
+from sae_assets.defs.partitions import register_models
+from sae_assets.resources.neuronpedia import NeuronpediaResource
+from tests.defs.helpers import failure_text, lake_tables, materialize
+from tests.neuronpedia_server import NeuronpediaServer
+
+GEMMA = "gemma-2-2b@gemmascope-res-16k"
+PREFIX = "v1/gemma-2-2b/12-gemmascope-res-16k/explanations/"
+
+
+def _rec(index, description, model="gpt-4o-mini"):
+    return {"modelId": "gemma-2-2b", "layer": "12-gemmascope-res-16k", "index": index, "description": description,
+            "typeName": "oai_token-act-pair", "explanationModelName": model, "authorId": "a"}
+
+
+def test_neuronpedia_explanations_and_a_corrupt_batch(test_catalog: Path, lake_root: str) -> None:
+    batches = {f"{PREFIX}batch-0.jsonl.gz": [_rec("0", "zero"), _rec(1, "one"), _rec("1", "one again", "o1")],
+               f"{PREFIX}batch-1.jsonl.gz": [_rec("2", "two")]}
+    with dg.instance_for_test() as instance, NeuronpediaServer(batches, faults={"/": [429]}) as server:
+        register_models(instance, [GEMMA])
+        np_resource = NeuronpediaResource(s3_url=server.url, api_url=server.url, backoff_s=0.01)
+        ok = materialize(instance, lake_root, GEMMA, 12, assets=(explanations,), neuronpedia=np_resource,
+                         extra_ops={"explanations": {"config": {"preferred_models": ["o1"]}}})
+        assert ok.success
+        table = pl.read_delta(f"{lake_root}/explanations").sort("feature")
+        assert table["description"].to_list() == ["zero", "one again", "two"]
+        assert table["n_alternatives"].to_list() == [0, 1, 0] and set(table["source"]) == {"neuronpedia"}
+        version = ok.asset_materializations_for_node("explanations")[0].metadata["delta_table_version"].value
+
+        server.files[f"{PREFIX}batch-1.jsonl.gz"] = gzip.compress(b'{"index": "5", "description": "x"}\n' * 50)[:40]
+        bad = materialize(instance, lake_root, GEMMA, 12, assets=(explanations,), neuronpedia=np_resource)
+        assert "truncated or not gzip" in failure_text(bad) and "Nothing was written" in failure_text(bad)
+        assert pl.read_delta(f"{lake_root}/explanations").height == 3
+        from deltalake import DeltaTable
+        assert DeltaTable(f"{lake_root}/explanations").version() == version
+
+
+def test_unreachable_neuronpedia_writes_nothing(test_catalog: Path, lake_root: str) -> None:
+    with dg.instance_for_test() as instance:
+        register_models(instance, [GEMMA])
+        result = materialize(instance, lake_root, GEMMA, 3, assets=(explanations,))
+        assert "failed after 1 attempts" in failure_text(result)
+        assert lake_tables(lake_root) == []
+
+
+@pytest.mark.slow
+def test_sfal_chain_on_the_platform_labels(test_catalog: Path, lake_root: str, smollm2) -> None:
+    model = "smollm2-135m@test-res"
+    with dg.instance_for_test() as instance:
+        register_models(instance, [model])
+        chain = (trained_sae, sae_decoder, activation_scan, feature_labels, explanations, explanation_embeddings,
+                 alignment_scores)
+        result = materialize(instance, lake_root, model, 1, assets=chain, labels={"max_features": 6})
+        assert result.success
+        expl = pl.read_delta(f"{lake_root}/explanations")
+        assert expl.height == 6 and set(expl["source"]) == {"labels"}
+        emb = pl.read_delta(f"{lake_root}/explanation_embeddings")
+        vectors = emb["embedding"].list.to_array(384).to_numpy()
+        np.testing.assert_allclose(np.linalg.norm(vectors, axis=1), 1.0, rtol=1e-5)
+        scores = pl.read_delta(f"{lake_root}/alignment_scores")
+        assert scores.height == 256 and scores["has_explanation"].sum() == 6
+        assert scores["ndcg"].is_between(0, 1.0000001).all()
+        meta = result.asset_materializations_for_node("alignment_scores")[0].metadata
+        assert meta["top_n"].value == 255 and 0 <= meta["mean_ndcg"].value <= 1
