@@ -48,6 +48,11 @@ def partition_predicate(model: str, layer: int | str | None = None) -> str:
 
 
 def _with_partition_columns(df: pl.DataFrame, model: str, layer: int | str) -> pa.Table:
+    untyped = [name for name, dtype in df.schema.items() if dtype == pl.Null]
+    if untyped:
+        # An all-null column has no type; Delta would record it as null and reject the next partition
+        # that holds values. Writers must give such columns an explicit dtype.
+        raise ValueError(f"Columns {untyped} have no dtype (all null): give them an explicit schema.")
     if any(c in df.columns for c in PARTITION_COLUMNS):
         df = df.drop([c for c in PARTITION_COLUMNS if c in df.columns])
     df = df.with_columns(pl.lit(model, dtype=pl.String).alias("model"),

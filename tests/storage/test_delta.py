@@ -31,6 +31,16 @@ def test_rewrite_is_idempotent_and_leaves_other_partitions(lake_root: str) -> No
     assert read_partition(uri, "m@a", 2)["value"].to_list() == [9.0, 9.0]
 
 
+def test_untyped_null_columns_are_refused(lake_root: str) -> None:
+    uri = table_uri(lake_root, "t")
+    with pytest.raises(ValueError, match=r"Columns \['error'\] have no dtype"):
+        write_partition(pl.DataFrame({"feature": [1], "error": [None]}), uri, "m@a", 1)
+    write_partition(pl.DataFrame({"feature": [1], "error": [None]}, schema={"feature": pl.Int64, "error": pl.String}),
+                    uri, "m@a", 1)
+    write_partition(pl.DataFrame({"feature": [2], "error": ["boom"]}), uri, "m@a", 2)
+    assert pl.read_delta(uri).sort("feature")["error"].to_list() == [None, "boom"]
+
+
 def test_partition_columns_are_strings(lake_root: str) -> None:
     uri = table_uri(lake_root, "t")
     write_partition(_frame(1, 0.0), uri, "m@a", 7)

@@ -18,6 +18,12 @@ from sae_assets.resources.labeller import LabellerResource
 from sae_assets.resources.lake import LakeResource
 
 SCORE_METHOD = "embedding-auroc"
+LABEL_SCHEMA = {
+    "feature": pl.Int32, "label": pl.String, "label_source": pl.String, "label_llm": pl.String,
+    "label_keywords": pl.String, "score": pl.Float64, "score_keywords": pl.Float64, "score_method": pl.String,
+    "score_llm_detection": pl.Float64, "n_examples": pl.Int32, "labeller_model": pl.String,
+    "selection_score": pl.Float64, "error": pl.String,
+}
 
 
 class FeatureLabelsConfig(dg.Config):
@@ -100,21 +106,20 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
         return llm.get(f, (None, None))[1]
 
     frame = pl.DataFrame({
-        "feature": pl.Series(indices, dtype=pl.Int32),
+        "feature": indices,
         "label": [labels[f] for f in indices],
         "label_source": [("llm" if llm.get(f, (None,))[0] else "keywords" if keywords[f] else None) for f in indices],
         "label_llm": [llm.get(f, (None, None))[0] for f in indices],
         "label_keywords": [keywords[f] or None for f in indices],
-        "score": pl.Series([scores.get(f) for f in indices], dtype=pl.Float64),
-        "score_keywords": pl.Series([keyword_scores.get(f) for f in indices], dtype=pl.Float64),
+        "score": [scores.get(f) for f in indices],
+        "score_keywords": [keyword_scores.get(f) for f in indices],
         "score_method": [SCORE_METHOD if f in scores else None for f in indices],
-        "score_llm_detection": pl.Series([detection.get(f) for f in indices], dtype=pl.Float64),
-        "n_examples": pl.Series([len(evidence[f].shown) for f in indices], dtype=pl.Int32),
+        "score_llm_detection": [detection.get(f) for f in indices],
+        "n_examples": [len(evidence[f].shown) for f in indices],
         "labeller_model": [labeller_model] * len(indices),
-        "selection_score": pl.Series(selection_scores[: len(indices)] if selection_scores else [None] * len(indices),
-                                     dtype=pl.Float64),
+        "selection_score": selection_scores[: len(indices)] if selection_scores else [None] * len(indices),
         "error": [error(f) for f in indices],
-    })
+    }, schema=LABEL_SCHEMA)  # explicit: a column that is all null in one partition keeps its type
     written = lake.write_partition("feature_labels", frame, model, layer)
     export_dir = lake.local_dir("exports", "feature_labels", model, f"layer-{layer}")
     with open(export_dir / "feature_examples.jsonl", "w") as fh:
