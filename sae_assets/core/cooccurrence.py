@@ -55,12 +55,12 @@ class CooccurrenceCounter:
         }).with_columns(pl.lit(self.n_windows, dtype=pl.Int64).alias("n_windows"))
 
 
-def dense_counts(frame: pl.DataFrame, d_sae: int) -> torch.Tensor:
+def dense_counts(frame: pl.DataFrame, d_sae: int, device: torch.device | str = "cpu") -> torch.Tensor:
     """Inverse of :meth:`CooccurrenceCounter.to_frame`: the symmetric ``[d_sae, d_sae]`` int64 matrix."""
-    c = torch.zeros((d_sae, d_sae), dtype=torch.int64)
-    i = torch.from_numpy(frame["feature_i"].to_numpy().astype("int64"))
-    j = torch.from_numpy(frame["feature_j"].to_numpy().astype("int64"))
-    v = torch.from_numpy(frame["count"].to_numpy().astype("int64"))
+    c = torch.zeros((d_sae, d_sae), dtype=torch.int64, device=device)
+    i = torch.from_numpy(frame["feature_i"].to_numpy().astype("int64")).to(device)
+    j = torch.from_numpy(frame["feature_j"].to_numpy().astype("int64")).to(device)
+    v = torch.from_numpy(frame["count"].to_numpy().astype("int64")).to(device)
     c[i, j] = v
     c[j, i] = v
     return c

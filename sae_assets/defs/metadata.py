@@ -17,6 +17,13 @@ def table_metadata(result: WriteResult) -> dict[str, dg.MetadataValue]:
     }
 
 
+def md_text(text: str | None) -> str:
+    """Text from outside (corpus tokens, LLM labels) shown as text in a Markdown table: no cell breaks,
+    no line breaks, no HTML."""
+    return ((text or "").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
+            .replace("\n", "⏎"))
+
+
 def png_markdown(png: bytes, alt: str) -> dg.MetadataValue:
     encoded = base64.b64encode(png).decode("ascii")
     return dg.MetadataValue.md(f"![{alt}](data:image/png;base64,{encoded})")

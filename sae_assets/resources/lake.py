@@ -75,5 +75,9 @@ class LakeResource(dg.ConfigurableResource):
         return delta.scan_partition(self.table_uri(asset_name), model, layer,
                                     storage_options=self.storage_options or None)
 
+    def missing_tables(self, *asset_names: str) -> list[str]:
+        """The named tables that do not exist yet (their assets were never materialized)."""
+        return [name for name in asset_names if self.table_version(name) is None]
+
     def table_version(self, asset_name: str) -> int | None:
         return delta.table_version(self.table_uri(asset_name), storage_options=self.storage_options or None)

@@ -28,7 +28,8 @@ def test_remote_lake_needs_a_local_files_root(tmp_path: Path) -> None:
 
 def test_write_and_scan_through_the_resource(tmp_path: Path) -> None:
     lake = LakeResource(root=str(tmp_path / "lake"))
-    assert lake.table_version("t") is None
+    assert lake.table_version("t") is None and lake.missing_tables("t", "u") == ["t", "u"]
     result = lake.write_partition("t", pl.DataFrame({"feature": [0, 1]}), "m@x", 3)
     assert result.num_rows == 2 and lake.table_version("t") == result.version
+    assert lake.missing_tables("t", "u") == ["u"]
     assert lake.scan_partition("t", "m@x", 3).collect()["feature"].to_list() == [0, 1]

@@ -13,7 +13,7 @@ from sae_assets.core.language_model import LanguageModel
 from sae_assets.core.plots import histogram_png
 from sae_assets.core.scan import ScanConfig, ScanResult, run_scan
 from sae_assets.defs.assets.sae_decoder import sae_decoder
-from sae_assets.defs.metadata import png_markdown, table_metadata
+from sae_assets.defs.metadata import md_text, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.resources.corpus import CorpusError, CorpusResource
 from sae_assets.resources.device import DeviceResource
@@ -68,7 +68,7 @@ def _examples_preview(result: ScanResult, n_features: int = 8) -> str:
     lines = ["| feature | max act | top example (peak in **bold**) |", "|---|---|---|"]
     for row in top.filter(pl.col("feature").is_in(dense)).sort("feature").iter_rows(named=True):
         peak = row["token_position"] - row["window_start"]
-        words = [t.replace("|", "\\|").replace("\n", "⏎") for t in row["tokens"]]
+        words = [md_text(t) for t in row["tokens"]]
         if 0 <= peak < len(words):
             words[peak] = f"**{words[peak]}**"
         lines.append(f"| {row['feature']} | {row['activation']:.2f} | {''.join(words)} |")

@@ -9,7 +9,7 @@ import torch
 from pydantic import Field
 
 from sae_assets.core.alignment import DEFAULT_TOP_N, cosine_similarity, ndcg_scores
-from sae_assets.core.cooccurrence import phi_from_counts
+from sae_assets.core.cooccurrence import dense_counts, phi_from_counts
 from sae_assets.defs.assets.explanation_embeddings import explanation_embeddings
 from sae_assets.defs.metadata import table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
@@ -19,16 +19,6 @@ from sae_assets.resources.lake import LakeResource
 
 class AlignmentConfig(dg.Config):
     top_n: int = Field(default=DEFAULT_TOP_N, description="NDCG cut-off (SFAL: 1023), capped at d_sae - 1.")
-
-
-def _dense_counts(frame: pl.DataFrame, d: int, device: torch.device) -> torch.Tensor:
-    counts = torch.zeros((d, d), dtype=torch.int64, device=device)
-    i = torch.from_numpy(frame["feature_i"].to_numpy().astype(np.int64)).to(device)
-    j = torch.from_numpy(frame["feature_j"].to_numpy().astype(np.int64)).to(device)
-    v = torch.from_numpy(frame["count"].to_numpy().astype(np.int64)).to(device)
-    counts[i, j] = v
-    counts[j, i] = v
-    return counts
 
 
 @dg.asset(
@@ -44,7 +34,7 @@ def alignment_scores(context: dg.AssetExecutionContext, config: AlignmentConfig,
                      device: DeviceResource) -> dg.MaterializeResult:
     location = resolve_partition(context)
     model, layer = location.model_key, location.layer
-    missing = [t for t in ("cooccurrence", "feature_stats", "explanation_embeddings") if lake.table_version(t) is None]
+    missing = lake.missing_tables("cooccurrence", "feature_stats", "explanation_embeddings")
     if missing:
         raise dg.Failure(f"Missing tables {missing}: materialize activation_scan and explanation_embeddings first.")
     d = lake.scan_partition("feature_stats", model, layer).select(pl.len()).collect().item()
@@ -54,7 +44,7 @@ def alignment_scores(context: dg.AssetExecutionContext, config: AlignmentConfig,
         raise dg.Failure(f"No co-occurrence or embeddings for {model} layer {layer}.")
     dev = device.torch_device()
     start = time.perf_counter()
-    phi = phi_from_counts(_dense_counts(cooc, d, dev), int(cooc["n_windows"][0]))
+    phi = phi_from_counts(dense_counts(cooc, d, dev), int(cooc["n_windows"][0]))
     frames, summary = [], {}
     for name, group in embeddings.group_by("embedding_model", maintain_order=True):
         name = name[0]

@@ -30,7 +30,7 @@ class ExplanationEmbeddingsConfig(dg.Config):
 def explanation_embeddings(context: dg.AssetExecutionContext, config: ExplanationEmbeddingsConfig,
                            lake: LakeResource, embedder: EmbedderResource) -> dg.MaterializeResult:
     location = resolve_partition(context)
-    if lake.table_version("explanations") is None:
+    if lake.missing_tables("explanations"):
         raise dg.Failure("No explanations table: materialize explanations first.")
     texts = (lake.scan_partition("explanations", location.model_key, location.layer)
              .filter(pl.col("description").str.strip_chars() != "").select("feature", "description").collect())

@@ -47,7 +47,7 @@ def _from_neuronpedia(context, client, model_id: str, source_id: str, config: Ex
 
 
 def _from_labels(lake: LakeResource, model: str, layer: int) -> pl.DataFrame:
-    if lake.table_version("feature_labels") is None:
+    if lake.missing_tables("feature_labels"):
         raise dg.Failure(f"No feature_labels for {model} layer {layer}: materialize feature_labels first.")
     labels = lake.scan_partition("feature_labels", model, layer).filter(pl.col("label").is_not_null()).collect()
     if labels.is_empty():

@@ -11,7 +11,7 @@ from pydantic import Field
 from sae_assets.core.label_evidence import gather_evidence, read_selection
 from sae_assets.core.label_runs import embedding_scores, keyword_labels, llm_detection_scores, llm_labels
 from sae_assets.core.labelling import background_counts
-from sae_assets.defs.metadata import table_metadata
+from sae_assets.defs.metadata import md_text, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.resources.embedder import EmbedderResource
 from sae_assets.resources.labeller import LabellerResource
@@ -39,16 +39,11 @@ class FeatureLabelsConfig(dg.Config):
                                 "judge (yes/no per held-out window; AUROC): one LLM call per window.")
 
 
-def _md(text: str | None) -> str:
-    """Label text (from an LLM) shown as text in Markdown: no table breaks, no HTML."""
-    return (text or "").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
-
-
 def _preview(frame: pl.DataFrame, n: int = 15) -> str:
     lines = ["| feature | label | keywords | score |", "|---|---|---|---|"]
     for r in frame.head(n).iter_rows(named=True):
         score = "" if r["score"] is None else f"{r['score']:.2f}"
-        lines.append(f"| {r['feature']} | {_md(r['label'])} | {_md(r['label_keywords'])} | {score} |")
+        lines.append(f"| {r['feature']} | {md_text(r['label'])} | {md_text(r['label_keywords'])} | {score} |")
     return "\n".join(lines)
 
 
@@ -70,7 +65,7 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
         indices, selection_scores = read_selection(config.feature_indices, config.features_file)
     except ValueError as err:
         raise dg.Failure(str(err)) from err
-    missing = [t for t in ("activation_examples", "feature_stats") if lake.table_version(t) is None]
+    missing = lake.missing_tables("activation_examples", "feature_stats")
     examples = pl.DataFrame() if missing else lake.scan_partition("activation_examples", model, layer).collect()
     if examples.is_empty():
         raise dg.Failure(f"No activation_examples for {model} layer {layer}: materialize activation_scan first.")
