@@ -3,6 +3,7 @@
 import dagster as dg
 
 from sae_assets.defs.assets.activation_scan import activation_scan
+from sae_assets.defs.assets.alignment_report import alignment_report
 from sae_assets.defs.assets.alignment_scores import alignment_scores
 from sae_assets.defs.assets.explanation_embeddings import explanation_embeddings
 from sae_assets.defs.assets.explanations import explanations
@@ -14,7 +15,7 @@ from sae_assets.defs.resources import default_resources
 
 defs = dg.Definitions(
     assets=[trained_sae, sae_decoder, activation_scan, feature_labels, explanations, explanation_embeddings,
-            alignment_scores],
+            alignment_scores, alignment_report],
     jobs=jobs,
     resources=default_resources(),
     # One process for all steps: on a small machine a process per step costs 25-50 s per run.

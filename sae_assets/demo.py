@@ -1,4 +1,5 @@
-"""The README's main job: train and publish the embedded default's SAEs, as runs visible in the UI.
+"""The README's main job: the embedded default's full pipeline per layer, then its model-level reports,
+as runs visible in the UI.
 
     python -m sae_assets.demo [--model smollm2-135m@demo-res] [--layers 2 4 6]
 
@@ -72,6 +73,13 @@ def main(argv: list[str] | None = None) -> int:
         if not result.success:
             failed.append(layer)
             log.error("Run %s for %s failed", result.run_id, key)
+    if args.job == "full_pipeline" and len(failed) < len(layers):
+        log.info("Running model_reports for %s", args.model)
+        result = defs.resolve_job_def("model_reports").execute_in_process(
+            instance=instance, partition_key=args.model, raise_on_error=False)
+        if not result.success:
+            failed.append("model_reports")
+            log.error("Run %s (model_reports for %s) failed", result.run_id, args.model)
     log.info("Done in %.0fs (%s failed); lake at %s", time.perf_counter() - start, failed or "none",
              LakeResource().root_uri)
     return 1 if failed else 0

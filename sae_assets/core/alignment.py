@@ -10,52 +10,90 @@ cosine with anything is 0 (SFAL's rule).
 
 from __future__ import annotations
 
+from collections.abc import Callable
+
 import torch
 
+from sae_assets.core.cooccurrence import phi_from_counts
+from sae_assets.core.progress import Progress
+
 DEFAULT_TOP_N = 1023
+RowScores = Callable[[torch.Tensor], torch.Tensor]
+"""``rows [b]`` (feature indices) -> similarity of those features with every feature ``[b, d]``."""
+
+
+def unit_rows(vectors: torch.Tensor) -> torch.Tensor:
+    """``[d, dim]`` -> float64 rows of unit length; rows of zeros stay zero (similarity 0 with anything)."""
+    v = vectors.to(torch.float64)
+    norms = v.norm(dim=1, keepdim=True)
+    return torch.where(norms > 0, v / norms.clamp_min(1e-300), torch.zeros((), dtype=v.dtype, device=v.device))
 
 
 def cosine_similarity(vectors: torch.Tensor) -> torch.Tensor:
     """``[d, dim]`` -> ``[d, d]``; rows of zeros give similarity 0."""
-    v = vectors.to(torch.float64)
-    norms = v.norm(dim=1, keepdim=True)
-    unit = torch.where(norms > 0, v / norms.clamp_min(1e-300), torch.zeros((), dtype=v.dtype, device=v.device))
+    unit = unit_rows(vectors)
     return unit @ unit.T
 
 
-def _order(scores: torch.Tensor) -> torch.Tensor:
-    """Column indices by descending score, ties by index ascending (stable sort)."""
-    return torch.sort(scores, dim=1, descending=True, stable=True).indices
+def top_order(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """``scores [b, n]`` -> ``[b, k]`` column indices of the k highest per row, by descending score with ties
+    broken by index ascending: the first k of a stable descending sort, without sorting all n."""
+    kth = scores.topk(k, dim=1, sorted=False).values.amin(dim=1, keepdim=True)  # [b, 1]
+    above = scores > kth
+    tied = scores == kth
+    room = k - above.sum(dim=1, keepdim=True)  # how many tied entries still fit, lowest index first
+    take = above | (tied & (tied.cumsum(dim=1) <= room))
+    cols = take.nonzero()[:, 1].view(scores.shape[0], k)  # exactly k per row, index ascending
+    by_score = torch.sort(scores.gather(1, cols), dim=1, descending=True, stable=True).indices
+    return cols.gather(1, by_score)
+
+
+def ndcg_by_rows(phi_rows: RowScores, semantic_rows: RowScores, d: int, device: torch.device | str,
+                 top_n: int = DEFAULT_TOP_N, block: int = 512,
+                 report: Callable[[str], None] | None = None) -> torch.Tensor:
+    """Per-feature NDCG@top_n ``[d]`` float64, asking for ``block`` rows of each similarity at a time, so
+    memory is ``block x d`` whatever ``d``; runs on ``device``.
+
+    Only the top_n of each ranking matter (relevance is 0 from semantic rank top_n on), so each row needs
+    two partial selections (:func:`top_order`), not two full sorts."""
+    if d < 2:
+        raise ValueError("NDCG needs at least two features.")
+    top_n = min(top_n, d - 1)
+    ranks = torch.arange(top_n, device=device, dtype=torch.float64)
+    gain_by_rank = 1.1 ** (top_n - ranks) - 1  # relevance of semantic rank r < top_n
+    discount = 1 / torch.log2(ranks + 2)
+    ideal = (gain_by_rank * discount).sum()
+    out = torch.empty(d, dtype=torch.float64, device=device)
+    progress = Progress("SFAL NDCG", d, "features", report)
+    for start in range(0, d, block):
+        rows = torch.arange(start, min(start + block, d), device=device)
+        b = rows.shape[0]
+        diagonal = (torch.arange(b, device=device), rows)
+        p = phi_rows(rows).to(torch.float64)
+        s = semantic_rows(rows).to(torch.float64)
+        p[diagonal] = -torch.inf  # self-pairs rank below every real pair, so never in a top_n <= d - 1
+        s[diagonal] = -torch.inf
+        relevance = torch.zeros((b, d), dtype=torch.float64, device=device)
+        relevance.scatter_(1, top_order(s, top_n), gain_by_rank.expand(b, -1).contiguous())
+        dcg = (relevance.gather(1, top_order(p, top_n)) * discount).sum(1)
+        out[rows] = dcg / ideal
+        progress.advance(b)
+    progress.finish()
+    return out
 
 
 def ndcg_scores(phi: torch.Tensor, semantic: torch.Tensor, top_n: int = DEFAULT_TOP_N,
                 block: int = 512) -> torch.Tensor:
-    """Per-feature NDCG@top_n, ``[d]`` float64, from ``phi`` and ``semantic`` similarity matrices ``[d, d]``.
+    """Per-feature NDCG@top_n, ``[d]`` float64, from ``phi`` and ``semantic`` similarity matrices ``[d, d]``."""
+    return ndcg_by_rows(lambda rows: phi[rows], lambda rows: semantic[rows], phi.shape[0], phi.device,
+                        top_n=top_n, block=block)
 
-    Rows are processed in blocks, so memory is ``block x d`` whatever ``d``; runs on the matrices' device.
-    """
-    d = phi.shape[0]
-    if d < 2:
-        raise ValueError("NDCG needs at least two features.")
-    top_n = min(top_n, d - 1)
-    device = phi.device
-    ranks = torch.arange(d - 1, device=device, dtype=torch.float64)
-    gain_by_rank = torch.clamp(1.1 ** (top_n - ranks) - 1, min=0)  # relevance of semantic rank r
-    discount = 1 / torch.log2(torch.arange(top_n, device=device, dtype=torch.float64) + 2)
-    ideal = (gain_by_rank[:top_n] * discount).sum()
-    out = torch.empty(d, dtype=torch.float64, device=device)
-    for start in range(0, d, block):
-        rows = torch.arange(start, min(start + block, d), device=device)
-        b = rows.shape[0]
-        self_mask = torch.zeros((b, d), dtype=torch.bool, device=device)
-        self_mask[torch.arange(b, device=device), rows] = True
-        # drop the self column, keeping the others in index order, so stable sorts break ties by index
-        keep = (~self_mask).nonzero()[:, 1].view(b, d - 1)
-        p = phi[rows].to(torch.float64).gather(1, keep)
-        s = semantic[rows].to(torch.float64).gather(1, keep)
-        sem_rank = torch.empty_like(s)
-        sem_rank.scatter_(1, _order(s), ranks.expand(b, -1).contiguous())
-        relevance = gain_by_rank[sem_rank.long()]  # [b, d-1]
-        dcg = (relevance.gather(1, _order(p)[:, :top_n]) * discount).sum(1)
-        out[rows] = dcg / ideal
-    return out
+
+def sfal_ndcg(counts: torch.Tensor, n_windows: int, embeddings: torch.Tensor, top_n: int = DEFAULT_TOP_N,
+              block: int = 512, report: Callable[[str], None] | None = None) -> torch.Tensor:
+    """SFAL from the scan's co-occurrence ``counts [d, d]`` and explanation ``embeddings [d, dim]`` (zero rows
+    for features without an explanation): ``[d]`` float64 NDCG. Phi and cosine rows are built per block, so
+    a 16k-feature SAE needs ``counts`` plus a few ``block x d`` matrices, never a ``d x d`` float matrix."""
+    unit = unit_rows(embeddings.to(counts.device))
+    return ndcg_by_rows(lambda rows: phi_from_counts(counts, n_windows, rows), lambda rows: unit[rows] @ unit.T,
+                        counts.shape[0], counts.device, top_n=top_n, block=block, report=report)

@@ -66,17 +66,21 @@ def dense_counts(frame: pl.DataFrame, d_sae: int, device: torch.device | str = "
     return c
 
 
-def phi_from_counts(counts: torch.Tensor, n_windows: int) -> torch.Tensor:
-    """Phi coefficients ``[d, d]`` (float64) from co-occurrence counts over ``n_windows`` windows.
+def phi_from_counts(counts: torch.Tensor, n_windows: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Phi coefficients (float64) from co-occurrence counts ``[d, d]`` over ``n_windows`` windows: ``[d, d]``,
+    or ``[len(rows), d]`` for the given rows only (so a large SAE can be scored block by block).
 
     For features i, j with the 2x2 contingency over windows (both, i only, j only, neither):
     ``phi = (N c_ij - c_i c_j) / sqrt(c_i (N - c_i) c_j (N - c_j))``, with ``c_i = C[i, i]``; 0 where a
     feature is present in no window or in every window (the coefficient is undefined there).
     """
-    c = counts.to(torch.float64)
-    marg = c.diagonal()
+    marg = counts.diagonal().to(torch.float64)
     n = float(n_windows)
-    spread = marg * (n - marg)  # [d]
-    denom = torch.sqrt(spread.unsqueeze(1) * spread.unsqueeze(0))
-    phi = (n * c - marg.unsqueeze(1) * marg.unsqueeze(0)) / denom
-    return torch.where(denom > 0, phi, torch.zeros((), dtype=torch.float64, device=c.device))
+    spread = marg * (n - marg)  # [d]; 0 where the coefficient is undefined
+    inv_sd = torch.where(spread > 0, spread.clamp_min(1e-300).rsqrt(), torch.zeros((), dtype=torch.float64,
+                                                                                      device=marg.device))
+    if rows is None:
+        rows = torch.arange(counts.shape[0], device=counts.device)
+    phi = counts.index_select(0, rows).to(torch.float64).mul_(n)  # [b, d], in place from here on
+    phi.sub_(marg[rows].unsqueeze(1) * marg.unsqueeze(0))
+    return phi.mul_(inv_sd[rows].unsqueeze(1)).mul_(inv_sd.unsqueeze(0))

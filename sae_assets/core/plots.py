@@ -11,6 +11,15 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
+def figure_png(fig) -> bytes:
+    """Render and close a matplotlib figure."""
+    fig.tight_layout()
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png")
+    plt.close(fig)
+    return buf.getvalue()
+
+
 def histogram_png(values: np.ndarray, title: str, xlabel: str, bins: int = 50, log_y: bool = False) -> bytes:
     fig, ax = plt.subplots(figsize=(6, 3.2), dpi=90)
     finite = values[np.isfinite(values)]
@@ -23,8 +32,18 @@ def histogram_png(values: np.ndarray, title: str, xlabel: str, bins: int = 50, l
     ax.set_ylabel("features")
     if log_y:
         ax.set_yscale("log")
-    fig.tight_layout()
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png")
-    plt.close(fig)
-    return buf.getvalue()
+    return figure_png(fig)
+
+
+def lines_png(series: dict[str, tuple[np.ndarray, np.ndarray]], title: str, xlabel: str, ylabel: str) -> bytes:
+    """One marked line per name: ``{name: (x [n], y [n])}``."""
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=90)
+    for name, (x, y) in series.items():
+        ax.plot(x, y, marker="o", label=name)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    ax.grid(alpha=0.3)
+    if series:
+        ax.legend(fontsize=8)
+    return figure_png(fig)

@@ -5,9 +5,10 @@ from __future__ import annotations
 import dagster as dg
 
 from sae_assets.defs.assets.activation_scan import activation_scan
+from sae_assets.defs.assets.alignment_report import alignment_report
 from sae_assets.defs.assets.sae_decoder import sae_decoder
 from sae_assets.defs.assets.trained_sae import trained_sae
-from sae_assets.defs.partitions import model_layer_partitions
+from sae_assets.defs.partitions import model_layer_partitions, model_partitions
 
 # Platform-trained SAEs: train the SAE, then publish its decoder.
 train_and_publish_sae_job = dg.define_asset_job(
@@ -32,12 +33,21 @@ scan_activations_job = dg.define_asset_job(
     description="One LM + SAE pass over the corpus: feature_stats, activation_examples and cooccurrence.",
 )
 
-# Everything from a platform-trained SAE onwards: the README demo's job.
+# Everything per model × layer from a platform-trained SAE onwards: the README demo's job (model-level
+# reports have other partitions and run in their own job once the layers are done).
+MODEL_LEVEL = dg.AssetSelection.assets(alignment_report)
 full_pipeline_job = dg.define_asset_job(
     "full_pipeline",
-    selection=dg.AssetSelection.assets(trained_sae).downstream(),
+    selection=dg.AssetSelection.assets(trained_sae).downstream() - MODEL_LEVEL,
     partitions_def=model_layer_partitions,
     description="Train the partition's SAE and materialize every asset downstream of it.",
 )
 
-jobs = [train_and_publish_sae_job, publish_sae_job, scan_activations_job, full_pipeline_job]
+model_reports_job = dg.define_asset_job(
+    "model_reports",
+    selection=MODEL_LEVEL,
+    partitions_def=model_partitions,
+    description="Per model: the reports across its layers (SFAL alignment_report).",
+)
+
+jobs = [train_and_publish_sae_job, publish_sae_job, scan_activations_job, full_pipeline_job, model_reports_job]

@@ -67,7 +67,8 @@ class LakeResource(dg.ConfigurableResource):
         return path
 
     def write_partition(self, asset_name: str, df: pl.DataFrame, model: str,
-                        layer: int | str) -> delta.WriteResult:
+                        layer: int | str | None) -> delta.WriteResult:
+        """Replace one model × layer partition, or with ``layer=None`` every layer of ``model``."""
         return delta.write_partition(df, self.table_uri(asset_name), model, layer,
                                      storage_options=self.storage_options or None)
 

@@ -47,16 +47,21 @@ def partition_predicate(model: str, layer: int | str | None = None) -> str:
     return " AND ".join(parts)
 
 
-def _with_partition_columns(df: pl.DataFrame, model: str, layer: int | str) -> pa.Table:
+def _with_partition_columns(df: pl.DataFrame, model: str, layer: int | str | None) -> pa.Table:
     untyped = [name for name, dtype in df.schema.items() if dtype == pl.Null]
     if untyped:
         # An all-null column has no type; Delta would record it as null and reject the next partition
         # that holds values. Writers must give such columns an explicit dtype.
         raise ValueError(f"Columns {untyped} have no dtype (all null): give them an explicit schema.")
-    if any(c in df.columns for c in PARTITION_COLUMNS):
+    if layer is None:  # a whole model: the rows say their layer
+        if "layer" not in df.columns:
+            raise ValueError("Writing every layer of a model needs a 'layer' column.")
+        df = df.drop("model", strict=False).with_columns(pl.lit(model, dtype=pl.String).alias("model"),
+                                                         pl.col("layer").cast(pl.String))
+    else:
         df = df.drop([c for c in PARTITION_COLUMNS if c in df.columns])
-    df = df.with_columns(pl.lit(model, dtype=pl.String).alias("model"),
-                         pl.lit(str(layer), dtype=pl.String).alias("layer"))
+        df = df.with_columns(pl.lit(model, dtype=pl.String).alias("model"),
+                             pl.lit(str(layer), dtype=pl.String).alias("layer"))
     return df.to_arrow()
 
 
@@ -72,10 +77,11 @@ def write_partition(
     df: pl.DataFrame,
     uri: str,
     model: str,
-    layer: int | str,
+    layer: int | str | None,
     storage_options: dict[str, str] | None = None,
 ) -> WriteResult:
-    """Replace partition (model, layer) of the Delta table at ``uri`` with ``df``."""
+    """Replace partition (model, layer) of the Delta table at ``uri`` with ``df``; with ``layer=None``, replace
+    every layer of ``model`` (model-level assets), taking each row's layer from ``df``'s ``layer`` column."""
     data = _with_partition_columns(df, model, layer)
     predicate = partition_predicate(model, layer)
     for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from sae_assets.core.alignment import cosine_similarity, ndcg_scores
+from sae_assets.core.alignment import cosine_similarity, ndcg_scores, sfal_ndcg, top_order
 from sae_assets.core.cooccurrence import phi_from_counts
 
 
@@ -70,3 +70,29 @@ def test_identical_rankings_score_one() -> None:
     sim = cosine_similarity(torch.randn(16, 3, generator=torch.Generator().manual_seed(0)))
     assert torch.allclose(ndcg_scores(sim, sim, top_n=6), torch.ones(16, dtype=torch.float64))
     assert cosine_similarity(torch.zeros(2, 3)).abs().sum() == 0
+
+
+def test_blocked_sfal_equals_the_dense_matrices() -> None:
+    rng = np.random.default_rng(7)
+    presence = torch.from_numpy((rng.random((80, 23)) < 0.2).astype(np.float64))
+    counts = (presence.T @ presence).long()
+    counts[3, 3] = 0  # a dead feature: Phi 0 with everything
+    vectors = torch.from_numpy(rng.standard_normal((23, 5)))
+    vectors[[0, 9]] = 0  # no explanation
+    vectors[4] = vectors[2]  # identical explanations tie exactly
+    phi = phi_from_counts(counts, 80)
+    assert torch.equal(phi_from_counts(counts, 80, torch.tensor([4, 0, 22])), phi[[4, 0, 22]])
+    dense = ndcg_scores(phi, cosine_similarity(vectors), top_n=10, block=23)
+    blocked = sfal_ndcg(counts, 80, vectors, top_n=10, block=4)
+    np.testing.assert_allclose(blocked.numpy(), dense.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(blocked.numpy(), _ndcg_reference(phi.numpy(), cosine_similarity(vectors).numpy(), 10),
+                               rtol=1e-10)
+
+
+def test_top_order_is_the_head_of_a_stable_sort() -> None:
+    rng = np.random.default_rng(3)
+    scores = torch.from_numpy(np.round(rng.standard_normal((6, 40)), 1))  # many ties
+    scores[2] = 0.0  # a row that is all ties
+    full = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    for k in (1, 7, 39, 40):
+        assert torch.equal(top_order(scores, k), full[:, :k])

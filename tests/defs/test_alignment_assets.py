@@ -80,3 +80,34 @@ def test_sfal_chain_on_the_platform_labels(test_catalog: Path, lake_root: str, s
         assert scores["ndcg"].is_between(0, 1.0000001).all()
         meta = result.asset_materializations_for_node("alignment_scores")[0].metadata
         assert meta["top_n"].value == 255 and 0 <= meta["mean_ndcg"].value <= 1
+
+
+def test_alignment_report_across_layers(test_catalog: Path, lake_root: str) -> None:
+    from sae_assets.defs.assets.alignment_report import REPORT_FILE, alignment_report
+    from sae_assets.resources.lake import LakeResource
+
+    lake = LakeResource(root=lake_root)
+    with dg.instance_for_test() as instance:
+        register_models(instance, [GEMMA])
+        missing = dg.materialize([alignment_report], partition_key=GEMMA, instance=instance,
+                                 resources={"lake": lake}, raise_on_error=False)
+        assert "No alignment_scores table" in failure_text(missing)
+        for layer, values in (("12", [0.2, 0.4, 0.9]), ("3", [0.1, 0.1, 0.4])):
+            lake.write_partition("alignment_scores", pl.concat([pl.DataFrame({
+                "feature": pl.Series([0, 1, 2], dtype=pl.Int32), "embedding_model": [name] * 3,
+                "ndcg": [v + shift for v in values], "has_explanation": [True, False, True]})
+                for name, shift in (("all-MiniLM-L6-v2", 0.0), ("other", 0.05))]), GEMMA, layer)
+        lake.write_partition("alignment_scores", pl.DataFrame({  # another model's layer stays out of this report
+            "feature": pl.Series([0], dtype=pl.Int32), "embedding_model": ["x"], "ndcg": [1.0],
+            "has_explanation": [True]}), "other@model", 3)
+        result = dg.materialize([alignment_report], partition_key=GEMMA, instance=instance,
+                                resources={"lake": lake})
+    report = pl.read_delta(f"{lake_root}/alignment_report")
+    assert report["layer"].to_list() == ["3", "3", "12", "12"]  # numeric layer order
+    row = report.filter((pl.col("layer") == "12") & (pl.col("embedding_model") == "other")).row(0, named=True)
+    assert row["mean_ndcg"] == pytest.approx(0.55) and row["median_ndcg"] == pytest.approx(0.45)
+    assert (row["n_features"], row["n_explained"], row["model"]) == (3, 2, GEMMA)
+    meta = result.asset_materializations_for_node("alignment_report")[0].metadata
+    csv = pl.read_csv(meta["csv"].value)
+    assert Path(meta["csv"].value).name == REPORT_FILE and csv.height == 4 and set(csv["model"]) == {GEMMA}
+    assert meta["layers"].value == 2 and "data:image/png;base64" in meta["mean_ndcg_by_layer"].value

@@ -95,3 +95,14 @@ def test_eight_concurrent_writers_lose_nothing(lake_root: str, start_empty: bool
         assert part.height == 100 + i
         assert part["value"].unique().to_list() == [float(i)]
     assert table.height == sum(100 + i for i in range(8)) + (0 if start_empty else 1)
+
+
+def test_a_model_level_write_replaces_every_layer_of_that_model_only(lake_root: str) -> None:
+    uri = table_uri(lake_root, "report")
+    write_partition(pl.DataFrame({"layer": ["2", "4"], "v": [1.0, 2.0]}), uri, "m@a", None)
+    write_partition(pl.DataFrame({"layer": ["2"], "v": [7.0]}), uri, "m@b", None)
+    write_partition(pl.DataFrame({"layer": [4, 6], "v": [3.0, 4.0]}), uri, "m@a", None)  # layer 2 is gone now
+    rows = pl.read_delta(uri).sort("model", "layer").select("model", "layer", "v").rows()
+    assert rows == [("m@a", "4", 3.0), ("m@a", "6", 4.0), ("m@b", "2", 7.0)]
+    with pytest.raises(ValueError, match="needs a 'layer' column"):
+        write_partition(pl.DataFrame({"v": [1.0]}), uri, "m@a", None)

@@ -8,8 +8,8 @@ import polars as pl
 import torch
 from pydantic import Field
 
-from sae_assets.core.alignment import DEFAULT_TOP_N, cosine_similarity, ndcg_scores
-from sae_assets.core.cooccurrence import dense_counts, phi_from_counts
+from sae_assets.core.alignment import DEFAULT_TOP_N, sfal_ndcg
+from sae_assets.core.cooccurrence import dense_counts
 from sae_assets.defs.assets.explanation_embeddings import explanation_embeddings
 from sae_assets.defs.metadata import table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
@@ -44,7 +44,7 @@ def alignment_scores(context: dg.AssetExecutionContext, config: AlignmentConfig,
         raise dg.Failure(f"No co-occurrence or embeddings for {model} layer {layer}.")
     dev = device.torch_device()
     start = time.perf_counter()
-    phi = phi_from_counts(dense_counts(cooc, d, dev), int(cooc["n_windows"][0]))
+    counts, n_windows = dense_counts(cooc, d, dev), int(cooc["n_windows"][0])
     frames, summary = [], {}
     for name, group in embeddings.group_by("embedding_model", maintain_order=True):
         name = name[0]
@@ -53,7 +53,7 @@ def alignment_scores(context: dg.AssetExecutionContext, config: AlignmentConfig,
         rows = torch.from_numpy(group["feature"].to_numpy().astype(np.int64)).to(dev)
         matrix = np.array(group["embedding"].list.to_array(dim).to_numpy(), dtype=np.float64)
         vectors[rows] = torch.from_numpy(matrix).to(dev)
-        ndcg = ndcg_scores(phi, cosine_similarity(vectors), top_n=config.top_n).cpu().numpy()
+        ndcg = sfal_ndcg(counts, n_windows, vectors, top_n=config.top_n, report=context.log.info).cpu().numpy()
         frames.append(pl.DataFrame({"feature": pl.Series(range(d), dtype=pl.Int32),
                                     "embedding_model": [name] * d, "ndcg": ndcg,
                                     "has_explanation": np.isin(np.arange(d), group["feature"].to_numpy())}))

@@ -1,0 +1,63 @@
+"""``alignment_report``: SFAL across the layers of one model (the seed's ``scoring_results.csv``)."""
+
+import dagster as dg
+import numpy as np
+import polars as pl
+
+from sae_assets.core.plots import lines_png
+from sae_assets.defs.assets.alignment_scores import alignment_scores
+from sae_assets.defs.metadata import md_text, png_markdown, table_metadata
+from sae_assets.defs.partitions import model_partitions
+from sae_assets.resources.lake import LakeResource
+
+REPORT_FILE = "scoring_results.csv"
+
+
+def layer_summary(scores: pl.DataFrame) -> pl.DataFrame:
+    """``alignment_scores`` rows of one model -> one row per layer × embedding model, ordered by layer."""
+    return (scores.group_by("layer", "embedding_model")
+            .agg(pl.col("ndcg").mean().alias("mean_ndcg"), pl.col("ndcg").median().alias("median_ndcg"),
+                 pl.len().cast(pl.Int32).alias("n_features"),
+                 pl.col("has_explanation").sum().cast(pl.Int32).alias("n_explained"))
+            .with_columns(pl.col("layer").cast(pl.Int32).alias("layer_index"))
+            .sort("layer_index", "embedding_model").drop("layer_index"))
+
+
+@dg.asset(
+    partitions_def=model_partitions,
+    deps=[dg.AssetDep(alignment_scores,
+                      partition_mapping=dg.MultiToSingleDimensionPartitionMapping(partition_dimension_name="model"))],
+    kinds={"polars", "delta"},
+    group_name="alignment",
+    owners=["team:interpretability"],
+    code_version="1",
+    description="Per model: mean and median SFAL NDCG per layer and embedding model (the seed's "
+    "scoring_results.csv), as a Delta table, a CSV export and a plot across layers.",
+)
+def alignment_report(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
+    model = context.partition_key
+    if lake.missing_tables("alignment_scores"):
+        raise dg.Failure("No alignment_scores table: materialize alignment_scores for some layers first.")
+    scores = lake.scan_partition("alignment_scores", model).collect()
+    if scores.is_empty():
+        raise dg.Failure(f"No alignment_scores for {model}: materialize alignment_scores for its layers first.")
+    report = layer_summary(scores)
+    written = lake.write_partition("alignment_report", report, model, None)
+    csv_path = lake.local_dir("exports", "alignment_report", model) / REPORT_FILE
+    report.select(pl.lit(model).alias("model"), pl.all()).write_csv(csv_path)
+    layers = report["layer"].unique(maintain_order=True).to_list()
+    context.log.info("SFAL report for %s: layers %s, %d rows; CSV %s", model, ", ".join(layers), report.height,
+                     csv_path)
+    series = {name: (group["layer"].cast(pl.Int32).to_numpy(), group["mean_ndcg"].to_numpy())
+              for (name,), group in report.group_by("embedding_model", maintain_order=True)}
+    table = "\n".join(["| layer | embedding model | mean NDCG | median NDCG | features | explained |",
+                       "|---|---|---|---|---|---|"] + [
+        f"| {r['layer']} | {md_text(r['embedding_model'])} | {r['mean_ndcg']:.4f} | {r['median_ndcg']:.4f} | "
+        f"{r['n_features']} | {r['n_explained']} |" for r in report.iter_rows(named=True)])
+    return dg.MaterializeResult(metadata={
+        **table_metadata(written), "layers": len(layers), "csv": dg.MetadataValue.path(str(csv_path)),
+        "mean_ndcg": float(np.mean(report["mean_ndcg"].to_numpy())),
+        "report": dg.MetadataValue.md(table),
+        "mean_ndcg_by_layer": png_markdown(lines_png(series, f"SFAL across layers: {model}", "layer",
+                                                     "mean NDCG"), "mean NDCG by layer"),
+    })
