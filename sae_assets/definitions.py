@@ -7,6 +7,7 @@ from sae_assets.defs.assets.alignment_report import alignment_report
 from sae_assets.defs.assets.alignment_scores import alignment_scores
 from sae_assets.defs.assets.explanation_embeddings import explanation_embeddings
 from sae_assets.defs.assets.explanations import explanations
+from sae_assets.defs.assets.feature_clusters import feature_clusters
 from sae_assets.defs.assets.feature_labels import feature_labels
 from sae_assets.defs.assets.sae_decoder import sae_decoder
 from sae_assets.defs.assets.trained_sae import trained_sae
@@ -15,7 +16,7 @@ from sae_assets.defs.resources import default_resources
 
 defs = dg.Definitions(
     assets=[trained_sae, sae_decoder, activation_scan, feature_labels, explanations, explanation_embeddings,
-            alignment_scores, alignment_report],
+            alignment_scores, alignment_report, feature_clusters],
     jobs=jobs,
     resources=default_resources(),
     # One process for all steps: on a small machine a process per step costs 25-50 s per run.

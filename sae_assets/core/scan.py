@@ -21,6 +21,7 @@ import torch
 from sae_assets.core.activation_examples import ExampleCollector, ExampleConfig
 from sae_assets.core.cooccurrence import CooccurrenceCounter, window_presence
 from sae_assets.core.example_table import examples_frame
+from sae_assets.core.feature_profiles import DocumentProfiles
 from sae_assets.core.feature_stats import FeatureStatsAccumulator, ReconstructionSummary
 from sae_assets.core.progress import Progress
 
@@ -50,6 +51,8 @@ class ScanConfig:
     examples: ExampleConfig = field(default_factory=ExampleConfig)
     chunk_documents: int = 512
     """Documents read ahead and sorted by length before batching."""
+    profile_documents: int = 1024
+    """Documents (``doc_index`` below this) whose per-feature activation mass is kept as activation profiles."""
 
 
 @dataclass
@@ -57,6 +60,9 @@ class ScanResult:
     feature_stats: pl.DataFrame
     examples: pl.DataFrame
     cooccurrence: pl.DataFrame
+    profiles: pl.DataFrame
+    """One row per feature: its activation mass in each of ``profile_documents`` (corpus order)."""
+    profile_documents: list[int]
     reconstruction: ReconstructionSummary
     n_documents: int
     n_windows: int
@@ -113,6 +119,7 @@ class Scanner:
         self.stats = FeatureStatsAccumulator(d_sae, d_in, device, cfg.activation_threshold)
         self.examples = ExampleCollector(d_sae, cfg.examples, device)
         self.cooc = CooccurrenceCounter(d_sae, device)
+        self.profiles = DocumentProfiles(d_sae, cfg.profile_documents, device)
         self.batch_tokens = cfg.batch_tokens
         self.n_docs_with_window = 0
         self.generator = torch.Generator().manual_seed(cfg.seed)
@@ -139,6 +146,7 @@ class Scanner:
                     feats: torch.Tensor, x: torch.Tensor, x_hat: torch.Tensor, n_valid: int) -> None:
         peak, peak_pos = feats.max(dim=1)  # [b, d_sae] each document's maximum and where
         self.stats.add(feats, peak, n_valid, x, x_hat)
+        self.profiles.add(doc_index, feats)
         self.examples.add(doc_index, tokens.to(self.device), lengths.to(self.device), feats, peak, peak_pos)
         presence = [window_presence(feats[row, 1 : int(n)], self.cfg.window, self.cfg.activation_threshold)
                     for row, n in enumerate(lengths.tolist())]
@@ -199,6 +207,8 @@ def run_scan(model: HookModel, hook_name: str, sae: Any, documents: Iterable[Doc
         feature_stats=scanner.stats.to_frame(),
         examples=examples_frame(scanner.examples, token_strings),
         cooccurrence=scanner.cooc.to_frame(),
+        profiles=scanner.profiles.to_frame(),
+        profile_documents=scanner.profiles.documents,
         reconstruction=scanner.stats.summary(),
         n_documents=seen,
         n_windows=scanner.cooc.n_windows,

@@ -96,7 +96,8 @@ def tiny():
 def test_matches_dense_computation_for_any_batch_size(tiny) -> None:
     lm, sae, docs = tiny
     allf, per_doc, counts, peaks, x = _brute_force(lm, sae, docs, window=4)
-    results = [_scan(lm, sae, docs, window=4, batch_tokens=bt, reconstruction_sample=0)[0] for bt in (16, 100, 10_000)]
+    results = [_scan(lm, sae, docs, window=4, batch_tokens=bt, reconstruction_sample=0, profile_documents=12)[0]
+               for bt in (16, 100, 10_000)]
     reference = evaluate_sae(sae, x)
     for result in results:
         assert result.reconstruction.explained_variance == pytest.approx(reference.explained_variance, rel=1e-4)
@@ -110,6 +111,10 @@ def test_matches_dense_computation_for_any_batch_size(tiny) -> None:
         np.testing.assert_allclose(stats["mean_activation"].to_numpy(), mean.numpy(), rtol=1e-4, atol=1e-6)
         assert stats["n_docs_active"].to_list() == sum((d > 0).any(0).long() for d in per_doc).tolist()
         assert torch.equal(dense_counts(result.cooccurrence, 32), counts)
+        profiles = result.profiles.sort("feature")["profile"].list.to_array(12).to_numpy()  # docs 0..11
+        assert result.profile_documents == list(range(12))
+        np.testing.assert_allclose(profiles, torch.stack([d.sum(0) for d in per_doc[:12]], 1).numpy(),
+                                   rtol=1e-5, atol=1e-6)
         for f, values in peaks.items():  # top-k really are the k largest document peaks
             got = result.examples.filter((pl.col("kind") == "top") & (pl.col("feature") == f)).sort("rank")
             np.testing.assert_allclose(got["activation"].to_numpy(), sorted(values, reverse=True)[:3], rtol=1e-5)

@@ -28,12 +28,12 @@ def instance(test_catalog: Path) -> dg.DagsterInstance:
         yield inst
 
 
-def test_scan_writes_three_consistent_tables(instance, lake_root: str, smollm2) -> None:
+def test_scan_writes_four_consistent_tables(instance, lake_root: str, smollm2) -> None:
     result = materialize(instance, lake_root, MODEL, 3, assets=(trained_sae, sae_decoder, activation_scan))
     assert result.success
     meta = {m.asset_key.to_user_string(): m.metadata
             for m in result.asset_materializations_for_node("activation_scan")}
-    assert set(meta) == {"feature_stats", "activation_examples", "cooccurrence"}
+    assert set(meta) == {"feature_stats", "activation_examples", "cooccurrence", "feature_profiles"}
     stats = pl.read_delta(f"{lake_root}/feature_stats")
     assert stats.height == 256 and stats.select("model", "layer").unique().rows() == [(MODEL, "3")]
     assert stats["density"].is_between(0, 1).all() and (stats["activation_entropy"] >= 0).all()
@@ -57,6 +57,12 @@ def test_scan_writes_three_consistent_tables(instance, lake_root: str, smollm2) 
     off = cooc.filter(pl.col("feature_i") < pl.col("feature_j"))
     marg = dict(diagonal.select("feature_i", "count").iter_rows())
     assert all(c <= min(marg[i], marg[j]) for i, j, c in off.select("feature_i", "feature_j", "count").iter_rows())
+
+    profiles = pl.read_delta(f"{lake_root}/feature_profiles").sort("feature")
+    n_docs = meta["feature_profiles"]["profile_documents"].value
+    assert profiles.height == 256 and 0 < n_docs <= 1024 and set(profiles["profile"].list.len()) == {n_docs}
+    mass = profiles["profile"].list.sum().to_numpy()
+    assert ((mass > 0) <= (stats.sort("feature")["n_tokens_active"].to_numpy() > 0)).all()
 
     # Bad input: a window longer than every document fails and leaves the tables as they were.
     versions = {t: DeltaTable(f"{lake_root}/{t}").version() for t in ("feature_stats", "cooccurrence")}

@@ -36,12 +36,14 @@ class ActivationScanConfig(dg.Config):
     reservoir: int = Field(default=64, description="Activating documents sampled per feature for quantiles.")
     n_random: int = Field(default=10, description="Random windows shared by all features.")
     radius: int = Field(default=16, description="Tokens kept on each side of an example's peak.")
+    profile_documents: int = Field(default=1024, ge=1, description="Documents (the corpus's first) whose "
+                                   "per-feature activation mass is stored in feature_profiles (for clustering).")
     seed: int = 0
 
     def scan_config(self) -> ScanConfig:
         return ScanConfig(
             context_size=self.context_size, window=self.window, batch_tokens=self.batch_tokens,
-            activation_threshold=self.activation_threshold,
+            activation_threshold=self.activation_threshold, profile_documents=self.profile_documents,
             examples=ExampleConfig(top_k=self.top_k, n_quantiles=self.n_quantiles, per_quantile=self.per_quantile,
                                    reservoir=self.reservoir, n_random=self.n_random, radius=self.radius,
                                    seed=self.seed),
@@ -86,6 +88,9 @@ def _examples_preview(result: ScanResult, n_features: int = 8) -> str:
         dg.AssetSpec("cooccurrence", deps=[sae_decoder], kinds={"torch", "polars", "delta"},
                      description="Sparse feature co-occurrence counts over non-overlapping k-token windows (SFAL): "
                      "feature_i <= feature_j, diagonal = marginals; n_windows in metadata."),
+        dg.AssetSpec("feature_profiles", deps=[sae_decoder], kinds={"torch", "polars", "delta"},
+                     description="Per feature: its activation mass in each of the corpus's first documents "
+                     "(profile, list<float32>), the representation feature_clusters clusters by default."),
     ],
     partitions_def=model_layer_partitions,
     pool="gpu",
@@ -125,7 +130,8 @@ def activation_scan(
     written = {name: lake.write_partition(name, frame, location.model_key, location.layer)
                for name, frame in (("feature_stats", result.feature_stats),
                                    ("activation_examples", result.examples),
-                                   ("cooccurrence", result.cooccurrence))}
+                                   ("cooccurrence", result.cooccurrence),
+                                   ("feature_profiles", result.profiles))}
     write_s = time.perf_counter() - t0
     density = result.feature_stats["density"].to_numpy()
     scan_meta = {"tokens_scanned": rec.n_tokens, "documents": result.n_documents,
@@ -149,4 +155,8 @@ def activation_scan(
         **table_metadata(written["cooccurrence"]), "n_windows": result.n_windows, "window": config.window,
         "documents_with_a_window": result.n_docs_with_window,
         "pair_fill": float(result.cooccurrence.height / (d_sae * (d_sae + 1) / 2)),
+    })
+    yield dg.MaterializeResult(asset_key="feature_profiles", metadata={
+        **table_metadata(written["feature_profiles"]), "profile_documents": len(result.profile_documents),
+        "features_with_mass": int(result.profiles["profile"].list.sum().gt(0).sum()),
     })

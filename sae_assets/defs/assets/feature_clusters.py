@@ -1,0 +1,108 @@
+"""``feature_clusters``: features filtered by entropy/density, reduced (PCA + UMAP), clustered, targets chosen."""
+
+import time
+from typing import Literal
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from sae_assets.core.cluster_plot import cluster_scatter_png
+from sae_assets.core.clustering import ClusterConfig, cluster_features
+from sae_assets.defs.metadata import md_text, png_markdown, table_metadata
+from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
+from sae_assets.resources.lake import LakeResource
+
+VECTOR_TABLES = {"profile": ("feature_profiles", "profile"), "decoder": ("sae_decoder", "decoder")}
+
+
+class FeatureClustersConfig(dg.Config):
+    representation: Literal["profile", "decoder"] = Field(
+        default="profile", description="Cluster features by their activation profile over the scanned documents "
+        "(feature_profiles) or by their decoder vector (sae_decoder).")
+    entropy_threshold_low: float | None = Field(default=0.5, description="Lowest activation_entropy kept.")
+    entropy_threshold_high: float | None = Field(default=None, description="Highest activation_entropy kept.")
+    sparsity_min: float | None = Field(default=1e-5, description="Lowest density kept (dead features never are).")
+    sparsity_max: float | None = Field(default=0.05, description="Highest density kept.")
+    pca_components: int | None = Field(default=50, description="PCA dimensions before UMAP.")
+    n_neighbors: int = Field(default=15, description="UMAP n_neighbors.")
+    min_dist: float = Field(default=0.1, description="UMAP min_dist.")
+    metric: str = Field(default="cosine", description="UMAP metric.")
+    method: Literal["dbscan", "hdbscan"] = Field(default="hdbscan", description="Clustering algorithm.")
+    eps: float = Field(default=0.5, description="DBSCAN eps in the 2-D map.")
+    min_samples: int = Field(default=5, description="DBSCAN/HDBSCAN min_samples.")
+    min_cluster_size: int = Field(default=10, description="HDBSCAN min_cluster_size.")
+    features_per_cluster: int = Field(default=3, description="Targets selected per cluster.")
+    selection: Literal["max_activation", "centroid"] = Field(
+        default="max_activation", description="Targets: highest max activation, or closest to the centroid.")
+    seed: int = 0
+
+    def cluster_config(self) -> ClusterConfig:
+        return ClusterConfig(**self.model_dump(exclude={"representation"}))
+
+
+def _summary_markdown(summary: pl.DataFrame, n: int = 20) -> str:
+    lines = ["| cluster | size | targets | mean density | mean max act | top tokens |", "|---|---|---|---|---|---|"]
+    for r in summary.filter(pl.col("cluster") >= 0).sort("size", descending=True).head(n).iter_rows(named=True):
+        lines.append(f"| {r['cluster']} | {r['size']} | {', '.join(map(str, r['selected_features']))} | "
+                     f"{r['mean_density']:.2e} | {r['mean_max_activation']:.2f} | {md_text(r['top_tokens'])} |")
+    return "\n".join(lines)
+
+
+@dg.asset(
+    partitions_def=model_layer_partitions,
+    deps=["feature_stats", "feature_profiles", "activation_examples", "sae_decoder"],
+    kinds={"umap", "scikitlearn", "polars", "delta"},
+    group_name="clusters",
+    owners=["team:interpretability"],
+    code_version="1",
+    description="Per feature: kept by the entropy/density filter, cluster (-1 noise), x/y of the 2-D map, and "
+    "whether it is a selected target for prompt optimization. Cluster scatter and table in metadata.",
+)
+def feature_clusters(context: dg.AssetExecutionContext, config: FeatureClustersConfig,
+                     lake: LakeResource) -> dg.MaterializeResult:
+    location = resolve_partition(context)
+    model, layer = location.model_key, location.layer
+    table, column = VECTOR_TABLES[config.representation]
+    missing = lake.missing_tables("feature_stats", "activation_examples", table)
+    if missing:
+        raise dg.Failure(f"Missing tables {missing}: materialize sae_decoder and activation_scan first.")
+    try:
+        cfg = config.cluster_config()
+    except ValueError as err:
+        raise dg.Failure(f"feature_clusters config: {err}") from err
+    stats = lake.scan_partition("feature_stats", model, layer).collect()
+    vectors_frame = lake.scan_partition(table, model, layer).select("feature", column).sort("feature").collect()
+    if stats.is_empty() or vectors_frame.height != stats.height:
+        raise dg.Failure(f"{model} layer {layer}: feature_stats has {stats.height} rows and {table} "
+                         f"{vectors_frame.height}; re-materialize activation_scan and sae_decoder for this partition.")
+    dim = int(vectors_frame[column].list.len().max())
+    vectors = vectors_frame[column].list.to_array(dim).to_numpy()
+    examples = (lake.scan_partition("activation_examples", model, layer).filter(pl.col("kind") == "top")
+                .select("feature", "kind", "tokens", "token_activations", "token_position", "window_start")
+                .collect())
+    start = time.perf_counter()
+    try:
+        result = cluster_features(stats, vectors, examples, cfg)
+    except ValueError as err:
+        raise dg.Failure(f"feature_clusters {model} layer {layer}: {err}") from err
+    seconds = time.perf_counter() - start
+    context.log.info("%s layer %d: %s; %d of %d features kept, %d clusters, %d targets (%.1fs)", model, layer,
+                     result.reduction, result.n_kept, result.n_features, result.n_clusters, result.n_selected,
+                     seconds)
+    written = lake.write_partition("feature_clusters", result.features, model, layer)
+    kept = result.features.filter(pl.col("kept"))
+    scatter = cluster_scatter_png(kept["x"].to_numpy(), kept["y"].to_numpy(), kept["cluster"].to_numpy(),
+                                  kept["selected"].to_numpy(), kept["feature"].to_numpy(),
+                                  title=f"{model} L{layer} ({config.representation})")
+    targets = result.features.filter(pl.col("selected"))["feature"].to_list()
+    return dg.MaterializeResult(metadata={
+        **table_metadata(written), **result.counts(), "representation": config.representation,
+        "reduction": result.reduction, "seconds": round(seconds, 1),
+        "targets": dg.MetadataValue.json(targets),
+        "clusters": dg.MetadataValue.md(_summary_markdown(result.summary)),
+        "scatter": png_markdown(scatter, "feature clusters"),
+        "noise_fraction": float(result.n_noise / max(result.n_kept, 1)),
+        "kept_fraction": float(np.mean(result.features["kept"].to_numpy())),
+    })
