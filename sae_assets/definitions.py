@@ -9,6 +9,7 @@ from sae_assets.defs.assets.explanation_embeddings import explanation_embeddings
 from sae_assets.defs.assets.explanations import explanations
 from sae_assets.defs.assets.feature_clusters import feature_clusters
 from sae_assets.defs.assets.feature_labels import feature_labels
+from sae_assets.defs.assets.optimized_prompts import optimized_prompts
 from sae_assets.defs.assets.sae_decoder import sae_decoder
 from sae_assets.defs.assets.trained_sae import trained_sae
 from sae_assets.defs.jobs import jobs
@@ -16,7 +17,7 @@ from sae_assets.defs.resources import default_resources
 
 defs = dg.Definitions(
     assets=[trained_sae, sae_decoder, activation_scan, feature_labels, explanations, explanation_embeddings,
-            alignment_scores, alignment_report, feature_clusters],
+            alignment_scores, alignment_report, feature_clusters, optimized_prompts],
     jobs=jobs,
     resources=default_resources(),
     # One process for all steps: on a small machine a process per step costs 25-50 s per run.

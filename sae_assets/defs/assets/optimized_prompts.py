@@ -1,0 +1,152 @@
+"""``optimized_prompts``: token sequences optimized to maximally activate the selected target features."""
+
+import time
+from typing import Literal
+
+import dagster as dg
+import numpy as np
+import polars as pl
+from pydantic import Field
+
+from sae_assets.core.plots import lines_png
+from sae_assets.core.prompt_opt import OptimizedPrompt, PromptOptConfig, optimize_features
+from sae_assets.core.token_heatmap import token_heatmap_png
+from sae_assets.defs.assets.feature_clusters import feature_clusters
+from sae_assets.defs.metadata import png_markdown, table_metadata
+from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
+from sae_assets.resources.lake import LakeResource
+from sae_assets.resources.language_model import LanguageModelResource
+from sae_assets.resources.sae_source import SaeLoadError, SaeSourceResource
+
+PROMPT_SCHEMA = {
+    "feature": pl.Int32, "method": pl.String, "token_ids": pl.List(pl.Int64), "tokens": pl.List(pl.String),
+    "text": pl.String, "activation": pl.Float64, "dataset_max_activation": pl.Float64, "ratio": pl.Float64,
+    "cross_entropy": pl.Float64, "steps": pl.Int32, "stopped_early": pl.Boolean,
+    "trajectory": pl.List(pl.Float64), "position_activations": pl.List(pl.Float64), "seconds": pl.Float64,
+}
+
+
+class OptimizedPromptsConfig(dg.Config):
+    feature_indices: list[int] | None = Field(default=None, description="Targets (default: feature_clusters' "
+                                              "selected features).")
+    max_features: int | None = Field(default=None, description="Optimize at most this many targets.")
+    methods: list[str] = Field(
+        default=["discrete", "continuous"], description="discrete: GCG/EPO token swaps; continuous: the seed's "
+        "embedding optimization projected to the nearest tokens.")
+    length: int = Field(default=8, description="Prompt tokens (BOS not counted).")
+    max_steps: int = Field(default=100, description="Discrete optimization steps.")
+    top_k: int = Field(default=64, description="Candidate tokens per position (gradient top-k).")
+    batch_size: int = Field(default=128, description="Candidate swaps evaluated per step (halves on CUDA OOM).")
+    fluency_weight: float = Field(default=0.0, description="EPO: objective = activation - weight * prompt CE.")
+    position: Literal["last", "any"] = Field(default="last", description="Activation at the last token, or max.")
+    patience: int = Field(default=20, description="Early stop after this many steps without improvement.")
+    continuous_steps: int = Field(default=200, description="Adam steps of the continuous method.")
+    lr: float = Field(default=0.05, description="Continuous: Adam learning rate (relative to embedding norm).")
+    dtype: str | None = Field(default=None, description="Language-model dtype; default: the device resource's.")
+    heatmaps: int = Field(default=8, description="Targets shown as token heatmaps in metadata.")
+    seed: int = 0
+
+    def prompt_config(self) -> PromptOptConfig:
+        return PromptOptConfig(length=self.length, max_steps=self.max_steps, top_k=self.top_k,
+                               batch_size=self.batch_size, fluency_weight=self.fluency_weight,
+                               position=self.position, patience=self.patience, seed=self.seed, lr=self.lr,
+                               continuous_steps=self.continuous_steps)
+
+
+def _targets(config: OptimizedPromptsConfig, lake: LakeResource, model: str, layer: int) -> list[int]:
+    if config.feature_indices is not None:
+        targets = list(config.feature_indices)
+    elif lake.missing_tables("feature_clusters"):
+        raise dg.Failure("No feature_clusters table: materialize feature_clusters or give feature_indices.")
+    else:
+        targets = (lake.scan_partition("feature_clusters", model, layer).filter(pl.col("selected"))
+                   .select("feature").sort("feature").collect()["feature"].to_list())
+    if not targets:
+        raise dg.Failure(f"No target features for {model} layer {layer}: feature_clusters selected none.")
+    return targets[: config.max_features] if config.max_features is not None else targets
+
+
+def _frame(results: list[OptimizedPrompt], dataset_max: dict[int, float], decode) -> pl.DataFrame:
+    rows = []
+    for r in results:
+        top = dataset_max.get(r.feature)
+        rows.append({
+            "feature": r.feature, "method": r.method, "token_ids": r.token_ids,
+            "tokens": r.token_strings or [str(t) for t in r.token_ids], "text": decode(r.token_ids),
+            "activation": r.activation, "dataset_max_activation": top,
+            "ratio": r.activation / top if top else None, "cross_entropy": r.cross_entropy, "steps": r.steps,
+            "stopped_early": r.stopped_early, "trajectory": r.trajectory,
+            "position_activations": r.position_activations, "seconds": r.seconds,
+        })
+    return pl.DataFrame(rows, schema=PROMPT_SCHEMA)
+
+
+def _heatmaps(frame: pl.DataFrame, examples: pl.DataFrame, n: int) -> bytes:
+    rows = []
+    for feature in frame["feature"].unique(maintain_order=True).to_list()[:n]:
+        for r in frame.filter(pl.col("feature") == feature).iter_rows(named=True):
+            rows.append((f"feature {feature}, {r['method']}: {r['activation']:.2f}", r["tokens"],
+                         r["position_activations"]))
+        top = examples.filter(pl.col("feature") == feature)
+        if top.height:
+            ex = top.row(0, named=True)
+            rows.append((f"feature {feature}, top dataset example: {ex['activation']:.2f}", ex["tokens"],
+                         ex["token_activations"]))
+    return token_heatmap_png(rows, "optimized prompts vs top dataset examples")
+
+
+@dg.asset(
+    partitions_def=model_layer_partitions,
+    deps=[feature_clusters, "feature_stats", "activation_examples", "sae_decoder"],
+    pool="gpu",
+    kinds={"torch", "polars", "delta"},
+    group_name="clusters",
+    owners=["team:interpretability"],
+    code_version="1",
+    description="Per target feature and method: the prompt that maximally activates it (discrete GCG/EPO or "
+    "continuous), its activation against the dataset maximum, cross-entropy, steps and trajectory.",
+)
+def optimized_prompts(context: dg.AssetExecutionContext, config: OptimizedPromptsConfig, lake: LakeResource,
+                      language_model: LanguageModelResource, sae_source: SaeSourceResource) -> dg.MaterializeResult:
+    location = resolve_partition(context)
+    model, layer = location.model_key, location.layer
+    if lake.missing_tables("feature_stats", "activation_examples"):
+        raise dg.Failure("Missing feature_stats/activation_examples: materialize activation_scan first.")
+    targets = _targets(config, lake, model, layer)
+    try:
+        cfg = config.prompt_config()
+        loaded = sae_source.load(location)
+        lm = language_model.load(location.entry.language_model, config.dtype)
+        lm.check_hook(location.hook_name)
+        start = time.perf_counter()
+        results = optimize_features(lm, location.hook_name, loaded.sae, targets, cfg, methods=config.methods,
+                                    report=context.log.info)
+    except (SaeLoadError, ValueError) as err:
+        raise dg.Failure(f"optimized_prompts {model} layer {layer}: {err}") from err
+    seconds = time.perf_counter() - start
+    stats = lake.scan_partition("feature_stats", model, layer).filter(pl.col("feature").is_in(targets)).collect()
+    dataset_max = dict(stats.select("feature", "max_activation").iter_rows())
+    frame = _frame(results, dataset_max, lambda ids: lm.tokenizer.decode(ids) if lm.tokenizer else "")
+    written = lake.write_partition("optimized_prompts", frame, model, layer)
+    examples = (lake.scan_partition("activation_examples", model, layer)
+                .filter((pl.col("kind") == "top") & (pl.col("rank") == 0) & pl.col("feature").is_in(targets))
+                .select("feature", "activation", "tokens", "token_activations").collect())
+    by_method = {}
+    for (method,), group in frame.group_by("method", maintain_order=True):
+        ratio = group["ratio"].drop_nulls().to_numpy()
+        by_method[method] = {"targets": group.height, "mean_activation": round(float(group["activation"].mean()), 4),
+                             "reached_dataset_max": round(float(np.mean(ratio >= 1)) if ratio.size else 0.0, 4),
+                             "mean_ratio": round(float(ratio.mean()) if ratio.size else 0.0, 4),
+                             "mean_cross_entropy": round(float(group["cross_entropy"].mean() or 0.0), 3),
+                             "steps_per_second": round(float(group["steps"].sum() / group["seconds"].sum()), 2)}
+        context.log.info("%s: %s", method, by_method[method])
+    curves = {f"{r['feature']} {r['method']}": (np.arange(len(r["trajectory"])), np.array(r["trajectory"]))
+              for r in frame.head(12).iter_rows(named=True)}
+    return dg.MaterializeResult(metadata={
+        **table_metadata(written), "targets": len(targets), "seconds": round(seconds, 1),
+        "by_method": dg.MetadataValue.json(by_method),
+        **{f"reached_dataset_max[{m}]": v["reached_dataset_max"] for m, v in by_method.items()},
+        "trajectories": png_markdown(lines_png(curves, "best activation per step", "step", "activation"),
+                                     "optimization trajectories"),
+        "heatmaps": png_markdown(_heatmaps(frame, examples, config.heatmaps), "token heatmaps"),
+    })
