@@ -27,6 +27,8 @@ log = logging.getLogger("sae_assets.demo")
 DEMO_SCAN_CONFIG = {"max_tokens": 65_536, "window": 64, "context_size": 512, "batch_tokens": 4096}
 # SmolLM2 labels ~2 features/s on 2 cores: the demo labels the first 32 features of each layer.
 DEMO_LABELS_CONFIG = {"max_features": 32}
+# Prompt optimization runs the model dozens of times per step: the demo optimizes 4 targets briefly.
+DEMO_PROMPTS_CONFIG = {"max_features": 4, "max_steps": 30, "batch_size": 32, "top_k": 32, "continuous_steps": 50}
 
 
 def demo_run_config(job) -> dict:
@@ -35,6 +37,8 @@ def demo_run_config(job) -> dict:
         ops["activation_scan"] = {"config": DEMO_SCAN_CONFIG}
     if "feature_labels" in job.graph.node_dict:
         ops["feature_labels"] = {"config": DEMO_LABELS_CONFIG}
+    if "optimized_prompts" in job.graph.node_dict:
+        ops["optimized_prompts"] = {"config": DEMO_PROMPTS_CONFIG}
     return {"ops": ops}
 
 

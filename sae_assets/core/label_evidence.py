@@ -50,6 +50,19 @@ def gather_evidence(examples: pl.DataFrame, features: list[int], n_shown: int,
     return evidence
 
 
+def add_prompt_evidence(evidence: dict[int, FeatureEvidence], prompts: pl.DataFrame) -> int:
+    """Append optimized prompts (``optimized_prompts`` rows: ``feature``, ``tokens``, ``position_activations``)
+    to the labeller's extra evidence of the features in ``evidence``; returns how many were added. Prompts
+    where the feature stays silent tell the labeller nothing and are left out."""
+    added = 0
+    for row in prompts.iter_rows(named=True):
+        ev = evidence.get(row["feature"])
+        if ev is not None and max(row["position_activations"], default=0.0) > 0:
+            ev.extra.append(Window(tokens=row["tokens"], activations=row["position_activations"]))
+            added += 1
+    return added
+
+
 def read_selection(feature_indices: list[int] | None, features_file: str | None) -> tuple[list[int] | None,
                                                                                          list[float] | None]:
     """The seed's two input forms: a list of indices, or a JSON file ``{"feature_indices": [...],

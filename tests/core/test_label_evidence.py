@@ -6,7 +6,8 @@ from pathlib import Path
 import polars as pl
 import pytest
 
-from sae_assets.core.label_evidence import gather_evidence, read_selection
+from sae_assets.core.label_evidence import add_prompt_evidence, gather_evidence, read_selection
+from sae_assets.core.labelling import label_messages
 
 
 def _row(feature, kind, rank, act, quantile=None):
@@ -54,3 +55,13 @@ def test_bad_selection_files(tmp_path: Path, content: dict, message: str) -> Non
         read_selection([1], str(f))
     with pytest.raises(ValueError, match="Cannot read"):
         read_selection(None, str(tmp_path / "missing.json"))
+
+
+def test_optimized_prompts_join_the_labellers_evidence() -> None:
+    ev = gather_evidence(pl.DataFrame([_row(1, "top", 0, 3.0), _row(2, "top", 0, 1.0)]), [1, 2], 4, 2)
+    prompts = pl.DataFrame({"feature": [1, 1, 2, 7], "tokens": [[" the", " moon"], [" x"], [" y"], [" z"]],
+                            "position_activations": [[0.0, 4.0], [0.0], [0.5], [9.0]]})
+    assert add_prompt_evidence(ev, prompts) == 2  # feature 1's silent prompt and feature 7 (not labelled) left out
+    assert [w.text() for w in ev[1].extra] == [" the moon"] and [w.text() for w in ev[2].extra] == [" y"]
+    shown = label_messages(ev[1].shown + ev[1].extra)
+    assert "moon>>" in shown[-1]["content"]  # the prompt's activating token is marked for the labeller

@@ -12,6 +12,7 @@ from deltalake import DeltaTable
 
 from sae_assets.defs.assets.activation_scan import activation_scan
 from sae_assets.defs.assets.feature_clusters import feature_clusters
+from sae_assets.defs.assets.feature_labels import feature_labels
 from sae_assets.defs.assets.optimized_prompts import optimized_prompts
 from sae_assets.defs.assets.sae_decoder import sae_decoder
 from sae_assets.defs.assets.trained_sae import trained_sae
@@ -47,6 +48,12 @@ def test_targets_from_clusters_get_optimized_prompts(test_catalog: Path, lake_ro
         meta = result.asset_materializations_for_node("optimized_prompts")[0].metadata
         assert set(meta["by_method"].value) == {"discrete", "continuous"}
         assert "data:image/png;base64" in meta["heatmaps"].value and "data:image/png" in meta["trajectories"].value
+
+        labels = materialize(instance, lake_root, MODEL, 1, assets=(feature_labels,), labels={
+            "feature_indices": prompts["feature"].unique().to_list(), "use_llm": False,
+            "use_optimized_prompts": True})
+        shown = labels.asset_materializations_for_node("feature_labels")[0].metadata["optimized_prompts_shown"]
+        assert shown.value == prompts.filter(pl.col("position_activations").list.max() > 0).height
 
         version = DeltaTable(f"{lake_root}/optimized_prompts").version()
         bad = materialize(instance, lake_root, MODEL, 1, assets=(optimized_prompts,), extra_ops={

@@ -8,7 +8,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from sae_assets.core.label_evidence import gather_evidence, read_selection
+from sae_assets.core.label_evidence import add_prompt_evidence, gather_evidence, read_selection
 from sae_assets.core.label_runs import embedding_scores, keyword_labels, llm_detection_scores, llm_labels
 from sae_assets.core.labelling import background_counts
 from sae_assets.defs.metadata import md_text, table_metadata
@@ -35,6 +35,8 @@ class FeatureLabelsConfig(dg.Config):
     n_holdout: int = Field(default=6, description="Held-out activating windows the label is scored on.")
     use_llm: bool = Field(default=True, description="False: keyword labels only.")
     chunk: int = Field(default=16, description="Features per labeller call batch (progress is logged per chunk).")
+    use_optimized_prompts: bool = Field(default=False, description="Also show the labeller this partition's "
+                                        "optimized prompts (materialize optimized_prompts first).")
     llm_detection: bool = Field(default=False, description="Also score labels with the labeller as a detection "
                                 "judge (yes/no per held-out window; AUROC): one LLM call per window.")
 
@@ -79,6 +81,14 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
     if config.max_features is not None:
         indices = indices[: config.max_features]
     evidence = gather_evidence(examples, indices, config.n_shown, config.n_holdout)
+    prompts_added = 0
+    if config.use_optimized_prompts:
+        if lake.missing_tables("optimized_prompts"):
+            raise dg.Failure("use_optimized_prompts is set but there is no optimized_prompts table: "
+                             "materialize optimized_prompts first.")
+        prompts_added = add_prompt_evidence(evidence, lake.scan_partition("optimized_prompts", model, layer)
+                                            .select("feature", "tokens", "position_activations").collect())
+        context.log.info("Added %d optimized prompts to the labeller's evidence", prompts_added)
     background = background_counts(examples["tokens"].to_list())
     keywords = keyword_labels(evidence, background)
 
@@ -133,6 +143,7 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
         "mean_score_keywords": float(np.nanmean(list(keyword_scores.values()))) if keyword_scores else float("nan"),
         "mean_score_llm_detection": float(np.nanmean(list(detection.values()))) if detection else float("nan"),
         "features_labelled": len(indices),
+        "optimized_prompts_shown": prompts_added,
         "llm_errors": sum(1 for _, err in llm.values() if err),
         "labels_per_second": round(len(llm) / llm_s, 2) if llm else 0.0,
         "labeller_model": labeller_model or "none (keywords only)",
