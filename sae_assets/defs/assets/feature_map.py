@@ -1,0 +1,159 @@
+"""``feature_map``: SAE decoder vectors -> 3-D UMAP map, cosine k-NN edges and the web viewer's JSON (seed 004)."""
+
+from typing import Literal
+
+import dagster as dg
+import numpy as np
+import polars as pl
+import torch
+from pydantic import Field
+
+from sae_assets.core.feature_map import (
+    FeatureMapConfig,
+    build_feature_map,
+    commit_layer,
+    edges_frame,
+    encode,
+    layer_entry,
+    layer_file_name,
+    layer_json,
+    nodes_frame,
+    stage_file,
+    write_manifest,
+)
+from sae_assets.core.plots import figure_png
+from sae_assets.defs.metadata import png_markdown, table_metadata
+from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
+from sae_assets.resources.device import DeviceResource
+from sae_assets.resources.lake import LakeResource
+
+
+class FeatureMapRunConfig(dg.Config):
+    n_neighbors: int = Field(default=15, description="UMAP n_neighbors (the point itself included).")
+    min_dist: float = Field(default=0.1, description="UMAP min_dist.")
+    metric: Literal["cosine"] = Field(default="cosine", description="Similarity of decoder vectors (cosine only).")
+    seed: int = Field(default=0, description="UMAP random_state.")
+    init: Literal["pca", "spectral", "random"] = Field(
+        default="pca", description="UMAP initial layout (spectral: umap-learn's default, slower at 16k features).")
+    k_edges: int = Field(default=25, description="Nearest neighbours of each feature considered as edges.")
+    edge_threshold: float = Field(default=0.25, description="Lowest cosine similarity kept as an edge.")
+    precision: int = Field(default=4, description="Float digits in the JSON (decimals; density: significant).")
+    gzip: bool = Field(default=False, description="Write layer-N.json.gz instead of layer-N.json.")
+
+    def feature_map_config(self) -> FeatureMapConfig:
+        return FeatureMapConfig(**self.model_dump())
+
+
+def _labels(lake: LakeResource, model: str, layer: int) -> dict[int, str]:
+    """Feature -> label: the explanation's description, else the platform's feature_labels label."""
+    labels: dict[int, str] = {}
+    for table, column in (("feature_labels", "label"), ("explanations", "description")):  # later wins
+        if lake.table_version(table) is None:
+            continue
+        frame = (lake.scan_partition(table, model, layer).select("feature", column)
+                 .filter(pl.col(column).is_not_null() & (pl.col(column) != "")).collect())
+        labels.update(zip(frame["feature"].to_list(), frame[column].to_list(), strict=True))
+    return labels
+
+
+def _density(lake: LakeResource, model: str, layer: int) -> dict[int, float]:
+    if lake.table_version("feature_stats") is None:
+        return {}
+    frame = lake.scan_partition("feature_stats", model, layer).select("feature", "density").collect()
+    return dict(zip(frame["feature"].to_list(), frame["density"].to_list(), strict=True))
+
+
+def _preview_png(coords: np.ndarray, density: np.ndarray, title: str) -> bytes:
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(6, 5), dpi=90)
+    known = np.isfinite(density) & (density > 0)
+    if (~known).any():
+        ax.scatter(coords[~known, 0], coords[~known, 1], s=4, c="#BBBBBB", label="no density / dead")
+        ax.legend(fontsize=8, loc="best")
+    if known.any():
+        points = ax.scatter(coords[known, 0], coords[known, 1], s=4, c=np.log10(density[known]), cmap="viridis")
+        fig.colorbar(points, ax=ax, label="log10 density")
+    ax.set_title(title)
+    ax.set_xlabel("x")
+    ax.set_ylabel("y")
+    return figure_png(fig)
+
+
+@dg.asset(
+    partitions_def=model_layer_partitions,
+    deps=["sae_decoder"],
+    kinds={"umap", "torch", "polars", "delta"},
+    group_name="clusters",
+    owners=["team:interpretability"],
+    code_version="1",
+    description="Per feature: a 3-D UMAP position of its decoder vector (cosine), label and density; edges to its "
+    "k nearest features (table feature_map_edges); the web viewer's layer-N.json and manifest.json under "
+    "<files>/exports/feature_map/<model>/. Labels come from explanations, else feature_labels, when they exist.",
+)
+def feature_map(context: dg.AssetExecutionContext, config: FeatureMapRunConfig, lake: LakeResource,
+                device: DeviceResource) -> dg.MaterializeResult:
+    location = resolve_partition(context)
+    model, layer = location.model_key, location.layer
+    where = f"feature_map {model} layer {layer}"
+    if lake.missing_tables("sae_decoder"):
+        raise dg.Failure(f"{where}: the sae_decoder table does not exist; materialize sae_decoder first.")
+    try:
+        cfg = config.feature_map_config()
+    except ValueError as err:
+        raise dg.Failure(f"{where} config: {err}") from err
+    decoder = lake.scan_partition("sae_decoder", model, layer).select("feature", "decoder").sort("feature").collect()
+    if decoder.is_empty():
+        raise dg.Failure(f"{where}: no sae_decoder rows for this partition; materialize sae_decoder first.")
+    dim = int(decoder["decoder"].list.len().max())
+    vectors = np.asarray(decoder["decoder"].list.to_array(dim).to_numpy(), dtype=np.float32)
+    features = decoder["feature"].to_numpy()
+    try:
+        fmap = build_feature_map(torch.from_numpy(vectors), cfg, device=device.torch_device())
+    except ValueError as err:
+        raise dg.Failure(f"{where}: {err}", allow_retries=False) from err
+    context.log.info("%s: exact %d-NN of %d x %d vectors in %.1fs, UMAP 3-D in %.1fs", where, cfg.knn_k,
+                     *vectors.shape, fmap.knn_seconds, fmap.umap_seconds)
+
+    labels, density = _labels(lake, model, layer), _density(lake, model, layer)
+    nodes = nodes_frame(features, fmap.coords, [labels.get(f) for f in features.tolist()],
+                        [density.get(f) for f in features.tolist()])
+    edges = edges_frame(fmap.indices, fmap.sims, cfg.k_edges, cfg.edge_threshold, features)
+    payload = layer_json(nodes, edges, cfg.precision, model=model, layer=layer)
+    try:  # the JSON goes to a temporary file first: a failure from here on publishes nothing
+        export_dir = lake.local_dir("exports", "feature_map", model)
+        staged = stage_file(export_dir, layer_file_name(layer, cfg.gzip), encode(payload, cfg.gzip))
+    except (OSError, ValueError) as err:
+        raise dg.Failure(f"{where}: cannot write the JSON export: {err}", allow_retries=False) from err
+    try:
+        written = lake.write_partition("feature_map", nodes, model, layer)
+        edges_written = lake.write_partition("feature_map_edges", edges, model, layer)
+    except BaseException:
+        staged.discard()
+        raise
+    try:
+        layer_path = commit_layer(staged)
+        manifest_path, manifest = write_manifest(export_dir, model, [layer_entry(layer_path, payload)])
+    except OSError as err:
+        staged.discard()
+        raise dg.Failure(f"{where}: tables written (feature_map v{written.version}) but publishing the JSON in "
+                         f"{export_dir} failed: {err}; re-run the partition.") from err
+
+    density_values = nodes["density"].fill_null(float("nan")).to_numpy()
+    return dg.MaterializeResult(metadata={
+        **table_metadata(written),
+        "edges": dg.MetadataValue.int(edges.height),
+        "edges_uri": dg.MetadataValue.text(edges_written.uri),
+        "edges_table_version": dg.MetadataValue.int(edges_written.version),
+        "mean_degree": float(edges.height / max(nodes.height, 1)),
+        "knn_k": cfg.knn_k,
+        "knn_seconds": round(fmap.knn_seconds, 2),
+        "umap_seconds": round(fmap.umap_seconds, 2),
+        "n_labelled": int(nodes["label"].is_not_null().sum()),
+        "json": dg.MetadataValue.path(str(layer_path)),
+        "json_bytes": layer_path.stat().st_size,
+        "manifest": dg.MetadataValue.path(str(manifest_path)),
+        "manifest_layers": dg.MetadataValue.json([e["layer"] for e in manifest["layers"]]),
+        "preview": png_markdown(_preview_png(fmap.coords, density_values, f"{model} L{layer} (x, y)"),
+                                "feature map"),
+    })
