@@ -16,7 +16,8 @@ import torch
 
 from sae_assets.core.language_model import LanguageModel
 from sae_assets.core.progress import Progress
-from sae_assets.core.prompt_opt import FeatureObjective, OptimizedPrompt, PromptOptConfig, Report, better
+from sae_assets.core.prompt_objective import FeatureObjective, Report, better
+from sae_assets.core.prompt_opt_config import OptimizedPrompt, PromptOptConfig
 
 
 def embedding_scale(obj: FeatureObjective, tokens: torch.Tensor) -> float:

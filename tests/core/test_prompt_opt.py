@@ -8,7 +8,8 @@ import math
 import pytest
 import torch
 
-from sae_assets.core.prompt_opt import FeatureObjective, PromptOptConfig, optimize_discrete, optimize_features
+from sae_assets.core.prompt_objective import FeatureObjective
+from sae_assets.core.prompt_opt import PromptOptConfig, optimize_discrete, optimize_features
 from sae_assets.core.prompt_opt_continuous import optimize_continuous
 from tests.builders import build_tiny_lm, build_topk_sae
 
