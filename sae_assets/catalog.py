@@ -138,6 +138,9 @@ class SaeLocation:
 class Catalog:
     entries: dict[str, CatalogEntry] = field(default_factory=dict)
     path: Path | None = None
+    errors: dict[str, str] = field(default_factory=dict)
+    """Entries that could not be used, by model key (or source): why. A malformed entry is skipped, so one
+    bad edit does not take the other models down; asking for it raises its error."""
 
     @property
     def model_keys(self) -> list[str]:
@@ -148,6 +151,8 @@ class Catalog:
         return max((max(e.layers) for e in self.entries.values()), default=0)
 
     def entry(self, model_key: str) -> CatalogEntry:
+        if model_key in self.errors and model_key not in self.entries:
+            raise CatalogError(self.errors[model_key])
         if model_key not in self.entries:
             known = ", ".join(self.model_keys) or "none"
             raise CatalogError(
@@ -216,6 +221,8 @@ def _parse_sae(key: str, raw: dict[str, Any]) -> SaeSourceSpec:
         spec = TrainSpec(**fields)
         if spec.architecture not in ("topk", "jumprelu"):
             raise CatalogError(f"Model key {key!r}: sae.architecture must be 'topk' or 'jumprelu'.")
+        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (spec.d_sae, spec.k)):
+            raise CatalogError(f"Model key {key!r}: sae.d_sae and sae.k must be positive integers.")
         return SaeSourceSpec(kind="train", train=spec)
     raise CatalogError(f"Model key {key!r}: sae.source must be 'saelens', 'local' or 'train', not {kind!r}.")
 
@@ -256,27 +263,64 @@ def parse_entry(key: str, raw: Any) -> CatalogEntry:
     )
 
 
+class _DuplicateKeyLoader(yaml.SafeLoader):
+    """safe_load that remembers mapping keys given twice (plain YAML keeps the last one silently)."""
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
+        seen: dict[Any, int] = {}
+        for key_node, _ in node.value:
+            key = self.construct_object(key_node, deep=True)
+            line = key_node.start_mark.line + 1
+            if isinstance(key, str) and key in seen:
+                self.duplicates.setdefault(key, [seen[key]]).append(line)
+            seen.setdefault(key, line)
+        return super().construct_mapping(node, deep=deep)
+
+
 def parse_catalog(text: str, path: Path | None = None) -> Catalog:
+    """Parse the catalog YAML. A file that is not YAML or has no ``models:`` mapping raises CatalogError;
+    a malformed entry, or a model key given twice, is left out and its reason kept in ``Catalog.errors``."""
+    loader = _DuplicateKeyLoader(text)
+    loader.duplicates = {}
     try:
-        data = yaml.safe_load(text) or {}
+        data = loader.get_single_data() or {}
     except yaml.YAMLError as e:
         raise CatalogError(f"SAE catalog {path} is not valid YAML: {e}") from e
+    finally:
+        loader.dispose()
     models = data.get("models") if isinstance(data, dict) else None
     if not isinstance(models, dict):
         raise CatalogError(f"SAE catalog {path} must have a top-level 'models:' mapping.")
-    return Catalog(entries={k: parse_entry(k, v) for k, v in models.items()}, path=path)
+    entries: dict[str, CatalogEntry] = {}
+    errors: dict[str, str] = {}
+    for key, raw in models.items():
+        if key in loader.duplicates:
+            lines = ", ".join(map(str, loader.duplicates[key]))
+            errors[str(key)] = (f"Model key {key!r} is defined more than once in the SAE catalog {path} (lines "
+                                f"{lines}): keep one definition; the key is skipped until then.")
+            continue
+        try:
+            entries[key] = parse_entry(key, raw)
+        except (CatalogError, TypeError, ValueError) as e:
+            errors[str(key)] = f"SAE catalog {path}: {e}" if isinstance(e, CatalogError) else (
+                f"SAE catalog {path}: model key {key!r}: {e}")
+    return Catalog(entries=entries, path=path, errors=errors)
 
 
 def catalog_path() -> Path:
     return Path(os.environ.get(CATALOG_ENV_VAR) or DEFAULT_CATALOG_PATH)
 
 
-def load_catalog(path: str | Path | None = None) -> Catalog:
-    """Read the catalog (``SAE_ASSETS_CATALOG`` or the packaged default), re-read when the file changes."""
+def load_catalog(path: str | Path | None = None, drop_folder: str | Path | None = None) -> Catalog:
+    """Read the catalog (``SAE_ASSETS_CATALOG`` or the packaged default) plus the SAEs of the drop folder
+    (:mod:`sae_assets.catalog_drop`); re-read when the file or the folder changes."""
+    from sae_assets.catalog_drop import cached_with_drop_folder, default_drop_folder
+
     p = Path(path) if path is not None else catalog_path()
     if not p.exists():
         raise CatalogError(f"SAE catalog {p} does not exist (set {CATALOG_ENV_VAR} to a YAML file).")
-    return _load_cached(p.resolve(), p.stat().st_mtime_ns)
+    base = _load_cached(p.resolve(), p.stat().st_mtime_ns)
+    return cached_with_drop_folder(base, Path(drop_folder) if drop_folder is not None else default_drop_folder())
 
 
 @lru_cache(maxsize=8)

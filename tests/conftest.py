@@ -59,6 +59,7 @@ def test_catalog(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
     path = tmp_path / "catalog.yaml"
     path.write_text(TEST_CATALOG % {"sae_dir": sae_dir})
     monkeypatch.setenv("SAE_ASSETS_CATALOG", str(path))
+    monkeypatch.setenv("SAE_ASSETS_SAE_DROP", str(tmp_path / "sae_drop"))  # empty unless a test drops SAEs
     return path
 
 

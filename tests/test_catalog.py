@@ -76,7 +76,27 @@ def test_invalid_model_keys_are_rejected(bad: str) -> None:
 )
 def test_malformed_catalogs_fail_with_the_reason(yaml_text: str, message: str) -> None:
     with pytest.raises(CatalogError, match=message):
-        parse_catalog(yaml_text, Path("c.yaml"))
+        parse_catalog(yaml_text, Path("c.yaml")).entry("a@b")
+
+
+GOOD = "  'ok@x': {language_model: {hub_id: x}, hook: 'b.{layer}', layers: [1], sae: {source: train}}\n"
+
+
+def test_a_bad_entry_or_a_duplicate_key_is_skipped_and_the_rest_still_loads() -> None:
+    text = ("models:\n" + GOOD
+            + "  'bad@x': {language_model: {hub_id: x}, hook: 'b', layers: [1], sae: {source: train}}\n"
+            + "  'twice@x': {language_model: {hub_id: x}, hook: 'b.{layer}', layers: [1], sae: {source: train}}\n"
+            + "  'twice@x': {language_model: {hub_id: y}, hook: 'b.{layer}', layers: [2], sae: {source: train}}\n"
+            + "  'not|valid@x': {language_model: {hub_id: x}, hook: 'b.{layer}', layers: [1], sae: {source: train}}\n"
+            + "  'd_sae@x': {language_model: {hub_id: x}, hook: 'b.{layer}', layers: [1], "
+            + "sae: {source: train, d_sae: many}}\n")
+    catalog = parse_catalog(text, Path("c.yaml"))
+    assert catalog.model_keys == ["ok@x"] and catalog.resolve("ok@x", 1).hook_name == "b.1"
+    assert set(catalog.errors) == {"bad@x", "twice@x", "not|valid@x", "d_sae@x"}
+    assert "defined more than once" in catalog.errors["twice@x"] and "lines 4, 5" in catalog.errors["twice@x"]
+    assert "Invalid model key" in catalog.errors["not|valid@x"]
+    with pytest.raises(CatalogError, match="defined more than once"):
+        catalog.entry("twice@x")
 
 
 def test_catalog_env_var_and_reload_on_change(test_catalog: Path) -> None:

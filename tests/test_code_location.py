@@ -2,24 +2,16 @@
 
 from __future__ import annotations
 
-import os
 import shutil
-import signal
-import socket
-import subprocess
-import sys
-import time
 import tomllib
 from pathlib import Path
 
 import dagster as dg
-import pytest
-import requests
 import yaml
 from dagster._core.instance.ref import InstanceRef
 
 from sae_assets.definitions import defs
-from sae_assets.defs.partitions import model_layer_partitions, partition_key, register_models
+from sae_assets.defs.partitions import model_layer_partitions, partition_key
 from tests.conftest import REPO_ROOT
 
 PYPROJECT = tomllib.loads((REPO_ROOT / "pyproject.toml").read_text())
@@ -64,54 +56,6 @@ def test_definitions_and_partition_keys() -> None:
         "model": "smollm2-135m@demo-res", "layer": "4"}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
-QUERY = """{ assetNodes { assetKey { path } partitionKeysByDimension { name partitionKeys } } }"""
-
-
-@pytest.mark.slow
-def test_dagster_dev_serves_the_assets_and_partitions(tmp_path: Path) -> None:
-    home = tmp_path / "dagster_home"
-    home.mkdir()
-    shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", home / "dagster.yaml")
-    register_models(dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home))), ["smollm2-135m@demo-res"])
-    port = _free_port()
-    env = {**os.environ, "DAGSTER_HOME": str(home), "SAE_ASSETS_LAKE": str(tmp_path / "lake")}
-    proc = subprocess.Popen(
-        [str(Path(sys.executable).parent / "dagster"), "dev", "-w", "workspace.yaml", "-h", "127.0.0.1",
-         "-p", str(port)],
-        cwd=REPO_ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, start_new_session=True,
-    )
-    try:
-        nodes = None
-        deadline = time.monotonic() + 180
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                reply = requests.post(f"http://127.0.0.1:{port}/graphql", json={"query": QUERY}, timeout=10)
-                data = reply.json().get("data") or {}
-                if data.get("assetNodes"):
-                    nodes = {"/".join(n["assetKey"]["path"]): n for n in data["assetNodes"]}
-                    break
-            except (requests.ConnectionError, requests.Timeout, ValueError):
-                pass
-            time.sleep(1)
-        assert nodes is not None, "dagster dev did not answer on 127.0.0.1 within 180 s"
-        assert {"trained_sae", "sae_decoder"} <= set(nodes)
-        dims = {d["name"]: d["partitionKeys"] for d in nodes["sae_decoder"]["partitionKeysByDimension"]}
-        assert dims["model"] == ["smollm2-135m@demo-res"]
-        assert dims["layer"][:3] == ["0", "1", "2"]
-    finally:
-        os.killpg(proc.pid, signal.SIGTERM)
-        try:
-            proc.wait(timeout=30)
-        except subprocess.TimeoutExpired:
-            os.killpg(proc.pid, signal.SIGKILL)
-
-
 def test_jobs_split_model_layer_assets_from_model_reports() -> None:
     from sae_assets.demo import demo_run_config
 
@@ -122,3 +66,12 @@ def test_jobs_split_model_layer_assets_from_model_reports() -> None:
     reports = defs.resolve_job_def("model_reports")
     assert {k.to_user_string() for k in reports.asset_layer.executable_asset_keys} == {"alignment_report"}
     assert set(demo_run_config(full)["ops"]) == {"activation_scan", "feature_labels", "optimized_prompts"}
+
+
+def test_every_asset_has_description_owner_kinds_and_code_version() -> None:
+    from sae_assets.definitions import defs
+
+    for spec in defs.resolve_all_asset_specs():
+        name = spec.key.to_user_string()
+        assert spec.description and spec.owners == ["team:interpretability"], name
+        assert "delta" in spec.kinds and spec.code_version, name

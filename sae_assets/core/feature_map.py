@@ -6,7 +6,7 @@ first ``k_edges`` neighbours at or above ``edge_threshold`` are the map's edges,
 no approximate neighbour search (pynndescent) of its own.
 
 The viewer reads ``layer-N.json`` (or ``layer-N.json.gz``) in the seed's shape, ``{"layer", "model", "nodes":
-[{"id", "position": [x, y, z], "label", "density"}], "edges": [{"source", "target", "similarity"}]}``, and
+[{"id", "position": [x, y, z], "label", "density", "cluster"}], "edges": [{"source", "target", "similarity"}]}``, and
 ``manifest.json`` listing the layers present. Files are written to a temporary name and renamed, so a reader
 never sees half a file and a failed write leaves nothing behind.
 """
@@ -150,15 +150,18 @@ def edges_frame(indices: np.ndarray, sims: np.ndarray, k_edges: int, threshold: 
 
 
 def nodes_frame(features: np.ndarray, coords: np.ndarray, labels: Iterable[str | None] | None = None,
-                density: Iterable[float | None] | None = None) -> pl.DataFrame:
+                density: Iterable[float | None] | None = None,
+                cluster: Iterable[int | None] | None = None) -> pl.DataFrame:
     """``feature`` (int32), ``x``, ``y``, ``z`` (float32), ``label`` (string, typed even when all null),
-    ``density`` (float64); one row per feature."""
+    ``density`` (float64), ``cluster`` (int32: ``feature_clusters``' id, -1 noise, null when not clustered);
+    one row per feature."""
     n = len(features)
     return pl.DataFrame({
         "feature": pl.Series(features, dtype=pl.Int32),
         **{axis: pl.Series(coords[:, i], dtype=pl.Float32) for i, axis in enumerate("xyz")},
         "label": pl.Series(list(labels) if labels is not None else [None] * n, dtype=pl.String),
         "density": pl.Series(list(density) if density is not None else [None] * n, dtype=pl.Float64),
+        "cluster": pl.Series(list(cluster) if cluster is not None else [None] * n, dtype=pl.Int32),
     })
 
 
@@ -175,9 +178,9 @@ def layer_json(nodes: pl.DataFrame, edges: pl.DataFrame, precision: int, *, mode
     similarity = (np.round(edges["similarity"].to_numpy().astype(np.float64), precision) + 0.0).tolist()
     return {
         "layer": int(layer), "model": model,
-        "nodes": [{"id": f, "position": p, "label": lab, "density": d}
-                  for f, p, lab, d in zip(nodes["feature"].to_list(), positions, nodes["label"].to_list(), densities,
-                                          strict=True)],
+        "nodes": [{"id": f, "position": p, "label": lab, "density": d, "cluster": c}
+                  for f, p, lab, d, c in zip(nodes["feature"].to_list(), positions, nodes["label"].to_list(),
+                                             densities, nodes["cluster"].to_list(), strict=True)],
         "edges": [{"source": s, "target": t, "similarity": v}
                   for s, t, v in zip(edges["source"].to_list(), edges["target"].to_list(), similarity, strict=True)],
     }
@@ -234,6 +237,7 @@ def stage_file(directory: Path | str, name: str, data: bytes) -> StagedFile:
     except OSError as err:
         raise ExportError(f"export directory {directory} is not writable: {err}") from err
     try:
+        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the export from a web server running as another user
         with os.fdopen(fd, "wb") as f:
             f.write(data)
     except OSError as err:

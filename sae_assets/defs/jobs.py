@@ -6,6 +6,7 @@ import dagster as dg
 
 from sae_assets.defs.assets.activation_scan import activation_scan
 from sae_assets.defs.assets.alignment_report import alignment_report
+from sae_assets.defs.assets.explanations import explanations
 from sae_assets.defs.assets.sae_decoder import sae_decoder
 from sae_assets.defs.assets.trained_sae import trained_sae
 from sae_assets.defs.partitions import model_layer_partitions, model_partitions
@@ -50,4 +51,14 @@ model_reports_job = dg.define_asset_job(
     description="Per model: the reports across its layers (SFAL alignment_report).",
 )
 
-jobs = [train_and_publish_sae_job, publish_sae_job, scan_activations_job, full_pipeline_job, model_reports_job]
+refresh_explanations_job = dg.define_asset_job(
+    "refresh_explanations",
+    selection=dg.AssetSelection.assets(explanations).downstream() - MODEL_LEVEL,
+    partitions_def=model_layer_partitions,
+    description="Re-read a partition's explanations (Neuronpedia exports, or the platform's labels) and refresh "
+    "what depends on them: embeddings, SFAL scores, the feature map. The weekly schedule runs it for every "
+    "partition whose explanations were materialized; the model reports follow by automation.",
+)
+
+jobs = [train_and_publish_sae_job, publish_sae_job, scan_activations_job, full_pipeline_job, model_reports_job,
+        refresh_explanations_job]

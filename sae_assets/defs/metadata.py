@@ -6,15 +6,27 @@ import base64
 
 import dagster as dg
 
+from sae_assets.resources.lake import LakeResource
 from sae_assets.storage.delta import WriteResult
 
 
-def table_metadata(result: WriteResult) -> dict[str, dg.MetadataValue]:
-    return {
+def input_table_versions(context: dg.AssetExecutionContext, lake: LakeResource) -> dict[str, int | None]:
+    """The Delta version of each upstream asset's table as the step starts (None: no table yet): taken before
+    reading, so a materialization names the inputs it read."""
+    deps = set().union(*context.assets_def.asset_deps.values())
+    return {key.to_user_string(): lake.table_version(key.to_user_string()) for key in sorted(deps)}
+
+
+def table_metadata(result: WriteResult, inputs: dict[str, int | None] | None = None) -> dict[str, dg.MetadataValue]:
+    """Row count, URI and Delta version written, and (lineage) the input table versions read."""
+    meta = {
         "dagster/row_count": dg.MetadataValue.int(result.num_rows),
         "dagster/uri": dg.MetadataValue.text(result.uri),
         "delta_table_version": dg.MetadataValue.int(result.version),
     }
+    if inputs is not None:
+        meta["input_table_versions"] = dg.MetadataValue.json(inputs)
+    return meta
 
 
 def md_text(text: str | None) -> str:

@@ -85,9 +85,12 @@ def write_partition(
     data = _with_partition_columns(df, model, layer)
     predicate = partition_predicate(model, layer)
     for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
+        # Writing through a DeltaTable object leaves it at the version this commit made (other writers may
+        # commit meanwhile, so re-reading the table afterwards could name theirs).
+        table = DeltaTable(uri, storage_options=storage_options) if table_exists(uri, storage_options) else None
         try:
             write_deltalake(
-                uri,
+                table if table is not None else uri,
                 data,
                 mode="overwrite",
                 predicate=predicate,
@@ -101,7 +104,7 @@ def write_partition(
             delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
             log.info("Delta commit to %s conflicted (%s); retry %d in %.2fs", uri, err, attempt, delay)
             time.sleep(delay)
-    version = DeltaTable(uri, storage_options=storage_options).version()
+    version = (table if table is not None else DeltaTable(uri, storage_options=storage_options)).version()
     return WriteResult(uri=uri, version=version, num_rows=data.num_rows)
 
 

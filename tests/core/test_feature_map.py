@@ -90,7 +90,8 @@ def test_config_validation() -> None:
 
 def _frames() -> tuple[pl.DataFrame, pl.DataFrame]:
     coords = np.array([[0.123456, -1.0, 2.5], [3.0, 4.00004, -0.00001]], dtype=np.float32)
-    nodes = nodes_frame(np.array([0, 1]), coords, ["<script>alert(1)</script>", None], [1.234567e-5, None])
+    nodes = nodes_frame(np.array([0, 1]), coords, ["<script>alert(1)</script>", None], [1.234567e-5, None],
+                        [3, None])
     edges = edges_frame(np.array([[1], [0]]), np.array([[0.876543], [0.876543]]), 1, 0.0)
     return nodes, edges
 
@@ -102,8 +103,9 @@ def test_layer_json_shape_and_precision() -> None:
     payload = layer_json(nodes, edges, 3, model="m@x", layer=2)
     assert payload == {  # -0.00001 rounds to 0.0, not -0.0
         "layer": 2, "model": "m@x",
-        "nodes": [{"id": 0, "position": [0.123, -1.0, 2.5], "label": "<script>alert(1)</script>", "density": 1.23e-5},
-                  {"id": 1, "position": [3.0, 4.0, 0.0], "label": None, "density": None}],
+        "nodes": [{"id": 0, "position": [0.123, -1.0, 2.5], "label": "<script>alert(1)</script>", "density": 1.23e-5,
+                   "cluster": 3},
+                  {"id": 1, "position": [3.0, 4.0, 0.0], "label": None, "density": None, "cluster": None}],
         "edges": [{"source": 0, "target": 1, "similarity": 0.877}, {"source": 1, "target": 0, "similarity": 0.877}]}
     text = encode(payload, gzip=False).decode()
     assert "<" not in text and "\\u003cscript" in text  # safe inline in HTML ...

@@ -53,6 +53,9 @@ def test_map_edges_labels_and_json(test_catalog: Path, lake_root: str) -> None:
     density[7] = 0.0
     lake.write_partition("feature_stats", pl.DataFrame({"feature": pl.Series(range(N), dtype=pl.Int32),
                                                         "density": density}), MODEL, 1)
+    lake.write_partition("feature_clusters", pl.DataFrame({  # features 0-9 kept (clusters -1, 0, 1), 10 dropped
+        "feature": pl.Series(range(11), dtype=pl.Int32), "kept": [True] * 10 + [False],
+        "cluster": pl.Series([-1, 0, 1] * 3 + [0, 1], dtype=pl.Int32)}), MODEL, 1)
     with dg.instance_for_test() as instance:
         register_models(instance, [MODEL])
         result = _run(instance, lake, 1, n_neighbors=10, k_edges=12, edge_threshold=0.3, precision=3)
@@ -64,6 +67,7 @@ def test_map_edges_labels_and_json(test_catalog: Path, lake_root: str) -> None:
         assert labels[0] == SCRIPT and labels[5] == "explained 5" and labels[12] == "labelled 12"
         assert labels[20] is None and nodes["density"][7] == 0.0
         assert np.isfinite(nodes.select("x", "y", "z").to_numpy()).all()
+        assert nodes["cluster"].to_list()[:12] == [-1, 0, 1] * 3 + [0, None, None]
 
         edges = pl.read_delta(f"{lake_root}/feature_map_edges").sort("source", "similarity", "target",
                                                                      descending=[False, True, False])
@@ -74,19 +78,29 @@ def test_map_edges_labels_and_json(test_catalog: Path, lake_root: str) -> None:
 
         export = Path(lake_root) / "exports" / "feature_map" / MODEL
         layer = json.loads((export / "layer-1.json").read_text())
+        assert (export / "layer-1.json").stat().st_mode & 0o044 == 0o044  # readable by a web server
         assert layer["layer"] == 1 and layer["model"] == MODEL and len(layer["nodes"]) == N
         assert layer["nodes"][0]["label"] == SCRIPT and SCRIPT not in (export / "layer-1.json").read_text()
         assert len(layer["edges"]) == edges.height and set(layer["edges"][0]) == {"source", "target", "similarity"}
         assert all(round(c, 3) == c for c in layer["nodes"][3]["position"])
+        assert [n["cluster"] for n in layer["nodes"][8:11]] == [1, 0, None]
 
         meta = result.asset_materializations_for_node("feature_map")[0].metadata
         assert meta["dagster/row_count"].value == N and meta["edges"].value == edges.height
         assert meta["mean_degree"].value == edges.height / N and meta["n_labelled"].value == 15
+        assert meta["n_clustered"].value == 10
+        assert meta["input_table_versions"].value == {  # lineage: the Delta versions read (each written once)
+            "explanations": 0, "feature_clusters": 0, "feature_labels": 0, "feature_stats": 0, "sae_decoder": 0}
+        assert meta["delta_table_version"].value == 0
         assert meta["json"].value == str(export / "layer-1.json") and "knn_seconds" in meta
         assert "data:image/png;base64" in meta["preview"].value
 
         _write_decoder(lake, 3, _decoder(seed=1))  # no labels, stats or explanations for layer 3
-        assert _run(instance, lake, 3, gzip=True).success
+        third = _run(instance, lake, 3, gzip=True)
+        assert third.success
+        third_meta = third.asset_materializations_for_node("feature_map")[0].metadata
+        assert third_meta["input_table_versions"].value["sae_decoder"] == 1  # layer 3's write made version 1
+        assert third_meta["delta_table_version"].value == 1
         layer3 = pl.read_delta(f"{lake_root}/feature_map").filter(pl.col("layer") == "3")
         assert layer3.height == N and layer3["label"].null_count() == N and layer3["label"].dtype == pl.String
         manifest = json.loads((export / "manifest.json").read_text())

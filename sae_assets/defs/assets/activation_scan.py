@@ -13,7 +13,8 @@ from sae_assets.core.language_model import LanguageModel
 from sae_assets.core.plots import histogram_png
 from sae_assets.core.scan import ScanConfig, ScanResult, run_scan
 from sae_assets.defs.assets.sae_decoder import sae_decoder
-from sae_assets.defs.metadata import md_text, png_markdown, table_metadata
+from sae_assets.defs.automation import on_new_inputs
+from sae_assets.defs.metadata import input_table_versions, md_text, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.resources.corpus import CorpusError, CorpusResource
 from sae_assets.resources.device import DeviceResource
@@ -80,15 +81,19 @@ def _examples_preview(result: ScanResult, n_features: int = 8) -> str:
 @dg.multi_asset(
     specs=[
         dg.AssetSpec("feature_stats", deps=[sae_decoder], kinds={"torch", "polars", "delta"},
+                     automation_condition=on_new_inputs(), owners=["team:interpretability"],
                      description="Per feature: active tokens, density, mean/max activation, entropy of activation "
                      "mass over documents, documents active; the SAE's explained variance and L0 in metadata."),
         dg.AssetSpec("activation_examples", deps=[sae_decoder], kinds={"torch", "polars", "delta"},
+                     automation_condition=on_new_inputs(), owners=["team:interpretability"],
                      description="Per feature: top-k, quantile-sampled and random windows with token strings and "
                      "per-token activations."),
         dg.AssetSpec("cooccurrence", deps=[sae_decoder], kinds={"torch", "polars", "delta"},
+                     automation_condition=on_new_inputs(), owners=["team:interpretability"],
                      description="Sparse feature co-occurrence counts over non-overlapping k-token windows (SFAL): "
                      "feature_i <= feature_j, diagonal = marginals; n_windows in metadata."),
         dg.AssetSpec("feature_profiles", deps=[sae_decoder], kinds={"torch", "polars", "delta"},
+                     automation_condition=on_new_inputs(), owners=["team:interpretability"],
                      description="Per feature: its activation mass in each of the corpus's first documents "
                      "(profile, list<float32>), the representation feature_clusters clusters by default."),
     ],
@@ -108,6 +113,7 @@ def activation_scan(
     corpus: CorpusResource,
 ):
     location = resolve_partition(context)
+    inputs = input_table_versions(context, lake)
     try:
         loaded = sae_source.load(location)
         texts = corpus.load().documents
@@ -139,7 +145,7 @@ def activation_scan(
                  "tokens_per_second": round(rec.n_tokens / max(result.seconds, 1e-9), 1),
                  "batch_tokens": result.batch_tokens, "corpus": corpus.dataset}
     yield dg.MaterializeResult(asset_key="feature_stats", metadata={
-        **table_metadata(written["feature_stats"]), **scan_meta,
+        **table_metadata(written["feature_stats"], inputs), **scan_meta,
         "explained_variance": float(rec.explained_variance), "l0": float(rec.l0),
         "dead_fraction": float(rec.dead_fraction),
         "density_histogram": png_markdown(histogram_png(np.log10(density + 1e-7), "Feature density",
@@ -147,16 +153,16 @@ def activation_scan(
     })
     kinds = dict(result.examples.group_by("kind").len().iter_rows())
     yield dg.MaterializeResult(asset_key="activation_examples", metadata={
-        **table_metadata(written["activation_examples"]), **{f"rows_{k}": int(v) for k, v in kinds.items()},
+        **table_metadata(written["activation_examples"], inputs), **{f"rows_{k}": int(v) for k, v in kinds.items()},
         "preview": dg.MetadataValue.md(_examples_preview(result)),
     })
     d_sae = loaded.d_sae
     yield dg.MaterializeResult(asset_key="cooccurrence", metadata={
-        **table_metadata(written["cooccurrence"]), "n_windows": result.n_windows, "window": config.window,
+        **table_metadata(written["cooccurrence"], inputs), "n_windows": result.n_windows, "window": config.window,
         "documents_with_a_window": result.n_docs_with_window,
         "pair_fill": float(result.cooccurrence.height / (d_sae * (d_sae + 1) / 2)),
     })
     yield dg.MaterializeResult(asset_key="feature_profiles", metadata={
-        **table_metadata(written["feature_profiles"]), "profile_documents": len(result.profile_documents),
+        **table_metadata(written["feature_profiles"], inputs), "profile_documents": len(result.profile_documents),
         "features_with_mass": int(result.profiles["profile"].list.sum().gt(0).sum()),
     })

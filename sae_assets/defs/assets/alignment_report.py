@@ -6,7 +6,8 @@ import polars as pl
 
 from sae_assets.core.plots import lines_png
 from sae_assets.defs.assets.alignment_scores import alignment_scores
-from sae_assets.defs.metadata import md_text, png_markdown, table_metadata
+from sae_assets.defs.automation import report_refresh
+from sae_assets.defs.metadata import input_table_versions, md_text, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_partitions
 from sae_assets.resources.lake import LakeResource
 
@@ -31,11 +32,13 @@ def layer_summary(scores: pl.DataFrame) -> pl.DataFrame:
     group_name="alignment",
     owners=["team:interpretability"],
     code_version="1",
+    automation_condition=report_refresh(),
     description="Per model: mean and median SFAL NDCG per layer and embedding model (the seed's "
     "scoring_results.csv), as a Delta table, a CSV export and a plot across layers.",
 )
 def alignment_report(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     model = context.partition_key
+    inputs = input_table_versions(context, lake)
     if lake.missing_tables("alignment_scores"):
         raise dg.Failure("No alignment_scores table: materialize alignment_scores for some layers first.")
     scores = lake.scan_partition("alignment_scores", model).collect()
@@ -55,7 +58,7 @@ def alignment_report(context: dg.AssetExecutionContext, lake: LakeResource) -> d
         f"| {r['layer']} | {md_text(r['embedding_model'])} | {r['mean_ndcg']:.4f} | {r['median_ndcg']:.4f} | "
         f"{r['n_features']} | {r['n_explained']} |" for r in report.iter_rows(named=True)])
     return dg.MaterializeResult(metadata={
-        **table_metadata(written), "layers": len(layers), "csv": dg.MetadataValue.path(str(csv_path)),
+        **table_metadata(written, inputs), "layers": len(layers), "csv": dg.MetadataValue.path(str(csv_path)),
         "mean_ndcg": float(np.mean(report["mean_ndcg"].to_numpy())),
         "report": dg.MetadataValue.md(table),
         "mean_ndcg_by_layer": png_markdown(lines_png(series, f"SFAL across layers: {model}", "layer",

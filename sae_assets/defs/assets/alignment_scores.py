@@ -11,7 +11,8 @@ from pydantic import Field
 from sae_assets.core.alignment import DEFAULT_TOP_N, sfal_ndcg
 from sae_assets.core.cooccurrence import dense_counts
 from sae_assets.defs.assets.explanation_embeddings import explanation_embeddings
-from sae_assets.defs.metadata import table_metadata
+from sae_assets.defs.automation import cheap_refresh
+from sae_assets.defs.metadata import input_table_versions, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.resources.device import DeviceResource
 from sae_assets.resources.lake import LakeResource
@@ -27,12 +28,15 @@ class AlignmentConfig(dg.Config):
     kinds={"torch", "polars", "delta"},
     group_name="alignment",
     code_version="1",
+    owners=["team:interpretability"],
+    automation_condition=cheap_refresh(),
     description="Per feature and embedding model: NDCG@top_n of the Phi (co-occurrence) ranking against the "
     "explanation-similarity ranking (SFAL); features without an explanation count as zero vectors.",
 )
 def alignment_scores(context: dg.AssetExecutionContext, config: AlignmentConfig, lake: LakeResource,
                      device: DeviceResource) -> dg.MaterializeResult:
     location = resolve_partition(context)
+    inputs = input_table_versions(context, lake)
     model, layer = location.model_key, location.layer
     missing = lake.missing_tables("cooccurrence", "feature_stats", "explanation_embeddings")
     if missing:
@@ -65,7 +69,7 @@ def alignment_scores(context: dg.AssetExecutionContext, config: AlignmentConfig,
     written = lake.write_partition("alignment_scores", pl.concat(frames), model, layer)
     first = next(iter(summary.values()))
     return dg.MaterializeResult(metadata={
-        **table_metadata(written), "mean_ndcg": first["mean"], "median_ndcg": first["median"],
+        **table_metadata(written, inputs), "mean_ndcg": first["mean"], "median_ndcg": first["median"],
         "summary": dg.MetadataValue.json(summary), "top_n": min(config.top_n, d - 1),
         "seconds": round(time.perf_counter() - start, 2),
     })

@@ -7,7 +7,8 @@ import polars as pl
 from pydantic import Field
 
 from sae_assets.defs.assets.explanations import explanations
-from sae_assets.defs.metadata import table_metadata
+from sae_assets.defs.automation import cheap_refresh
+from sae_assets.defs.metadata import input_table_versions, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.resources.embedder import EmbedderError, EmbedderResource
 from sae_assets.resources.lake import LakeResource
@@ -24,12 +25,15 @@ class ExplanationEmbeddingsConfig(dg.Config):
     kinds={"torch", "polars", "delta"},
     group_name="alignment",
     code_version="1",
+    owners=["team:interpretability"],
+    automation_condition=cheap_refresh(),
     description="Embeddings of the explanations (L2-normalized list<float32>), one row per feature × model; "
     "features without an explanation get no row.",
 )
 def explanation_embeddings(context: dg.AssetExecutionContext, config: ExplanationEmbeddingsConfig,
                            lake: LakeResource, embedder: EmbedderResource) -> dg.MaterializeResult:
     location = resolve_partition(context)
+    inputs = input_table_versions(context, lake)
     if lake.missing_tables("explanations"):
         raise dg.Failure("No explanations table: materialize explanations first.")
     texts = (lake.scan_partition("explanations", location.model_key, location.layer)
@@ -52,6 +56,6 @@ def explanation_embeddings(context: dg.AssetExecutionContext, config: Explanatio
         }))
     written = lake.write_partition("explanation_embeddings", pl.concat(frames), location.model_key, location.layer)
     return dg.MaterializeResult(metadata={
-        **table_metadata(written), "models": ", ".join(config.models), "features": texts.height,
+        **table_metadata(written, inputs), "models": ", ".join(config.models), "features": texts.height,
         **{f"embeddings_per_second[{m}]": r for m, r in rates.items()},
     })

@@ -9,7 +9,8 @@ from pydantic import Field
 
 from sae_assets.core.explanations import MalformedRecord, choose_explanations, normalize
 from sae_assets.defs.assets.feature_labels import feature_labels
-from sae_assets.defs.metadata import table_metadata
+from sae_assets.defs.automation import cheap_refresh
+from sae_assets.defs.metadata import input_table_versions, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.resources.lake import LakeResource
 from sae_assets.resources.neuronpedia import NeuronpediaError, NeuronpediaResource
@@ -66,12 +67,15 @@ def _from_labels(lake: LakeResource, model: str, layer: int) -> pl.DataFrame:
     kinds={"polars", "delta"},
     group_name="alignment",
     code_version="1",
+    owners=["team:interpretability"],
+    automation_condition=cheap_refresh(),
     description="One explanation per feature: Neuronpedia's bulk exports (or API for a short list), deduplicated "
     "by explanation type, explainer model, then newest; or the platform's own feature_labels.",
 )
 def explanations(context: dg.AssetExecutionContext, config: ExplanationsConfig, lake: LakeResource,
                  neuronpedia: NeuronpediaResource) -> dg.MaterializeResult:
     location = resolve_partition(context)
+    inputs = input_table_versions(context, lake)
     entry, model, layer = location.entry, location.model_key, location.layer
     source = config.source if config.source != "auto" else ("neuronpedia" if entry.neuronpedia else "labels")
     if source == "neuronpedia":
@@ -89,7 +93,7 @@ def explanations(context: dg.AssetExecutionContext, config: ExplanationsConfig, 
         frame, origin = _from_labels(lake, model, layer), "feature_labels"
     written = lake.write_partition("explanations", frame, model, layer)
     return dg.MaterializeResult(metadata={
-        **table_metadata(written), "source": source, "origin": origin,
+        **table_metadata(written, inputs), "source": source, "origin": origin,
         "features_explained": frame.height,
         "alternatives_dropped": int(frame["n_alternatives"].sum()) if frame.height else 0,
     })

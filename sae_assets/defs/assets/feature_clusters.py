@@ -10,7 +10,8 @@ from pydantic import Field
 
 from sae_assets.core.cluster_plot import cluster_scatter_png
 from sae_assets.core.clustering import ClusterConfig, cluster_features
-from sae_assets.defs.metadata import md_text, png_markdown, table_metadata
+from sae_assets.defs.automation import cheap_refresh
+from sae_assets.defs.metadata import input_table_versions, md_text, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.resources.lake import LakeResource
 
@@ -57,12 +58,14 @@ def _summary_markdown(summary: pl.DataFrame, n: int = 20) -> str:
     group_name="clusters",
     owners=["team:interpretability"],
     code_version="1",
+    automation_condition=cheap_refresh(),
     description="Per feature: kept by the entropy/density filter, cluster (-1 noise), x/y of the 2-D map, and "
     "whether it is a selected target for prompt optimization. Cluster scatter and table in metadata.",
 )
 def feature_clusters(context: dg.AssetExecutionContext, config: FeatureClustersConfig,
                      lake: LakeResource) -> dg.MaterializeResult:
     location = resolve_partition(context)
+    inputs = input_table_versions(context, lake)
     model, layer = location.model_key, location.layer
     table, column = VECTOR_TABLES[config.representation]
     missing = lake.missing_tables("feature_stats", "activation_examples", table)
@@ -98,7 +101,7 @@ def feature_clusters(context: dg.AssetExecutionContext, config: FeatureClustersC
                                   title=f"{model} L{layer} ({config.representation})")
     targets = result.features.filter(pl.col("selected"))["feature"].to_list()
     return dg.MaterializeResult(metadata={
-        **table_metadata(written), **result.counts(), "representation": config.representation,
+        **table_metadata(written, inputs), **result.counts(), "representation": config.representation,
         "reduction": result.reduction, "seconds": round(seconds, 1),
         "targets": dg.MetadataValue.json(targets),
         "clusters": dg.MetadataValue.md(_summary_markdown(result.summary)),

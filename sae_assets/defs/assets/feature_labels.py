@@ -11,7 +11,8 @@ from pydantic import Field
 from sae_assets.core.label_evidence import add_prompt_evidence, gather_evidence, read_selection
 from sae_assets.core.label_runs import embedding_scores, keyword_labels, llm_detection_scores, llm_labels
 from sae_assets.core.labelling import background_counts
-from sae_assets.defs.metadata import md_text, table_metadata
+from sae_assets.defs.automation import on_new_inputs
+from sae_assets.defs.metadata import input_table_versions, md_text, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.resources.embedder import EmbedderResource
 from sae_assets.resources.labeller import LabellerResource
@@ -56,12 +57,15 @@ def _preview(frame: pl.DataFrame, n: int = 15) -> str:
     kinds={"torch", "polars", "delta"},
     group_name="labels",
     code_version="1",
+    owners=["team:interpretability"],
+    automation_condition=on_new_inputs(),
     description="Per feature: an LLM label (under 10 words) from its top windows, a keyword label (log-odds of "
     "activating tokens vs all windows), and a detection score (embedding AUROC on held-out windows).",
 )
 def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfig, lake: LakeResource,
                    labeller: LabellerResource, embedder: EmbedderResource) -> dg.MaterializeResult:
     location = resolve_partition(context)
+    inputs = input_table_versions(context, lake)
     model, layer = location.model_key, location.layer
     try:
         indices, selection_scores = read_selection(config.feature_indices, config.features_file)
@@ -138,7 +142,7 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
         indent=1))
     valid = [s for s in scores.values() if np.isfinite(s)]
     return dg.MaterializeResult(metadata={
-        **table_metadata(written),
+        **table_metadata(written, inputs),
         "mean_score": float(np.mean(valid)) if valid else float("nan"),
         "mean_score_keywords": float(np.nanmean(list(keyword_scores.values()))) if keyword_scores else float("nan"),
         "mean_score_llm_detection": float(np.nanmean(list(detection.values()))) if detection else float("nan"),

@@ -22,7 +22,8 @@ from sae_assets.core.feature_map import (
     write_manifest,
 )
 from sae_assets.core.plots import figure_png
-from sae_assets.defs.metadata import png_markdown, table_metadata
+from sae_assets.defs.automation import cheap_refresh
+from sae_assets.defs.metadata import input_table_versions, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.resources.device import DeviceResource
 from sae_assets.resources.lake import LakeResource
@@ -63,6 +64,15 @@ def _density(lake: LakeResource, model: str, layer: int) -> dict[int, float]:
     return dict(zip(frame["feature"].to_list(), frame["density"].to_list(), strict=True))
 
 
+def _clusters(lake: LakeResource, model: str, layer: int) -> dict[int, int]:
+    """Feature -> feature_clusters' cluster id (-1 noise) for the features it kept."""
+    if lake.table_version("feature_clusters") is None:
+        return {}
+    frame = (lake.scan_partition("feature_clusters", model, layer).filter(pl.col("kept"))
+             .select("feature", "cluster").collect())
+    return dict(zip(frame["feature"].to_list(), frame["cluster"].to_list(), strict=True))
+
+
 def _preview_png(coords: np.ndarray, density: np.ndarray, title: str) -> bytes:
     import matplotlib.pyplot as plt
 
@@ -82,18 +92,22 @@ def _preview_png(coords: np.ndarray, density: np.ndarray, title: str) -> bytes:
 
 @dg.asset(
     partitions_def=model_layer_partitions,
-    deps=["sae_decoder"],
+    # Labels, density and clusters are joined where they exist: listed so a run orders them first.
+    deps=["sae_decoder", "feature_stats", "feature_clusters", "feature_labels", "explanations"],
     kinds={"umap", "torch", "polars", "delta"},
     group_name="clusters",
     owners=["team:interpretability"],
     code_version="1",
-    description="Per feature: a 3-D UMAP position of its decoder vector (cosine), label and density; edges to its "
-    "k nearest features (table feature_map_edges); the web viewer's layer-N.json and manifest.json under "
-    "<files>/exports/feature_map/<model>/. Labels come from explanations, else feature_labels, when they exist.",
+    automation_condition=cheap_refresh(),
+    description="Per feature: a 3-D UMAP position of its decoder vector (cosine), label, density and cluster; "
+    "edges to its k nearest features (table feature_map_edges); the web viewer's layer-N.json and manifest.json "
+    "under <files>/exports/feature_map/<model>/. Labels come from explanations, else feature_labels, density from "
+    "feature_stats, clusters from feature_clusters, where they exist. View: python -m sae_assets.viewer",
 )
 def feature_map(context: dg.AssetExecutionContext, config: FeatureMapRunConfig, lake: LakeResource,
                 device: DeviceResource) -> dg.MaterializeResult:
     location = resolve_partition(context)
+    inputs = input_table_versions(context, lake)
     model, layer = location.model_key, location.layer
     where = f"feature_map {model} layer {layer}"
     if lake.missing_tables("sae_decoder"):
@@ -115,9 +129,10 @@ def feature_map(context: dg.AssetExecutionContext, config: FeatureMapRunConfig, 
     context.log.info("%s: exact %d-NN of %d x %d vectors in %.1fs, UMAP 3-D in %.1fs", where, cfg.knn_k,
                      *vectors.shape, fmap.knn_seconds, fmap.umap_seconds)
 
-    labels, density = _labels(lake, model, layer), _density(lake, model, layer)
-    nodes = nodes_frame(features, fmap.coords, [labels.get(f) for f in features.tolist()],
-                        [density.get(f) for f in features.tolist()])
+    labels, density, clusters = _labels(lake, model, layer), _density(lake, model, layer), _clusters(lake, model, layer)
+    ids = features.tolist()
+    nodes = nodes_frame(features, fmap.coords, [labels.get(f) for f in ids], [density.get(f) for f in ids],
+                        [clusters.get(f) for f in ids])
     edges = edges_frame(fmap.indices, fmap.sims, cfg.k_edges, cfg.edge_threshold, features)
     payload = layer_json(nodes, edges, cfg.precision, model=model, layer=layer)
     try:  # the JSON goes to a temporary file first: a failure from here on publishes nothing
@@ -141,7 +156,7 @@ def feature_map(context: dg.AssetExecutionContext, config: FeatureMapRunConfig, 
 
     density_values = nodes["density"].fill_null(float("nan")).to_numpy()
     return dg.MaterializeResult(metadata={
-        **table_metadata(written),
+        **table_metadata(written, inputs),
         "edges": dg.MetadataValue.int(edges.height),
         "edges_uri": dg.MetadataValue.text(edges_written.uri),
         "edges_table_version": dg.MetadataValue.int(edges_written.version),
@@ -150,6 +165,7 @@ def feature_map(context: dg.AssetExecutionContext, config: FeatureMapRunConfig, 
         "knn_seconds": round(fmap.knn_seconds, 2),
         "umap_seconds": round(fmap.umap_seconds, 2),
         "n_labelled": int(nodes["label"].is_not_null().sum()),
+        "n_clustered": int(nodes["cluster"].is_not_null().sum()),
         "json": dg.MetadataValue.path(str(layer_path)),
         "json_bytes": layer_path.stat().st_size,
         "manifest": dg.MetadataValue.path(str(manifest_path)),

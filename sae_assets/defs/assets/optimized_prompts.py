@@ -12,7 +12,8 @@ from sae_assets.core.plots import lines_png
 from sae_assets.core.prompt_opt import OptimizedPrompt, PromptOptConfig, optimize_features
 from sae_assets.core.token_heatmap import token_heatmap_png
 from sae_assets.defs.assets.feature_clusters import feature_clusters
-from sae_assets.defs.metadata import png_markdown, table_metadata
+from sae_assets.defs.automation import on_new_inputs
+from sae_assets.defs.metadata import input_table_versions, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.resources.lake import LakeResource
 from sae_assets.resources.language_model import LanguageModelResource
@@ -103,12 +104,14 @@ def _heatmaps(frame: pl.DataFrame, examples: pl.DataFrame, n: int) -> bytes:
     group_name="clusters",
     owners=["team:interpretability"],
     code_version="1",
+    automation_condition=on_new_inputs(),
     description="Per target feature and method: the prompt that maximally activates it (discrete GCG/EPO or "
     "continuous), its activation against the dataset maximum, cross-entropy, steps and trajectory.",
 )
 def optimized_prompts(context: dg.AssetExecutionContext, config: OptimizedPromptsConfig, lake: LakeResource,
                       language_model: LanguageModelResource, sae_source: SaeSourceResource) -> dg.MaterializeResult:
     location = resolve_partition(context)
+    inputs = input_table_versions(context, lake)
     model, layer = location.model_key, location.layer
     if lake.missing_tables("feature_stats", "activation_examples"):
         raise dg.Failure("Missing feature_stats/activation_examples: materialize activation_scan first.")
@@ -143,7 +146,7 @@ def optimized_prompts(context: dg.AssetExecutionContext, config: OptimizedPrompt
     curves = {f"{r['feature']} {r['method']}": (np.arange(len(r["trajectory"])), np.array(r["trajectory"]))
               for r in frame.head(12).iter_rows(named=True)}
     return dg.MaterializeResult(metadata={
-        **table_metadata(written), "targets": len(targets), "seconds": round(seconds, 1),
+        **table_metadata(written, inputs), "targets": len(targets), "seconds": round(seconds, 1),
         "by_method": dg.MetadataValue.json(by_method),
         **{f"reached_dataset_max[{m}]": v["reached_dataset_max"] for m, v in by_method.items()},
         "trajectories": png_markdown(lines_png(curves, "best activation per step", "step", "activation"),

@@ -5,7 +5,7 @@ import dagster as dg
 from sae_assets.core.decoder import decoder_frame
 from sae_assets.core.plots import histogram_png
 from sae_assets.defs.assets.trained_sae import trained_sae
-from sae_assets.defs.metadata import png_markdown, table_metadata
+from sae_assets.defs.metadata import input_table_versions, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.resources.lake import LakeResource
 from sae_assets.resources.sae_source import SaeLoadError, SaeSourceResource
@@ -24,6 +24,7 @@ from sae_assets.resources.sae_source import SaeLoadError, SaeSourceResource
 def sae_decoder(context: dg.AssetExecutionContext, lake: LakeResource,
                 sae_source: SaeSourceResource) -> dg.MaterializeResult:
     location = resolve_partition(context)
+    inputs = input_table_versions(context, lake)
     try:
         loaded = sae_source.load(location)
     except SaeLoadError as err:
@@ -34,7 +35,7 @@ def sae_decoder(context: dg.AssetExecutionContext, lake: LakeResource,
     cfg = loaded.sae.cfg
     return dg.MaterializeResult(
         metadata={
-            **table_metadata(written),
+            **table_metadata(written, inputs),
             "d_in": loaded.d_in,
             "d_sae": loaded.d_sae,
             "architecture": loaded.architecture,

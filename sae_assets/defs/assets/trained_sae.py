@@ -11,7 +11,7 @@ from sae_assets.core.plots import histogram_png
 from sae_assets.core.sae_metrics import evaluate_sae
 from sae_assets.core.sae_training import SaeTrainingConfig, collect_activations, train_sae
 from sae_assets.core.token_contexts import pack_contexts
-from sae_assets.defs.metadata import png_markdown, table_metadata
+from sae_assets.defs.metadata import input_table_versions, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.resources.corpus import CorpusError, CorpusResource
 from sae_assets.resources.device import DeviceResource
@@ -54,6 +54,7 @@ def trained_sae(
     corpus: CorpusResource,
 ) -> dg.MaterializeResult:
     location = resolve_partition(context)
+    inputs = input_table_versions(context, lake)
     entry = location.entry
     if entry.sae.kind != "train" or entry.sae.train is None:
         raise dg.Failure(
@@ -105,7 +106,7 @@ def trained_sae(
     density = metrics.feature_density.numpy()
     return dg.MaterializeResult(
         metadata={
-            **table_metadata(written),
+            **table_metadata(written, inputs),
             "sae_path": dg.MetadataValue.path(str(path)),
             **{name: dg.MetadataValue.float(float(v)) for name, v in metrics.as_dict().items()
                if name != "n_tokens"},

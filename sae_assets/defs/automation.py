@@ -1,0 +1,59 @@
+"""Named automation conditions, and the sensor that evaluates them (running by default).
+
+- ``on_new_inputs`` (GPU / long steps: the scan, labels, optimized prompts): materialize a partition when an
+  input partition was updated or the partition is newly missing with its inputs present; a code change alone
+  never re-runs them (re-run those by hand or by backfill when a change matters).
+- ``cheap_refresh`` (seconds: clusters, explanations, embeddings, scores, maps): the same, and also when the
+  asset's code version changed.
+- ``report_refresh`` (model-level reports over all layers): when any layer's input updated, whatever layers
+  are missing (a model has SAEs at some layers only).
+The entry assets (``trained_sae``, ``sae_decoder``) have none: ``new_sae_sensor`` and users start them.
+Sensors and schedules are running by default; ``SAE_ASSETS_AUTOMATION=stopped`` makes them start stopped.
+"""
+
+import os
+
+import dagster as dg
+
+AC = dg.AutomationCondition
+AUTOMATION_ENV_VAR = "SAE_ASSETS_AUTOMATION"
+
+
+def default_running() -> bool:
+    """Sensors and schedules start running unless ``SAE_ASSETS_AUTOMATION=stopped`` (then: start them in the UI)."""
+    value = os.environ.get(AUTOMATION_ENV_VAR, "running").strip().lower()
+    if value not in ("running", "stopped"):
+        raise ValueError(f"{AUTOMATION_ENV_VAR} must be 'running' or 'stopped', not {value!r}")
+    return value == "running"
+
+
+def sensor_status() -> dg.DefaultSensorStatus:
+    return dg.DefaultSensorStatus.RUNNING if default_running() else dg.DefaultSensorStatus.STOPPED
+
+
+def schedule_status() -> dg.DefaultScheduleStatus:
+    return dg.DefaultScheduleStatus.RUNNING if default_running() else dg.DefaultScheduleStatus.STOPPED
+
+
+def on_new_inputs() -> dg.AutomationCondition:
+    return AC.eager().with_label("on_new_inputs")
+
+
+def cheap_refresh() -> dg.AutomationCondition:
+    code_changed = (AC.code_version_changed().since_last_handled() & ~AC.any_deps_missing()
+                    & ~AC.any_deps_in_progress() & ~AC.in_progress())
+    return (AC.eager() | code_changed).with_label("cheap_refresh")
+
+
+def report_refresh() -> dg.AutomationCondition:
+    return ((AC.any_deps_updated() | AC.code_version_changed()).since_last_handled()
+            & ~AC.any_deps_in_progress() & ~AC.in_progress()).with_label("report_refresh")
+
+
+automation_sensor = dg.AutomationConditionSensorDefinition(
+    "default_automation_condition_sensor",
+    target=dg.AssetSelection.all(),
+    default_status=sensor_status(),
+    minimum_interval_seconds=30,
+    description="Evaluates the assets' automation conditions (sae_assets.defs.automation).",
+)

@@ -1,0 +1,181 @@
+"""Asset checks on every asset, per partition: each reads the partition it checks from the lake.
+
+Rules are polars expressions that flag bad rows (NaN/Inf in vectors and scores, densities outside [0, 1],
+empty labels...); row-count checks compare a per-feature table with the partition's ``sae_decoder`` (d_sae
+rows); the explained-variance floors (``SAE_ASSETS_MIN_EXPLAINED_VARIANCE``, default 0.5) are blocking, so a
+broken SAE stops the run before the scan or what reads the scan.
+"""
+
+import os
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import dagster as dg
+import polars as pl
+
+from sae_assets.defs.partitions import model_and_layer, model_layer_partitions, model_partitions
+from sae_assets.resources.lake import LakeResource
+
+EV_FLOOR_ENV_VAR = "SAE_ASSETS_MIN_EXPLAINED_VARIANCE"
+PREVIEW_ROWS = 5
+
+
+def ev_floor() -> float:
+    return float(os.environ.get(EV_FLOOR_ENV_VAR, "0.5"))
+
+
+def finite_list(column: str) -> pl.Expr:
+    """True where every element of a list<float> column is finite (and the list is not null)."""
+    return pl.col(column).list.eval(pl.element().is_finite()).list.all().fill_null(False)
+
+
+@dataclass(frozen=True)
+class Rule:
+    asset: str
+    name: str
+    description: str
+    bad: Callable[[], pl.Expr]
+    """Rows that break the rule."""
+    columns: tuple[str, ...]
+    blocking: bool = False
+    table: str | None = None
+    """The Delta table read (default: the asset's own)."""
+
+
+RULES = [
+    Rule("sae_decoder", "finite_decoder", "Decoder vectors are finite with a positive norm.",
+         lambda: ~finite_list("decoder") | ~(pl.col("decoder_norm") > 0), ("feature", "decoder", "decoder_norm")),
+    Rule("trained_sae", "finite_metrics", "Training metrics are finite.",
+         lambda: ~pl.all_horizontal(pl.col("explained_variance", "mse", "l0", "dead_fraction").is_finite()),
+         ("explained_variance", "mse", "l0", "dead_fraction")),
+    Rule("feature_stats", "density_in_unit_interval", "Densities are in [0, 1]; statistics are finite.",
+         lambda: ~pl.col("density").is_between(0, 1) | ~pl.col("max_activation").is_finite()
+         | ~pl.col("activation_entropy").is_finite(), ("feature", "density", "max_activation", "activation_entropy")),
+    Rule("activation_examples", "finite_activations", "Example activations are finite.",
+         lambda: ~pl.col("activation").is_finite() | ~finite_list("token_activations"),
+         ("feature", "kind", "activation")),
+    Rule("cooccurrence", "valid_counts", "Pairs have feature_i <= feature_j and 0 <= count <= n_windows.",
+         lambda: (pl.col("feature_i") > pl.col("feature_j")) | (pl.col("count") < 0)
+         | (pl.col("count") > pl.col("n_windows")), ("feature_i", "feature_j", "count", "n_windows")),
+    Rule("feature_profiles", "finite_profiles", "Activation profiles are finite.",
+         lambda: ~finite_list("profile"), ("feature",)),
+    Rule("feature_labels", "labels_non_empty", "Every label without an error is non-empty text.",
+         lambda: pl.col("error").is_null() & (pl.col("label").fill_null("").str.strip_chars() == ""),
+         ("feature", "label", "error")),
+    Rule("explanations", "descriptions_non_empty", "Each explanation has a non-empty description.",
+         lambda: pl.col("description").fill_null("").str.strip_chars() == "", ("feature", "description")),
+    Rule("explanation_embeddings", "finite_unit_embeddings", "Embeddings are finite and L2-normalized.",
+         lambda: ~finite_list("embedding")
+         | ((pl.col("embedding").list.eval(pl.element().pow(2)).list.sum().sqrt() - 1).abs() > 1e-3),
+         ("feature", "embedding_model")),
+    Rule("alignment_scores", "ndcg_in_unit_interval", "NDCG scores are finite and in [0, 1].",
+         lambda: ~pl.col("ndcg").is_between(0, 1), ("feature", "embedding_model", "ndcg")),
+    Rule("feature_clusters", "finite_coordinates", "Kept features have finite 2-D coordinates.",
+         lambda: pl.col("kept") & ~(pl.col("x").is_finite() & pl.col("y").is_finite()), ("feature", "x", "y")),
+    Rule("optimized_prompts", "finite_activation", "Optimized activations and cross-entropies are finite.",
+         lambda: ~pl.col("activation").is_finite() | pl.col("cross_entropy").is_infinite(),
+         ("feature", "method", "activation", "cross_entropy")),
+    Rule("feature_map", "finite_positions", "3-D positions are finite.",
+         lambda: ~pl.all_horizontal(pl.col("x", "y", "z").is_finite()), ("feature", "x", "y", "z")),
+    Rule("feature_map", "edges_valid", "Edges (table feature_map_edges) are cosines in [-1, 1], no self-edges.",
+         lambda: ~pl.col("similarity").is_between(-1.0001, 1.0001) | (pl.col("source") == pl.col("target")),
+         ("source", "target", "similarity"), table="feature_map_edges"),
+]
+# Per-feature tables: exactly one row per SAE feature (the partition's sae_decoder rows).
+ONE_ROW_PER_FEATURE = ["feature_stats", "feature_profiles", "feature_clusters", "feature_map"]
+
+
+def _partition(context: dg.AssetCheckExecutionContext) -> tuple[str, int]:
+    model, layer = model_and_layer(context.partition_key)
+    return model, int(layer)
+
+
+def _missing(lake: LakeResource, table: str) -> dg.AssetCheckResult | None:
+    if lake.table_version(table) is None:
+        return dg.AssetCheckResult(passed=False, description=f"table {table} does not exist in {lake.root_uri}")
+    return None
+
+
+def rule_check(rule: Rule, key: dg.AssetKey) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=key, name=rule.name, description=rule.description, blocking=rule.blocking,
+                    partitions_def=model_layer_partitions)
+    def _check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+        model, layer = _partition(context)
+        table = rule.table or rule.asset
+        if (missing := _missing(lake, table)) is not None:
+            return missing
+        frame = lake.scan_partition(table, model, layer)
+        bad = frame.filter(rule.bad()).select(rule.columns)
+        n_rows = frame.select(pl.len()).collect().item()
+        n_bad = bad.select(pl.len()).collect().item()
+        preview = bad.head(PREVIEW_ROWS).collect()
+        return dg.AssetCheckResult(
+            passed=n_rows > 0 and n_bad == 0,
+            description=None if n_rows else "no rows for this partition",
+            metadata={"rows": n_rows, "bad_rows": n_bad,
+                      "examples": dg.MetadataValue.md(str(preview) if n_bad else "none")})
+
+    return _check
+
+
+def row_count_check(asset: str, key: dg.AssetKey) -> dg.AssetChecksDefinition:
+    @dg.asset_check(asset=key, name="one_row_per_feature", partitions_def=model_layer_partitions,
+                    description="One row per SAE feature: as many rows as the partition's sae_decoder, no duplicates.")
+    def _check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+        model, layer = _partition(context)
+        for table in (asset, "sae_decoder"):
+            if (missing := _missing(lake, table)) is not None:
+                return missing
+        d_sae = lake.scan_partition("sae_decoder", model, layer).select(pl.len()).collect().item()
+        counts = lake.scan_partition(asset, model, layer).select(
+            pl.len().alias("rows"), pl.col("feature").n_unique().alias("features"),
+            pl.col("feature").max().alias("max_feature")).collect().row(0, named=True)
+        passed = counts["rows"] == counts["features"] == d_sae and (counts["max_feature"] or 0) < d_sae
+        return dg.AssetCheckResult(passed=bool(passed), metadata={"d_sae": d_sae, **counts})
+
+    return _check
+
+
+@dg.asset_check(asset="trained_sae", name="explained_variance_floor", blocking=True,
+                partitions_def=model_layer_partitions,
+                description="Held-out explained variance of the trained SAE is at least the floor "
+                f"({EV_FLOOR_ENV_VAR}, default 0.5); blocking: below it the decoder is not published, nor scanned.")
+def trained_ev_floor(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+    model, layer = _partition(context)
+    if (missing := _missing(lake, "trained_sae")) is not None:
+        return missing
+    ev = lake.scan_partition("trained_sae", model, layer).select("explained_variance").collect()
+    value = float(ev.item(0, 0)) if ev.height else float("nan")
+    return dg.AssetCheckResult(passed=value >= ev_floor(), metadata={"explained_variance": value, "floor": ev_floor()})
+
+
+@dg.asset_check(asset="feature_stats", name="scan_explained_variance_floor", blocking=True,
+                partitions_def=model_layer_partitions,
+                description="The explained variance the scan measured (any SAE source, pretrained included) is at "
+                f"least the floor ({EV_FLOOR_ENV_VAR}); blocking for what reads the scan.")
+def scan_ev_floor(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
+    records = context.instance.fetch_materializations(
+        dg.AssetRecordsFilter(asset_key=dg.AssetKey("feature_stats"), asset_partitions=[context.partition_key]),
+        limit=1).records
+    meta = records[0].asset_materialization.metadata if records else {}
+    if "explained_variance" not in meta:
+        return dg.AssetCheckResult(passed=False, description="no explained_variance in the scan's metadata")
+    value = float(meta["explained_variance"].value)
+    return dg.AssetCheckResult(passed=value >= ev_floor(), metadata={"explained_variance": value, "floor": ev_floor()})
+
+
+@dg.asset_check(asset="alignment_report", name="ndcg_in_unit_interval", partitions_def=model_partitions,
+                description="Mean and median NDCG of every layer are in [0, 1].")
+def report_ndcg_range(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+    if (missing := _missing(lake, "alignment_report")) is not None:
+        return missing
+    frame = lake.scan_partition("alignment_report", context.partition_key).collect()
+    bad = frame.filter(~pl.col("mean_ndcg").is_between(0, 1) | ~pl.col("median_ndcg").is_between(0, 1))
+    return dg.AssetCheckResult(passed=frame.height > 0 and bad.height == 0,
+                               metadata={"rows": frame.height, "bad_rows": bad.height})
+
+
+def build_checks() -> list[dg.AssetChecksDefinition]:
+    return ([rule_check(rule, dg.AssetKey(rule.asset)) for rule in RULES]
+            + [row_count_check(asset, dg.AssetKey(asset)) for asset in ONE_ROW_PER_FEATURE]
+            + [trained_ev_floor, scan_ev_floor, report_ndcg_range])

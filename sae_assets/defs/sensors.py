@@ -1,0 +1,81 @@
+"""``new_sae_sensor``: a model key or layer that appears in the SAE catalog (its YAML file, or the drop folder of
+SAELens directories) gets its ``models`` partition and a run of its entry assets; automation does the rest."""
+
+import json
+
+import dagster as dg
+
+from sae_assets.catalog import Catalog, CatalogError, load_catalog
+from sae_assets.catalog_drop import default_drop_folder
+from sae_assets.defs.assets.sae_decoder import sae_decoder
+from sae_assets.defs.assets.trained_sae import trained_sae
+from sae_assets.defs.automation import sensor_status
+from sae_assets.defs.partitions import MODEL_PARTITIONS_NAME, model_partitions, partition_key
+
+ENTRY_ASSETS = dg.AssetSelection.assets(trained_sae, sae_decoder)
+
+
+def entry_asset_keys(source_kind: str) -> list[dg.AssetKey]:
+    """What a new SAE needs first: trained SAEs are trained, then published; others only published."""
+    return [trained_sae.key, sae_decoder.key] if source_kind == "train" else [sae_decoder.key]
+
+
+def catalog_layers(catalog: Catalog) -> dict[str, tuple[str, int, str]]:
+    """``"<model>|<layer>"`` -> (model key, layer, SAE source kind) for every SAE the catalog names."""
+    return {f"{key}|{layer}": (key, layer, entry.sae.kind)
+            for key, entry in catalog.entries.items() for layer in entry.layers}
+
+
+def read_cursor(cursor: str | None) -> dict | None:
+    """``{"seen": [...], "errors": [...]}``, or None before the first tick (or for an unreadable cursor)."""
+    try:
+        data = json.loads(cursor) if cursor else None
+    except ValueError:
+        return None
+    return data if isinstance(data, dict) and isinstance(data.get("seen"), list) else None
+
+
+@dg.sensor(
+    name="new_sae_sensor",
+    target=ENTRY_ASSETS,
+    minimum_interval_seconds=30,
+    default_status=sensor_status(),
+    description="Watches the SAE catalog (SAE_ASSETS_CATALOG) and the drop folder of SAELens directories "
+    "(SAE_ASSETS_SAE_DROP, <folder>/<model-key>/<layer>/). A new model key is added to the 'models' partitions; "
+    "each new model × layer gets one run of its entry assets (trained_sae + sae_decoder, or sae_decoder); "
+    "automation conditions then materialize what depends on them. The first tick records the catalog as it is "
+    "(adding its partitions) without launching runs. Malformed entries and SAE folders are logged and skipped.",
+)
+def new_sae_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
+    try:
+        catalog = load_catalog()
+    except CatalogError as err:  # the whole file is unusable: keep the cursor, say why, try again next tick
+        context.log.error("SAE catalog unreadable, nothing changed: %s", err)
+        return dg.SkipReason(f"SAE catalog unreadable: {err}")
+    cursor = read_cursor(context.cursor)
+    reported = set(cursor.get("errors", [])) if cursor else set()
+    for where, why in sorted(catalog.errors.items()):
+        if f"{where}: {why}" not in reported:
+            context.log.warning("Skipped %s: %s", where, why)
+    layers = catalog_layers(catalog)
+    existing = set(context.instance.get_dynamic_partitions(MODEL_PARTITIONS_NAME))
+    new_models = sorted({model for model, _, _ in layers.values()} - existing)
+    seen = set(cursor["seen"]) if cursor else set()
+    new = [] if cursor is None else sorted(set(layers) - seen)
+    runs = []
+    for token in new:
+        model, layer, kind = layers[token]
+        keys = entry_asset_keys(kind)
+        context.log.info("New SAE %s: requesting %s", token, ", ".join(k.to_user_string() for k in keys))
+        runs.append(dg.RunRequest(run_key=f"new-sae:{token}", partition_key=partition_key(model, layer),
+                                  asset_selection=keys, tags={"sae_assets/trigger": "new_sae"}))
+    if cursor is None:
+        context.log.info("First tick: %d model keys with %d SAEs recorded (catalog %s, drop folder %s); SAEs "
+                         "added from now on start runs.", len({m for m, _, _ in layers.values()}), len(layers),
+                         catalog.path, default_drop_folder())
+    return dg.SensorResult(
+        run_requests=runs,
+        dynamic_partitions_requests=[model_partitions.build_add_request(new_models)] if new_models else [],
+        cursor=json.dumps({"seen": sorted(seen | set(layers)),
+                           "errors": sorted(f"{w}: {y}" for w, y in catalog.errors.items())}),
+    )

@@ -1,0 +1,57 @@
+"""Serve the feature-map viewer on 127.0.0.1.
+
+    python -m sae_assets.viewer                       # the lake's exports/feature_map, http://127.0.0.1:8050
+    python -m sae_assets.viewer --exports DIR --port 0 --model smollm2-135m@demo-res
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+from pathlib import Path
+from urllib.parse import quote
+
+from sae_assets.viewer.server import list_models, make_server, plotly_js
+
+log = logging.getLogger("sae_assets.viewer")
+
+
+def default_exports() -> Path:
+    from sae_assets.resources.lake import LakeResource
+
+    return LakeResource().local_dir("exports", "feature_map")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--exports", type=Path, help="feature_map exports root (default: <lake>/exports/feature_map)")
+    parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
+    parser.add_argument("--port", type=int, default=8050, help="port (0: any free port)")
+    parser.add_argument("--model", help="model key to open first")
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
+    try:
+        plotly_js()
+    except FileNotFoundError as err:
+        log.error("%s", err)
+        return 2
+    exports = (args.exports or default_exports()).expanduser().resolve()
+    models = list_models(exports)
+    if not models:
+        log.warning("No manifest.json under %s yet: materialize feature_map (the demo does) and reload.", exports)
+    server = make_server(exports, args.host, args.port)
+    host, port = server.server_address[:2]
+    model = args.model or (models[0] if models else "")
+    log.info("Serving %s (%d models) at http://%s:%d/?model=%s", exports, len(models), host, port, quote(model))
+    try:
+        server.serve_forever()
+    except KeyboardInterrupt:
+        pass
+    finally:
+        server.server_close()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
