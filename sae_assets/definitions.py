@@ -15,6 +15,7 @@ from sae_assets.defs.assets.sae_decoder import sae_decoder
 from sae_assets.defs.assets.trained_sae import trained_sae
 from sae_assets.defs.automation import automation_sensor
 from sae_assets.defs.checks import build_checks
+from sae_assets.defs.executors import executor_from_env
 from sae_assets.defs.jobs import jobs
 from sae_assets.defs.resources import default_resources
 from sae_assets.defs.schedules import weekly_explanations_refresh
@@ -28,7 +29,5 @@ defs = dg.Definitions(
     sensors=[new_sae_sensor, automation_sensor],
     schedules=[weekly_explanations_refresh],
     resources=default_resources(),
-    # One process for all steps: on a small machine a process per step costs 25-50 s per run.
-    # Scale out with the multiprocess or k8s executor by run config / deployment.
-    executor=dg.in_process_executor,
+    executor=executor_from_env(),  # SAE_ASSETS_EXECUTOR: in_process (default), multiprocess or k8s
 )

@@ -46,9 +46,10 @@ class FeatureMapConfig:
     seed: int = 0
     """UMAP ``random_state``: the same decoder and seed give the same positions."""
     init: str = "pca"
-    """UMAP initial layout: ``pca`` (default here), ``spectral`` (umap-learn's default) or ``random``. At 16k
-    features the spectral init's eigensolver takes about as long as the whole optimisation; PCA init is
-    several seconds faster with the same trustworthiness (``benchmarks/feature_map.py``)."""
+    """UMAP initial layout: ``pca`` (default here), ``spectral`` (umap-learn's default) or ``random``. PCA is
+    deterministic and needs no eigensolver, which warns or fails on a k-NN graph with many components (dead
+    and duplicate decoder rows make those); on the 16k benchmark both inits take about as long and reach the
+    same trustworthiness (``benchmarks/feature_map.py``)."""
     k_edges: int = 25
     """Nearest neighbours of each feature considered as its edges."""
     edge_threshold: float = 0.25

@@ -14,6 +14,7 @@ from sae_assets.core.plots import histogram_png
 from sae_assets.core.scan import ScanConfig, ScanResult, run_scan
 from sae_assets.defs.assets.sae_decoder import sae_decoder
 from sae_assets.defs.automation import on_new_inputs
+from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
 from sae_assets.defs.metadata import input_table_versions, md_text, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.resources.corpus import CorpusError, CorpusResource
@@ -98,7 +99,8 @@ def _examples_preview(result: ScanResult, n_features: int = 8) -> str:
                      "(profile, list<float32>), the representation feature_clusters clusters by default."),
     ],
     partitions_def=model_layer_partitions,
-    pool="gpu",
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
     group_name="scan",
     code_version="1",
     can_subset=False,

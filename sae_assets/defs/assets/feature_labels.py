@@ -12,6 +12,7 @@ from sae_assets.core.label_evidence import add_prompt_evidence, gather_evidence,
 from sae_assets.core.label_runs import embedding_scores, keyword_labels, llm_detection_scores, llm_labels
 from sae_assets.core.labelling import background_counts
 from sae_assets.defs.automation import on_new_inputs
+from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
 from sae_assets.defs.metadata import input_table_versions, md_text, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.resources.embedder import EmbedderResource
@@ -53,7 +54,8 @@ def _preview(frame: pl.DataFrame, n: int = 15) -> str:
 @dg.asset(
     partitions_def=model_layer_partitions,
     deps=["activation_examples"],
-    pool="gpu",
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
     kinds={"torch", "polars", "delta"},
     group_name="labels",
     code_version="1",

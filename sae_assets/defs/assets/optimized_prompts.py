@@ -13,6 +13,7 @@ from sae_assets.core.prompt_opt import OptimizedPrompt, PromptOptConfig, optimiz
 from sae_assets.core.token_heatmap import token_heatmap_png
 from sae_assets.defs.assets.feature_clusters import feature_clusters
 from sae_assets.defs.automation import on_new_inputs
+from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
 from sae_assets.defs.metadata import input_table_versions, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.resources.lake import LakeResource
@@ -99,7 +100,8 @@ def _heatmaps(frame: pl.DataFrame, examples: pl.DataFrame, n: int) -> bytes:
 @dg.asset(
     partitions_def=model_layer_partitions,
     deps=[feature_clusters, "feature_stats", "activation_examples", "sae_decoder"],
-    pool="gpu",
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
     kinds={"torch", "polars", "delta"},
     group_name="clusters",
     owners=["team:interpretability"],

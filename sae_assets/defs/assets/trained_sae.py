@@ -11,6 +11,7 @@ from sae_assets.core.plots import histogram_png
 from sae_assets.core.sae_metrics import evaluate_sae
 from sae_assets.core.sae_training import SaeTrainingConfig, collect_activations, train_sae
 from sae_assets.core.token_contexts import pack_contexts
+from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
 from sae_assets.defs.metadata import input_table_versions, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.resources.corpus import CorpusError, CorpusResource
@@ -36,7 +37,8 @@ class TrainedSaeConfig(dg.Config):
 
 @dg.asset(
     partitions_def=model_layer_partitions,
-    pool="gpu",
+    pool=GPU_POOL,
+    op_tags=GPU_OP_TAGS,
     kinds={"torch", "delta"},
     group_name="sae",
     owners=["team:interpretability"],
