@@ -105,6 +105,7 @@ def main() -> None:
     p.add_argument("--fluency-weight", type=float, default=0.0)
     p.add_argument("--position", default="last", choices=["last", "any"])
     p.add_argument("--patience", type=int, default=10)
+    p.add_argument("--restarts", type=int, default=0, help="discrete: random restarts on a plateau")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--scan-tokens", type=int, default=20_000,
                    help="without the demo's feature_stats: corpus tokens scanned for each feature's max (0: none)")
@@ -120,7 +121,7 @@ def main() -> None:
     features = targets(int(sae.cfg.d_sae), maxima, args.features, args.seed)
     cfg = PromptOptConfig(length=args.length, max_steps=args.steps, top_k=args.top_k, batch_size=args.batch_size,
                           fluency_weight=args.fluency_weight, position=args.position, patience=args.patience,
-                          continuous_steps=args.continuous_steps, seed=args.seed)
+                          continuous_steps=args.continuous_steps, seed=args.seed, restarts=args.restarts)
     methods = {"discrete": optimize_discrete, "continuous": optimize_continuous}
     warm = PromptOptConfig(length=args.length, max_steps=1, continuous_steps=1, batch_size=args.batch_size)
     for run in methods.values():  # warm-up: allocator, kernels, caches
@@ -141,7 +142,7 @@ def main() -> None:
           f"({f'highest max_activation, {source}' if maxima else 'random: no dataset max'}); length {args.length}, "
           f"position {args.position}, fluency {args.fluency_weight}; discrete: <= {args.steps} steps, top-k "
           f"{args.top_k}, batch {args.batch_size}; continuous: <= {args.continuous_steps} steps; patience "
-          f"{args.patience}\n")
+          f"{args.patience}, restarts {args.restarts}\n")
     print(f"| {'method':<10} | {'steps':>5} | {'seconds':>7} | {'steps/s':>7} | {'mean act':>8} | {'mean CE':>7} "
           f"| {'>= data max':>11} | {'act / max':>9} |")
     print(f"|{'-' * 12}|{'-' * 7}|{'-' * 9}|{'-' * 9}|{'-' * 10}|{'-' * 9}|{'-' * 13}|{'-' * 11}|")

@@ -47,10 +47,11 @@ def optimize_discrete(model: LanguageModel, hook_name: str, sae: Any, feature: i
     act, pre, ce = obj.score(tokens[None])
     active, value = obj.key(act, pre, ce)
     current = (bool(active[0]), float(value[0]))
+    best_tokens, best_key, best_act = tokens, current, act
     trajectory = [float(act[0])]
     progress = Progress(f"prompt for feature {feature}", cfg.max_steps, "steps", report, cfg.report_every_s)
     k = min(cfg.top_k, int(obj.allowed.sum()))
-    stale, step, stopped = 0, 0, False
+    stale, step, stopped, restarts = 0, 0, False, 0
     for step in range(1, cfg.max_steps + 1):
         grad = obj.gradient(tokens).masked_fill(~obj.allowed, -math.inf)  # [length, vocab]
         top = grad.topk(k, dim=1).indices  # [length, k]
@@ -73,14 +74,22 @@ def optimize_discrete(model: LanguageModel, hook_name: str, sae: Any, feature: i
                 stale += 1
         else:
             stale += 1
-        trajectory.append(float(act[0]))
+        if better(current, best_key):
+            best_tokens, best_key, best_act = tokens, current, act
+        trajectory.append(float(best_act[0]))
         progress.what = f"prompt for feature {feature} (best {trajectory[-1]:.3g})"
         progress.advance(1)
-        if stale >= cfg.patience:
+        if stale >= cfg.patience and restarts < cfg.restarts and step < cfg.max_steps:
+            restarts, stale = restarts + 1, 0  # a local optimum: start again from a random prompt, keep the best
+            tokens = obj.random_prompt()
+            act, pre, ce = obj.score(tokens[None])
+            active, value = obj.key(act, pre, ce)
+            current = (bool(active[0]), float(value[0]))
+        elif stale >= cfg.patience:
             stopped = step < cfg.max_steps
             break
     progress.finish()
-    return obj.result("discrete", tokens, step, trajectory, stopped, start)
+    return obj.result("discrete", best_tokens, step, trajectory, stopped, start, restarts=restarts)
 
 
 def optimize_features(model: LanguageModel, hook_name: str, sae: Any, features: Sequence[int], cfg: PromptOptConfig,

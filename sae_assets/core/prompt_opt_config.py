@@ -23,6 +23,9 @@ class PromptOptConfig:
     """``last``: the activation at the last prompt token; ``any``: the maximum over prompt tokens."""
     patience: int = 20
     """Stop early after this many steps without an improvement larger than ``min_improvement``."""
+    restarts: int = 0
+    """Discrete: when the search plateaus (``patience``) with steps left, start again from a new random prompt
+    up to this many times, keeping the best prompt found (GCG's single swaps get stuck in local optima)."""
     min_improvement: float = 1e-4
     """Smallest gain of the objective that resets ``patience``."""
     seed: int = 0
@@ -44,6 +47,7 @@ class PromptOptConfig:
                   (self.fluency_weight >= 0, f"fluency_weight must be >= 0 (got {self.fluency_weight})"),
                   (self.position in ("last", "any"), f"position must be 'last' or 'any' (got {self.position!r})"),
                   (self.patience >= 1, f"patience must be >= 1 (got {self.patience})"),
+                  (self.restarts >= 0, f"restarts must be >= 0 (got {self.restarts})"),
                   (self.min_improvement >= 0, f"min_improvement must be >= 0 (got {self.min_improvement})"),
                   (self.lr > 0, f"lr must be > 0 (got {self.lr})"),
                   (self.continuous_steps >= 0, f"continuous_steps must be >= 0 (got {self.continuous_steps})"),
@@ -69,7 +73,7 @@ class OptimizedPrompt:
     steps: int
     """Optimization steps run (fewer than configured after an early stop)."""
     trajectory: list[float]
-    """The incumbent's activation before the first step and after each step (``steps + 1`` values); never
+    """The best activation so far, before the first step and after each step (``steps + 1`` values); never
     decreasing when ``fluency_weight`` is 0."""
     position_activations: list[float]
     """The feature's activation at each prompt token of the final prompt (``length`` values)."""

@@ -102,6 +102,17 @@ def test_early_stop_on_a_plateau(lm) -> None:
     assert result.stopped_early and result.steps == 4
     assert result.trajectory == pytest.approx([result.activation] * 5)
     assert result.activation == pytest.approx(10.0 - float(sae.b_dec.detach() @ sae.W_enc[:, 3].detach()), abs=1e-4)
+    again = optimize_discrete(lm, HOOK, sae, 3, PromptOptConfig(length=4, max_steps=50, patience=4, restarts=2))
+    assert again.extra["restarts"] == 2 and again.steps == 12 and again.stopped_early  # 3 plateaus of 4 steps
+
+
+def test_restarts_keep_the_best_prompt(lm, sae) -> None:
+    cfg = PromptOptConfig(length=3, max_steps=24, patience=2, batch_size=8, top_k=4, restarts=5)
+    result = optimize_discrete(lm, HOOK, sae, 5, cfg)
+    assert result.extra["restarts"] >= 1  # tiny candidate sets plateau quickly
+    assert all(b >= a for a, b in itertools.pairwise(result.trajectory))  # the best so far, across restarts
+    assert result.trajectory[-1] == pytest.approx(result.activation, abs=1e-5)
+    assert result.activation == pytest.approx(max(result.trajectory), abs=1e-5)
 
 
 def test_position_any_takes_the_maximum_over_positions(lm, sae) -> None:

@@ -50,7 +50,11 @@ def test_baseline_then_new_saes_start_runs_once(test_catalog: Path, tmp_path: Pa
             MODEL_PARTITIONS_NAME))
         assert tick(instance, second.cursor).run_requests == []  # idempotent
         drop_sae(tmp_path / "sae_drop", "smollm2-135m@mine", 4)  # a new layer of a known key
-        assert requested(tick(instance, second.cursor)) == [("4|smollm2-135m@mine", ["sae_decoder"])]
+        third = tick(instance, second.cursor)
+        assert requested(third) == [("4|smollm2-135m@mine", ["sae_decoder"])]
+        drop_sae(tmp_path / "sae_drop", "smollm2-135m@mine", 99)  # past the layer partitions: waits for a reload
+        fourth = tick(instance, third.cursor)
+        assert fourth.run_requests == [] and "smollm2-135m@mine|99" not in fourth.cursor
 
 
 def test_malformed_entries_and_folders_are_logged_and_skipped(test_catalog: Path, tmp_path: Path,

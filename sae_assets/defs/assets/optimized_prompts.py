@@ -42,6 +42,8 @@ class OptimizedPromptsConfig(dg.Config):
     fluency_weight: float = Field(default=0.0, description="EPO: objective = activation - weight * prompt CE.")
     position: Literal["last", "any"] = Field(default="last", description="Activation at the last token, or max.")
     patience: int = Field(default=20, description="Early stop after this many steps without improvement.")
+    restarts: int = Field(default=2, description="Discrete: random restarts when the search plateaus with steps "
+                          "left (the best prompt is kept).")
     continuous_steps: int = Field(default=200, description="Adam steps of the continuous method.")
     lr: float = Field(default=0.05, description="Continuous: Adam learning rate (relative to embedding norm).")
     dtype: str | None = Field(default=None, description="Language-model dtype; default: the device resource's.")
@@ -51,7 +53,8 @@ class OptimizedPromptsConfig(dg.Config):
     def prompt_config(self) -> PromptOptConfig:
         return PromptOptConfig(length=self.length, max_steps=self.max_steps, top_k=self.top_k,
                                batch_size=self.batch_size, fluency_weight=self.fluency_weight,
-                               position=self.position, patience=self.patience, seed=self.seed, lr=self.lr,
+                               position=self.position, patience=self.patience, restarts=self.restarts,
+                               seed=self.seed, lr=self.lr,
                                continuous_steps=self.continuous_steps)
 
 
