@@ -25,8 +25,9 @@ log = logging.getLogger("sae_assets.demo")
 # Budgets for 2 CPU cores. The offline corpus is Wikipedia summaries (median ~100 tokens), so the
 # co-occurrence window is 64 tokens instead of SFAL's 256.
 DEMO_SCAN_CONFIG = {"max_tokens": 65_536, "window": 64, "context_size": 512, "batch_tokens": 4096}
-# SmolLM2 labels ~2 features/s on 2 cores: the demo labels the first 32 features of each layer.
-DEMO_LABELS_CONFIG = {"max_features": 32}
+# SmolLM2 labels ~1 feature/s on 2 cores: the demo asks it for the first 32 features of each layer; every
+# feature gets its keyword label, so SFAL scores every explained feature, not 32 of 2,048.
+DEMO_LABELS_CONFIG = {"llm_max_features": 32}
 # Prompt optimization runs the model dozens of times per step: the demo optimizes 4 targets briefly.
 DEMO_PROMPTS_CONFIG = {"max_features": 4, "max_steps": 30, "batch_size": 32, "top_k": 32, "continuous_steps": 50}
 

@@ -57,14 +57,18 @@ def test_labels_scores_exports_and_bad_input(test_catalog: Path, lake_root: str,
         server = ChatServer([])
         try:
             second = materialize(instance, lake_root, MODEL, 1, assets=(feature_labels,),
-                                 labels={"features_file": str(selection), "llm_detection": True},
+                                 labels={"features_file": str(selection), "llm_detection": True,
+                                         "llm_max_features": 2},  # the third keeps its keyword label
                                  labeller=_openai(server.url))
         finally:
             server.close()
         assert second.success
         table = pl.read_delta(f"{lake_root}/feature_labels").sort("feature")
         assert table["feature"].to_list() == sorted(features)
-        assert table["label_llm"].str.starts_with("echo").all()
+        assert table["label_llm"].drop_nulls().str.starts_with("echo").all() and table["label_llm"].count() == 2
+        keyword_only = table.filter(pl.col("label_source") == "keywords")
+        assert keyword_only["feature"].to_list() == [features[2]]
+        assert keyword_only["label"].to_list() == keyword_only["label_keywords"].to_list()
         assert table["labeller_model"].unique().to_list() == ["served"]
         assert sorted(table["selection_score"].to_list()) == [0.1, 0.5, 0.9]
         # the loopback judge never says yes or no: every window votes 0, so detection is exactly chance

@@ -36,6 +36,8 @@ class FeatureLabelsConfig(dg.Config):
     n_shown: int = Field(default=8, description="Top-activating windows shown to the labeller.")
     n_holdout: int = Field(default=6, description="Held-out activating windows the label is scored on.")
     use_llm: bool = Field(default=True, description="False: keyword labels only.")
+    llm_max_features: int | None = Field(default=None, description="LLM labels for at most this many features "
+                                         "(the first of the selection); the others keep their keyword labels.")
     chunk: int = Field(default=16, description="Features per labeller call batch (progress is logged per chunk).")
     use_optimized_prompts: bool = Field(default=False, description="Also show the labeller this partition's "
                                         "optimized prompts (materialize optimized_prompts first).")
@@ -99,7 +101,8 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
     keywords = keyword_labels(evidence, background)
 
     t0 = time.perf_counter()
-    llm = (llm_labels(labeller.client(), labeller.max_new_tokens, evidence, config.chunk, context.log.info)
+    for_llm = {f: evidence[f] for f in indices[: config.llm_max_features]}  # [:None] is every feature
+    llm = (llm_labels(labeller.client(), labeller.max_new_tokens, for_llm, config.chunk, context.log.info)
            if config.use_llm else {})
     llm_s = time.perf_counter() - t0
     if llm and all(err is not None for _, err in llm.values()):
