@@ -1,6 +1,7 @@
 from __future__ import annotations
 
 import multiprocessing as mp
+from concurrent.futures import ProcessPoolExecutor
 
 import numpy as np
 import polars as pl
@@ -87,8 +88,10 @@ def test_eight_concurrent_writers_lose_nothing(lake_root: str, start_empty: bool
     uri = table_uri(lake_root, "concurrent")
     if not start_empty:
         write_partition(_frame(1, -1.0), uri, "keep@x", 40)
-    with mp.get_context("spawn").Pool(8) as pool:
-        assert sorted(pool.map(_write_one, [(uri, i) for i in range(8)])) == list(range(8))
+    # ProcessPoolExecutor, not Pool: its exit lets workers finish and exit (Pool.__exit__ terminates them, and
+    # once hung the CI run in that terminate), and a worker that dies fails the test instead of hanging it.
+    with ProcessPoolExecutor(8, mp_context=mp.get_context("spawn")) as pool:
+        assert sorted(pool.map(_write_one, [(uri, i) for i in range(8)], timeout=300)) == list(range(8))
     table = pl.read_delta(uri)
     for i in range(8):
         part = table.filter((pl.col("model") == f"model{i % 2}@x") & (pl.col("layer") == str(i)))
