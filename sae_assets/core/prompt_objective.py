@@ -213,6 +213,12 @@ class FeatureObjective:
         """Ranking key ``(active, objective - fluency_weight * CE)``, ``[batch]`` each: active prompts first."""
         return act > 0, objective - self.cfg.fluency_weight * ce
 
+    def rank(self, tokens: torch.Tensor) -> tuple[torch.Tensor, tuple[bool, float]]:
+        """One prompt ``tokens [length]``: its activation ``[1]`` and its ranking key ``(active, value)``."""
+        act, objective, ce = self.score(tokens[None])
+        active, value = self.key(act, objective, ce)
+        return act, (bool(active[0]), float(value[0]))
+
     @torch.inference_mode()
     def measure(self, tokens: torch.Tensor) -> tuple[float, float, list[float]]:
         """Clean full forward of ``tokens [length]``: activation, CE and per-token activations."""

@@ -44,9 +44,7 @@ def optimize_discrete(model: LanguageModel, hook_name: str, sae: Any, feature: i
     tokens = obj.random_prompt() if init_tokens is None else torch.tensor(list(init_tokens), device=obj.device)
     if tokens.shape != (cfg.length,):
         raise ValueError(f"init_tokens has {tokens.shape[0]} tokens; length is {cfg.length}.")
-    act, pre, ce = obj.score(tokens[None])
-    active, value = obj.key(act, pre, ce)
-    current = (bool(active[0]), float(value[0]))
+    act, current = obj.rank(tokens)
     best_tokens, best_key, best_act = tokens, current, act
     trajectory = [float(act[0])]
     progress = Progress(f"prompt for feature {feature}", cfg.max_steps, "steps", report, cfg.report_every_s)
@@ -82,9 +80,7 @@ def optimize_discrete(model: LanguageModel, hook_name: str, sae: Any, feature: i
         if stale >= cfg.patience and restarts < cfg.restarts and step < cfg.max_steps:
             restarts, stale = restarts + 1, 0  # a local optimum: start again from a random prompt, keep the best
             tokens = obj.random_prompt()
-            act, pre, ce = obj.score(tokens[None])
-            active, value = obj.key(act, pre, ce)
-            current = (bool(active[0]), float(value[0]))
+            act, current = obj.rank(tokens)
         elif stale >= cfg.patience:
             stopped = step < cfg.max_steps
             break

@@ -69,9 +69,8 @@ def optimize_continuous(model: LanguageModel, hook_name: str, sae: Any, feature:
     def embed(act: torch.Tensor, hook: Any) -> torch.Tensor:
         return torch.cat([act[:, : obj.n_bos], embeddings[None].to(act.dtype)], dim=1)
 
-    act, pre, ce = obj.score(tokens[None])
-    active, value = obj.key(act, pre, ce)
-    best_tokens, best, seen = tokens, (bool(active[0]), float(value[0])), {tuple(tokens.tolist())}
+    act, best = obj.rank(tokens)
+    best_tokens, seen = tokens, {tuple(tokens.tolist())}
     trajectory = [float(act[0])]
     progress = Progress(f"continuous prompt for feature {feature}", cfg.continuous_steps, "steps", report,
                         cfg.report_every_s)
@@ -88,9 +87,7 @@ def optimize_continuous(model: LanguageModel, hook_name: str, sae: Any, feature:
         stale += 1
         if tuple(projected.tolist()) not in seen:
             seen.add(tuple(projected.tolist()))
-            p_act, p_pre, p_ce = obj.score(projected[None])
-            p_active, p_value = obj.key(p_act, p_pre, p_ce)
-            candidate = (bool(p_active[0]), float(p_value[0]))
+            p_act, candidate = obj.rank(projected)
             if better(candidate, best):
                 stale = 0 if better(candidate, best, cfg.min_improvement) else stale
                 best_tokens, best, act = projected, candidate, p_act
