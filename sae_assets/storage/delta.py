@@ -87,7 +87,7 @@ def write_partition(
     for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
         # Writing through a DeltaTable object leaves it at the version this commit made (other writers may
         # commit meanwhile, so re-reading the table afterwards could name theirs).
-        table = DeltaTable(uri, storage_options=storage_options) if table_exists(uri, storage_options) else None
+        table = open_table(uri, storage_options)
         try:
             write_deltalake(
                 table if table is not None else uri,
@@ -108,19 +108,17 @@ def write_partition(
     return WriteResult(uri=uri, version=version, num_rows=data.num_rows)
 
 
-def table_exists(uri: str, storage_options: dict[str, str] | None = None) -> bool:
+def open_table(uri: str, storage_options: dict[str, str] | None = None) -> DeltaTable | None:
+    """The Delta table at ``uri``, or None when there is none yet."""
     try:
-        DeltaTable(uri, storage_options=storage_options)
+        return DeltaTable(uri, storage_options=storage_options)
     except TableNotFoundError:
-        return False
-    return True
+        return None
 
 
 def table_version(uri: str, storage_options: dict[str, str] | None = None) -> int | None:
-    try:
-        return DeltaTable(uri, storage_options=storage_options).version()
-    except TableNotFoundError:
-        return None
+    table = open_table(uri, storage_options)
+    return None if table is None else table.version()
 
 
 def scan_partition(
