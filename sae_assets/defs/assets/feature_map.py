@@ -45,32 +45,23 @@ class FeatureMapRunConfig(dg.Config):
         return FeatureMapConfig(**self.model_dump())
 
 
+def _by_feature(lake: LakeResource, model: str, layer: int, table: str, column: str,
+                keep: pl.Expr | None = None) -> dict:
+    """Feature -> ``column`` of the partition's rows of ``table`` (those matching ``keep``); {} without the table."""
+    if lake.missing_tables(table):
+        return {}
+    frame = lake.scan_partition(table, model, layer)
+    frame = (frame if keep is None else frame.filter(keep)).select("feature", column).collect()
+    return dict(zip(frame["feature"].to_list(), frame[column].to_list(), strict=True))
+
+
 def _labels(lake: LakeResource, model: str, layer: int) -> dict[int, str]:
     """Feature -> label: the explanation's description, else the platform's feature_labels label."""
-    labels: dict[int, str] = {}
-    for table, column in (("feature_labels", "label"), ("explanations", "description")):  # later wins
-        if lake.table_version(table) is None:
-            continue
-        frame = (lake.scan_partition(table, model, layer).select("feature", column)
-                 .filter(pl.col(column).is_not_null() & (pl.col(column) != "")).collect())
-        labels.update(zip(frame["feature"].to_list(), frame[column].to_list(), strict=True))
-    return labels
+    def given(column: str) -> pl.Expr:
+        return pl.col(column).is_not_null() & (pl.col(column) != "")
 
-
-def _density(lake: LakeResource, model: str, layer: int) -> dict[int, float]:
-    if lake.table_version("feature_stats") is None:
-        return {}
-    frame = lake.scan_partition("feature_stats", model, layer).select("feature", "density").collect()
-    return dict(zip(frame["feature"].to_list(), frame["density"].to_list(), strict=True))
-
-
-def _clusters(lake: LakeResource, model: str, layer: int) -> dict[int, int]:
-    """Feature -> feature_clusters' cluster id (-1 noise) for the features it kept."""
-    if lake.table_version("feature_clusters") is None:
-        return {}
-    frame = (lake.scan_partition("feature_clusters", model, layer).filter(pl.col("kept"))
-             .select("feature", "cluster").collect())
-    return dict(zip(frame["feature"].to_list(), frame["cluster"].to_list(), strict=True))
+    return (_by_feature(lake, model, layer, "feature_labels", "label", given("label"))
+            | _by_feature(lake, model, layer, "explanations", "description", given("description")))
 
 
 def _preview_png(coords: np.ndarray, density: np.ndarray, title: str) -> bytes:
@@ -129,7 +120,9 @@ def feature_map(context: dg.AssetExecutionContext, config: FeatureMapRunConfig, 
     context.log.info("%s: exact %d-NN of %d x %d vectors in %.1fs, UMAP 3-D in %.1fs", where, cfg.knn_k,
                      *vectors.shape, fmap.knn_seconds, fmap.umap_seconds)
 
-    labels, density, clusters = _labels(lake, model, layer), _density(lake, model, layer), _clusters(lake, model, layer)
+    labels = _labels(lake, model, layer)
+    density = _by_feature(lake, model, layer, "feature_stats", "density")
+    clusters = _by_feature(lake, model, layer, "feature_clusters", "cluster", pl.col("kept"))  # -1: noise
     ids = features.tolist()
     nodes = nodes_frame(features, fmap.coords, [labels.get(f) for f in ids], [density.get(f) for f in ids],
                         [clusters.get(f) for f in ids])
