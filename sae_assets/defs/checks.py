@@ -90,9 +90,12 @@ def _partition(context: dg.AssetCheckExecutionContext) -> tuple[str, int]:
     return model, int(layer)
 
 
-def _missing(lake: LakeResource, table: str) -> dg.AssetCheckResult | None:
-    if lake.table_version(table) is None:
-        return dg.AssetCheckResult(passed=False, description=f"table {table} does not exist in {lake.root_uri}")
+def _missing(lake: LakeResource, *tables: str) -> dg.AssetCheckResult | None:
+    """A failed result naming the tables that do not exist yet, or None when all do."""
+    missing = lake.missing_tables(*tables)
+    if missing:
+        return dg.AssetCheckResult(passed=False, description=f"table(s) {', '.join(missing)} do not exist in "
+                                   f"{lake.root_uri}")
     return None
 
 
@@ -104,16 +107,13 @@ def rule_check(rule: Rule, key: dg.AssetKey) -> dg.AssetChecksDefinition:
         table = rule.table or rule.asset
         if (missing := _missing(lake, table)) is not None:
             return missing
-        frame = lake.scan_partition(table, model, layer)
+        frame = lake.scan_partition(table, model, layer).collect()  # read once: counted, filtered, previewed
         bad = frame.filter(rule.bad()).select(rule.columns)
-        n_rows = frame.select(pl.len()).collect().item()
-        n_bad = bad.select(pl.len()).collect().item()
-        preview = bad.head(PREVIEW_ROWS).collect()
         return dg.AssetCheckResult(
-            passed=n_rows > 0 and n_bad == 0,
-            description=None if n_rows else "no rows for this partition",
-            metadata={"rows": n_rows, "bad_rows": n_bad,
-                      "examples": dg.MetadataValue.md(str(preview) if n_bad else "none")})
+            passed=frame.height > 0 and bad.height == 0,
+            description=None if frame.height else "no rows for this partition",
+            metadata={"rows": frame.height, "bad_rows": bad.height,
+                      "examples": dg.MetadataValue.md(str(bad.head(PREVIEW_ROWS)) if bad.height else "none")})
 
     return _check
 
@@ -123,9 +123,8 @@ def row_count_check(asset: str, key: dg.AssetKey) -> dg.AssetChecksDefinition:
                     description="One row per SAE feature: as many rows as the partition's sae_decoder, no duplicates.")
     def _check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
         model, layer = _partition(context)
-        for table in (asset, "sae_decoder"):
-            if (missing := _missing(lake, table)) is not None:
-                return missing
+        if (missing := _missing(lake, asset, "sae_decoder")) is not None:
+            return missing
         d_sae = lake.scan_partition("sae_decoder", model, layer).select(pl.len()).collect().item()
         counts = lake.scan_partition(asset, model, layer).select(
             pl.len().alias("rows"), pl.col("feature").n_unique().alias("features"),
