@@ -141,14 +141,15 @@ def folder_signature(folder: Path) -> tuple:
     return tuple(items)
 
 
-_CACHE: dict[tuple, Catalog] = {}
+_CACHE: dict[tuple, tuple[Catalog, Catalog]] = {}  # key -> (base, merged): holding base keeps its id unique
 
 
 def cached_with_drop_folder(base: Catalog, folder: Path) -> Catalog:
     """:func:`with_drop_folder`, recomputed only when ``base`` or the folder's contents changed."""
     key = (id(base), str(folder), folder_signature(folder))
-    if key not in _CACHE:
+    cached = _CACHE.get(key)
+    if cached is None:
         if len(_CACHE) >= 8:
             _CACHE.pop(next(iter(_CACHE)))
-        _CACHE[key] = with_drop_folder(base, folder)
-    return _CACHE[key]
+        cached = _CACHE[key] = (base, with_drop_folder(base, folder))
+    return cached[1]
