@@ -58,6 +58,7 @@ def main(argv: list[str] | None = None) -> int:
     from sae_assets.catalog import load_catalog
     from sae_assets.definitions import defs
     from sae_assets.defs.partitions import partition_key, register_models
+    from sae_assets.defs.run_recovery import reap_dead_runs
     from sae_assets.resources.lake import LakeResource
 
     catalog = load_catalog()
@@ -66,6 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     for layer in layers:
         catalog.resolve(args.model, layer)
     instance = dg.DagsterInstance.get()
+    reap_dead_runs(instance)  # a demo killed earlier (OOM, kill -9) must not hold the gpu pool's slot
     register_models(instance, [args.model], catalog)
     job = defs.resolve_job_def(args.job)
     start = time.perf_counter()

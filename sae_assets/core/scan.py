@@ -59,7 +59,8 @@ class ScanConfig:
 class ScanResult:
     feature_stats: pl.DataFrame
     examples: pl.DataFrame
-    cooccurrence: pl.DataFrame
+    cooccurrence: CooccurrenceCounter
+    """The counts; its ``record_batches()`` are the table, one block of feature rows at a time."""
     profiles: pl.DataFrame
     """One row per feature: its activation mass in each of ``profile_documents`` (corpus order)."""
     profile_documents: list[int]
@@ -180,7 +181,8 @@ class Scanner:
 def run_scan(model: HookModel, hook_name: str, sae: Any, documents: Iterable[Document], expected_tokens: int,
              pad_id: int, cfg: ScanConfig, device: torch.device, token_strings: Callable[[list[int]], list[str]],
              report: Report | None = None) -> ScanResult:
-    """Scan ``documents`` (``(doc_index, [BOS, ...])``) and build the three tables.
+    """Scan ``documents`` (``(doc_index, [BOS, ...])``) and build the four tables (co-occurrence as
+    its counter, whose record batches are written block by block).
 
     ``expected_tokens`` (an estimate of the tokens the documents hold) only drives progress and ETA.
     """
@@ -206,7 +208,7 @@ def run_scan(model: HookModel, hook_name: str, sae: Any, documents: Iterable[Doc
     return ScanResult(
         feature_stats=scanner.stats.to_frame(),
         examples=examples_frame(scanner.examples, token_strings),
-        cooccurrence=scanner.cooc.to_frame(),
+        cooccurrence=scanner.cooc,
         profiles=scanner.profiles.to_frame(),
         profile_documents=scanner.profiles.documents,
         reconstruction=scanner.stats.summary(),

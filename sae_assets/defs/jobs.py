@@ -34,15 +34,31 @@ scan_activations_job = dg.define_asset_job(
     description="One LM + SAE pass over the corpus: feature_stats, activation_examples and cooccurrence.",
 )
 
-# Everything per model × layer from a platform-trained SAE onwards: the README demo's job (model-level
-# reports have other partitions and run in their own job once the layers are done).
+# Everything per model × layer below an SAE's decoder: the path for pretrained SAEs (SAELens releases such as
+# GemmaScope / LlamaScope, local directories, the drop folder). full_pipeline is trained_sae + the same: the README
+# demo's job. Model-level reports have other partitions and run in their own job once the layers are done.
 MODEL_LEVEL = dg.AssetSelection.assets(alignment_report)
+ANALYSIS = dg.AssetSelection.assets(sae_decoder).downstream() - MODEL_LEVEL
+analyze_sae_job = dg.define_asset_job(
+    "analyze_sae",
+    selection=ANALYSIS,
+    partitions_def=model_layer_partitions,
+    description="Publish the partition's SAE decoder (pretrained or already trained) and materialize every "
+    "model × layer asset below it: scan, labels, explanations, SFAL scores, clusters, prompts, feature map.",
+)
+
 full_pipeline_job = dg.define_asset_job(
     "full_pipeline",
-    selection=dg.AssetSelection.assets(trained_sae).downstream() - MODEL_LEVEL,
+    selection=dg.AssetSelection.assets(trained_sae) | ANALYSIS,
     partitions_def=model_layer_partitions,
-    description="Train the partition's SAE and materialize every asset downstream of it.",
+    description="Train the partition's SAE, then everything analyze_sae materializes.",
 )
+
+
+def pipeline_job_name(source_kind: str) -> str:
+    """The job that analyses a catalog SAE of this source kind end to end (``train`` SAEs are trained first)."""
+    return full_pipeline_job.name if source_kind == "train" else analyze_sae_job.name
+
 
 model_reports_job = dg.define_asset_job(
     "model_reports",
@@ -60,5 +76,5 @@ refresh_explanations_job = dg.define_asset_job(
     "partition whose explanations were materialized; the model reports follow by automation.",
 )
 
-jobs = [train_and_publish_sae_job, publish_sae_job, scan_activations_job, full_pipeline_job, model_reports_job,
-        refresh_explanations_job]
+jobs = [train_and_publish_sae_job, publish_sae_job, scan_activations_job, analyze_sae_job, full_pipeline_job,
+        model_reports_job, refresh_explanations_job]

@@ -3,10 +3,12 @@
 from __future__ import annotations
 
 import os
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import dagster as dg
 import polars as pl
+import pyarrow as pa
 from pydantic import Field
 
 from sae_assets.storage import delta
@@ -71,6 +73,21 @@ class LakeResource(dg.ConfigurableResource):
         """Replace one model × layer partition, or with ``layer=None`` every layer of ``model``."""
         return delta.write_partition(df, self.table_uri(asset_name), model, layer,
                                      storage_options=self.storage_options or None)
+
+    def write_partition_batches(self, asset_name: str, batches: Callable[[], Iterable[pa.RecordBatch]],
+                                schema: pa.Schema, model: str, layer: int | str) -> delta.WriteResult:
+        """Replace one partition with record batches, one in memory at a time, committed at once."""
+        return delta.write_partition_batches(batches, schema, self.table_uri(asset_name), model, layer,
+                                             storage_options=self.storage_options or None)
+
+    def iter_partition(self, asset_name: str, model: str, layer: int | str, columns: list[str] | None = None,
+                       batch_rows: int = 512) -> Iterator[pl.DataFrame]:
+        """One partition in frames of at most ``batch_rows`` rows (for tables too large to collect whole)."""
+        for batch in delta.iter_partition_batches(self.table_uri(asset_name), model, layer, columns, batch_rows,
+                                                  storage_options=self.storage_options or None):
+            frame = pl.from_arrow(batch)
+            assert isinstance(frame, pl.DataFrame)
+            yield frame
 
     def scan_partition(self, asset_name: str, model: str, layer: int | str | None = None) -> pl.LazyFrame:
         return delta.scan_partition(self.table_uri(asset_name), model, layer,

@@ -9,20 +9,32 @@ writers racing to create the table) are retried here with backoff.
 
 from __future__ import annotations
 
+import json
 import logging
+import os
 import random
 import time
+import uuid
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from urllib.parse import quote as url_quote
 
 import polars as pl
 import pyarrow as pa
+import pyarrow.dataset as pads
+import pyarrow.fs as pafs
+import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
+from deltalake.fs import DeltaStorageHandler
+from deltalake.transaction import AddAction
 
 log = logging.getLogger(__name__)
 
 PARTITION_COLUMNS = ("model", "layer")
 MAX_COMMIT_ATTEMPTS = 12
+FILE_BYTES = 128 * 1024 * 1024
+"""Uncompressed bytes per parquet file of a block-written partition."""
 
 
 @dataclass(frozen=True)
@@ -99,13 +111,125 @@ def write_partition(
             )
             break
         except (DeltaError, OSError) as err:
-            if attempt == MAX_COMMIT_ATTEMPTS or not _is_retryable(err):
-                raise
-            delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
-            log.info("Delta commit to %s conflicted (%s); retry %d in %.2fs", uri, err, attempt, delay)
-            time.sleep(delay)
+            _backoff_or_raise(err, attempt, uri)
     version = (table if table is not None else DeltaTable(uri, storage_options=storage_options)).version()
     return WriteResult(uri=uri, version=version, num_rows=data.num_rows)
+
+
+def _backoff_or_raise(err: Exception, attempt: int, uri: str) -> None:
+    if attempt == MAX_COMMIT_ATTEMPTS or not _is_retryable(err):
+        raise err
+    delay = min(2.0, 0.05 * 2**attempt) * (0.5 + random.random())
+    log.info("Delta commit to %s conflicted (%s); retry %d in %.2fs", uri, err, attempt, delay)
+    time.sleep(delay)
+
+
+def _table_for(uri: str, schema: pa.Schema, storage_options: dict[str, str] | None) -> DeltaTable:
+    """The table at ``uri``, created (partitioned by model, layer) when there is none; refuses a table whose
+    columns differ from ``schema``'s, saying how to move on."""
+    for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
+        table = open_table(uri, storage_options)
+        if table is not None:
+            break
+        try:  # "ignore": a creator that raced us and won is fine
+            DeltaTable.create(uri, schema, mode="ignore", partition_by=list(PARTITION_COLUMNS),
+                              storage_options=storage_options)
+        except (DeltaError, OSError) as err:
+            _backoff_or_raise(err, attempt, uri)
+    else:
+        raise RuntimeError(f"Could not open or create the Delta table {uri}.")
+    have = sorted(f.name for f in table.schema().fields)
+    if have != sorted(schema.names):
+        raise ValueError(f"The Delta table {uri} has columns {have}, this write has {sorted(schema.names)} (a table "
+                         "from an earlier version of the platform?). Move the table aside or delete it, then "
+                         "re-materialize its partitions.")
+    return table
+
+
+def _table_filesystem(uri: str, storage_options: dict[str, str] | None) -> pafs.FileSystem:
+    """A pyarrow filesystem rooted at the table: local, S3 (deltalake's AWS_* options mapped to pyarrow's), or
+    deltalake's own storage handler for the other object stores."""
+    options = storage_options or {}
+    if "://" not in uri:
+        return pafs.SubTreeFileSystem(uri, pafs.LocalFileSystem())
+    scheme, path = uri.split("://", 1)
+    if scheme in ("s3", "s3a"):
+        get = lambda *keys: next((options.get(k) or os.environ.get(k) for k in keys  # noqa: E731
+                                  if options.get(k) or os.environ.get(k)), None)
+        endpoint = get("AWS_ENDPOINT_URL", "AWS_ENDPOINT")
+        http = (get("AWS_ALLOW_HTTP") or "").lower() == "true" or (endpoint or "").startswith("http://")
+        s3 = pafs.S3FileSystem(
+            access_key=get("AWS_ACCESS_KEY_ID"), secret_key=get("AWS_SECRET_ACCESS_KEY"),
+            session_token=get("AWS_SESSION_TOKEN"), region=get("AWS_REGION", "AWS_DEFAULT_REGION"),
+            endpoint_override=endpoint.split("://", 1)[-1] if endpoint else None, scheme="http" if http else "https")
+        return pafs.SubTreeFileSystem(path, s3)
+    return pafs.PyFileSystem(DeltaStorageHandler(uri, options))
+
+
+def write_partition_batches(
+    batches: Callable[[], Iterable[pa.RecordBatch]],
+    schema: pa.Schema,
+    uri: str,
+    model: str,
+    layer: int | str,
+    storage_options: dict[str, str] | None = None,
+    file_bytes: int = FILE_BYTES,
+) -> WriteResult:
+    """Replace partition (model, layer) with the record batches ``batches()`` yields (``schema``, without the
+    partition columns), holding one batch in memory at a time: batches are appended to parquet files under the
+    partition's directory (a new file past ``file_bytes``), and the files are committed in one Delta
+    transaction that also removes the partition's previous files. Until that commit readers see the previous
+    partition whole; a crash before it leaves only unreferenced files (``vacuum`` removes them). For tables
+    too large to build as one frame: a 16k-latent SAE's co-occurrence histograms, for one."""
+    full = pa.schema([*schema, *(pa.field(c, pa.string()) for c in PARTITION_COLUMNS)])
+    table = _table_for(uri, full, storage_options)
+    fs = _table_filesystem(uri, storage_options)
+    values = {"model": model, "layer": str(layer)}
+    folder = "/".join(f"{c}={url_quote(values[c], safe='@-_.')}" for c in PARTITION_COLUMNS)
+    if "://" not in uri:
+        fs.create_dir(folder, recursive=True)  # object stores have no directories to make
+    actions: list[AddAction] = []
+    writer: pq.ParquetWriter | None = None
+    path, rows, size = "", 0, 0
+
+    def close() -> None:
+        if writer is not None:
+            writer.close()
+            actions.append(AddAction(path=path, size=fs.get_file_info(path).size, partition_values=values,
+                                     modification_time=int(time.time() * 1000), data_change=True,
+                                     stats=json.dumps({"numRecords": rows})))
+
+    total = 0
+    for batch in batches():
+        if writer is None or size >= file_bytes:
+            close()
+            path, rows, size = f"{folder}/part-{uuid.uuid4()}.zstd.parquet", 0, 0
+            writer = pq.ParquetWriter(path, schema, filesystem=fs, compression="zstd")
+        writer.write_batch(batch.select(schema.names))
+        rows, size, total = rows + batch.num_rows, size + batch.nbytes, total + batch.num_rows
+    close()
+    filters = [(c, "=", values[c]) for c in PARTITION_COLUMNS]
+    for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
+        try:
+            table.create_write_transaction(actions, mode="overwrite", schema=full,
+                                           partition_by=list(PARTITION_COLUMNS), partition_filters=filters)
+            break
+        except (DeltaError, OSError) as err:
+            _backoff_or_raise(err, attempt, uri)
+            table.update_incremental()
+    table.update_incremental()  # the transaction does not move the object to its commit
+    return WriteResult(uri=uri, version=table.version(), num_rows=total)
+
+
+def iter_partition_batches(uri: str, model: str, layer: int | str, columns: list[str] | None = None,
+                           batch_rows: int = 512,
+                           storage_options: dict[str, str] | None = None) -> Iterator[pa.RecordBatch]:
+    """One partition's rows in record batches of at most ``batch_rows``, read a file at a time (no read-ahead),
+    so a table far larger than memory can be checked or densified block by block."""
+    filters = [(c, "=", v) for c, v in (("model", model), ("layer", str(layer)))]
+    dataset = DeltaTable(uri, storage_options=storage_options).to_pyarrow_dataset(file_pruning_predicate=filters)
+    yield from dataset.to_batches(columns=columns, batch_size=batch_rows, batch_readahead=1, fragment_readahead=1,
+                                  filter=(pads.field("model") == model) & (pads.field("layer") == str(layer)))
 
 
 def open_table(uri: str, storage_options: dict[str, str] | None = None) -> DeltaTable | None:

@@ -41,7 +41,8 @@ def test_hand_counted_corpus() -> None:
     expected = torch.zeros((6, 6), dtype=torch.int64)
     for i, j, c in [(1, 1, 3), (2, 2, 1), (3, 3, 3), (4, 4, 1), (1, 2, 1), (3, 4, 1), (1, 3, 2)]:
         expected[i, j] = expected[j, i] = c
-    assert torch.equal(dense_counts(result.cooccurrence, 6), expected)
+    assert torch.equal(result.cooccurrence.counts().long(), expected)
+    assert torch.equal(dense_counts(result.cooccurrence.to_frame(), 6).long(), expected)
 
     stats = {r["feature"]: r for r in result.feature_stats.iter_rows(named=True)}
     assert stats[1]["n_tokens_active"] == 3 and stats[1]["density"] == pytest.approx(3 / 9)
@@ -110,7 +111,7 @@ def test_matches_dense_computation_for_any_batch_size(tiny) -> None:
         mean = torch.where(active.sum(0) > 0, allf.sum(0) / active.sum(0).clamp(min=1), 0)
         np.testing.assert_allclose(stats["mean_activation"].to_numpy(), mean.numpy(), rtol=1e-4, atol=1e-6)
         assert stats["n_docs_active"].to_list() == sum((d > 0).any(0).long() for d in per_doc).tolist()
-        assert torch.equal(dense_counts(result.cooccurrence, 32), counts)
+        assert torch.equal(dense_counts(result.cooccurrence.to_frame(), 32).long(), counts)
         profiles = result.profiles.sort("feature")["profile"].list.to_array(12).to_numpy()  # docs 0..11
         assert result.profile_documents == list(range(12))
         np.testing.assert_allclose(profiles, torch.stack([d.sum(0) for d in per_doc[:12]], 1).numpy(),
@@ -122,8 +123,7 @@ def test_matches_dense_computation_for_any_batch_size(tiny) -> None:
     for other in results[1:]:
         np.testing.assert_allclose(other.feature_stats["activation_entropy"].to_numpy(),
                                    first.feature_stats["activation_entropy"].to_numpy(), rtol=1e-4, atol=1e-6)
-        assert other.cooccurrence.sort("feature_i", "feature_j").equals(
-            first.cooccurrence.sort("feature_i", "feature_j"))
+        assert other.cooccurrence.to_frame().equals(first.cooccurrence.to_frame())
 
 
 def test_explained_variance_from_a_token_sample(tiny) -> None:
@@ -175,8 +175,7 @@ def test_out_of_memory_halves_the_batch_and_loses_nothing(tiny) -> None:
     assert any("batch size halved" in m for m in messages)
     assert result.batch_tokens < 10_000
     assert result.feature_stats["n_tokens_active"].equals(reference.feature_stats["n_tokens_active"])
-    assert result.cooccurrence.sort("feature_i", "feature_j").equals(
-        reference.cooccurrence.sort("feature_i", "feature_j"))
+    assert result.cooccurrence.to_frame().equals(reference.cooccurrence.to_frame())
     with pytest.raises(RuntimeError, match="single document"):
         _scan(_OomAbove(lm, 5), sae, docs, window=4, batch_tokens=10_000)
 

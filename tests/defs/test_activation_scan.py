@@ -7,9 +7,11 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+import torch
 from deltalake import DeltaTable
 
 from sae_assets.catalog import load_catalog
+from sae_assets.core.cooccurrence import dense_counts
 from sae_assets.defs.assets.activation_scan import activation_scan
 from sae_assets.defs.assets.sae_decoder import sae_decoder
 from sae_assets.defs.assets.trained_sae import trained_sae
@@ -50,13 +52,14 @@ def test_scan_writes_four_consistent_tables(instance, lake_root: str, smollm2) -
     assert all(len(t) == len(a) <= 9 for t, a in zip(examples["tokens"], examples["token_activations"], strict=True))
     assert "**" in meta["activation_examples"]["preview"].value
 
-    cooc = pl.read_delta(f"{lake_root}/cooccurrence")
-    diagonal = cooc.filter(pl.col("feature_i") == pl.col("feature_j"))
+    cooc = pl.read_delta(f"{lake_root}/cooccurrence").sort("feature")
     n_windows = meta["cooccurrence"]["n_windows"].value
-    assert n_windows > 0 and diagonal["count"].max() <= n_windows
-    off = cooc.filter(pl.col("feature_i") < pl.col("feature_j"))
-    marg = dict(diagonal.select("feature_i", "count").iter_rows())
-    assert all(c <= min(marg[i], marg[j]) for i, j, c in off.select("feature_i", "feature_j", "count").iter_rows())
+    assert cooc.height == 256 and cooc["feature"].to_list() == list(range(256))
+    assert n_windows > 0 and set(cooc["n_windows"]) == {n_windows} and cooc["marginal"].max() <= n_windows
+    counts = dense_counts(cooc, 256)  # one row per feature, every pair in both of its features' rows
+    assert torch.equal(counts, counts.T) and (counts <= counts.diagonal().unsqueeze(0)).all()
+    assert counts.diagonal().tolist() == cooc["marginal"].to_list()
+    assert meta["cooccurrence"]["co_occurring_pairs"].value == int(torch.triu(counts, 1).count_nonzero())
 
     profiles = pl.read_delta(f"{lake_root}/feature_profiles").sort("feature")
     n_docs = meta["feature_profiles"]["profile_documents"].value

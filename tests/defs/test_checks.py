@@ -35,8 +35,10 @@ def _write_tables(lake: LakeResource) -> None:
         "feature": _ints(range(N - 1)), "density": density, "max_activation": np.ones(N - 1),
         "activation_entropy": np.ones(N - 1)}), MODEL, 1)
     lake.write_partition("cooccurrence", pl.DataFrame({
-        "feature_i": _ints([0, 1, 3]), "feature_j": _ints([0, 2, 2]), "count": _ints([5, 7, 1]),
-        "n_windows": _ints([6, 6, 6])}), MODEL, 1)  # count 7 > 6 windows, and 3 > 2
+        "feature": _ints([0, 1, 2, 3]), "marginal": _ints([5, 7, 2, 1]),
+        "partners": pl.Series([[2], [2], [0, 1], [2, 1]], dtype=pl.List(pl.Int32)),
+        "counts": pl.Series([[1], [2], [1, 2], [1, 1]], dtype=pl.List(pl.Int32)),
+        "n_windows": [6, 6, 6, 6]}), MODEL, 1)  # marginal 7 > 6 windows; partners of 3 not ascending
     lake.write_partition("explanations", pl.DataFrame({
         "feature": _ints([0, 1, 2]), "description": ["dogs", "  ", "cats"]}), MODEL, 1)
     vectors = [[1.0, 0.0], [0.6, 0.8], [float("nan"), 0.0], [2.0, 0.0]]

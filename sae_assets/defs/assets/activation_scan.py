@@ -1,4 +1,5 @@
-"""``activation_scan``: one LM + SAE pass over the corpus -> feature_stats, activation_examples, cooccurrence."""
+"""``activation_scan``: one LM + SAE pass over the corpus -> feature_stats, activation_examples, cooccurrence,
+feature_profiles."""
 
 import time
 from collections.abc import Iterator
@@ -9,9 +10,11 @@ import polars as pl
 from pydantic import Field
 
 from sae_assets.core.activation_examples import ExampleConfig
+from sae_assets.core.cooccurrence import COOCCURRENCE_SCHEMA
 from sae_assets.core.language_model import LanguageModel
 from sae_assets.core.plots import histogram_png
 from sae_assets.core.scan import ScanConfig, ScanResult, run_scan
+from sae_assets.core.scan_memory import GIB, check_scan_memory, free_bytes
 from sae_assets.defs.assets.sae_decoder import sae_decoder
 from sae_assets.defs.automation import on_new_inputs
 from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
@@ -91,8 +94,9 @@ def _examples_preview(result: ScanResult, n_features: int = 8) -> str:
                      "per-token activations."),
         dg.AssetSpec("cooccurrence", deps=[sae_decoder], kinds={"torch", "polars", "delta"},
                      automation_condition=on_new_inputs(), owners=["team:interpretability"],
-                     description="Sparse feature co-occurrence counts over non-overlapping k-token windows (SFAL): "
-                     "feature_i <= feature_j, diagonal = marginals; n_windows in metadata."),
+                     description="Feature co-occurrence over non-overlapping k-token windows (SFAL), one row per "
+                     "feature: marginal (windows where it fires), partners and counts (every feature it shares a "
+                     "window with, ascending), n_windows."),
         dg.AssetSpec("feature_profiles", deps=[sae_decoder], kinds={"torch", "polars", "delta"},
                      automation_condition=on_new_inputs(), owners=["team:interpretability"],
                      description="Per feature: its activation mass in each of the corpus's first documents "
@@ -123,10 +127,13 @@ def activation_scan(
         lm.check_hook(location.hook_name)
         if loaded.d_in != lm.d_model:
             raise ValueError(f"SAE d_in={loaded.d_in} does not match {lm.name}'s hook width {lm.d_model}.")
+        dev, scan_config = device.torch_device(), config.scan_config()
+        need = check_scan_memory(loaded.d_sae, scan_config, free_bytes(dev), str(dev))
+        context.log.info("Scan of %d latents will hold about %.1f GiB on %s (%s)", loaded.d_sae, need.total / GIB,
+                         dev, need.describe())
         expected = config.max_tokens or len(texts) * config.context_size
         result = run_scan(lm, location.hook_name, loaded.sae, _documents(lm, texts, config), expected,
-                          lm.bos_token_id, config.scan_config(), device.torch_device(), lm.token_strings,
-                          context.log.info)
+                          lm.bos_token_id, scan_config, dev, lm.token_strings, context.log.info)
     except (SaeLoadError, CorpusError, ValueError) as err:
         raise dg.Failure(f"activation_scan {location.model_key} layer {location.layer}: {err}") from err
 
@@ -138,8 +145,10 @@ def activation_scan(
     written = {name: lake.write_partition(name, frame, location.model_key, location.layer)
                for name, frame in (("feature_stats", result.feature_stats),
                                    ("activation_examples", result.examples),
-                                   ("cooccurrence", result.cooccurrence),
                                    ("feature_profiles", result.profiles))}
+    # One row per feature holding its partners and counts, written a block of rows at a time.
+    written["cooccurrence"] = lake.write_partition_batches("cooccurrence", result.cooccurrence.record_batches,
+                                                           COOCCURRENCE_SCHEMA, location.model_key, location.layer)
     write_s = time.perf_counter() - t0
     density = result.feature_stats["density"].to_numpy()
     scan_meta = {"tokens_scanned": rec.n_tokens, "documents": result.n_documents,
@@ -158,11 +167,11 @@ def activation_scan(
         **table_metadata(written["activation_examples"], inputs), **{f"rows_{k}": int(v) for k, v in kinds.items()},
         "preview": dg.MetadataValue.md(_examples_preview(result)),
     })
-    d_sae = loaded.d_sae
+    d_sae, pairs = loaded.d_sae, result.cooccurrence.n_pairs()
     yield dg.MaterializeResult(asset_key="cooccurrence", metadata={
         **table_metadata(written["cooccurrence"], inputs), "n_windows": result.n_windows, "window": config.window,
         "documents_with_a_window": result.n_docs_with_window,
-        "pair_fill": float(result.cooccurrence.height / (d_sae * (d_sae + 1) / 2)),
+        "co_occurring_pairs": pairs, "pair_fill": pairs / max(1, d_sae * (d_sae - 1) // 2),
     })
     yield dg.MaterializeResult(asset_key="feature_profiles", metadata={
         **table_metadata(written["feature_profiles"], inputs), "profile_documents": len(result.profile_documents),

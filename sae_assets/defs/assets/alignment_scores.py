@@ -42,13 +42,16 @@ def alignment_scores(context: dg.AssetExecutionContext, config: AlignmentConfig,
     if missing:
         raise dg.Failure(f"Missing tables {missing}: materialize activation_scan and explanation_embeddings first.")
     d = lake.scan_partition("feature_stats", model, layer).select(pl.len()).collect().item()
-    cooc = lake.scan_partition("cooccurrence", model, layer).collect()
+    windows = lake.scan_partition("cooccurrence", model, layer).select(pl.col("n_windows").max()).collect().item()
     embeddings = lake.scan_partition("explanation_embeddings", model, layer).collect()
-    if cooc.is_empty() or embeddings.is_empty() or d < 2:
+    if windows is None or embeddings.is_empty() or d < 2:
         raise dg.Failure(f"No co-occurrence or embeddings for {model} layer {layer}.")
     dev = device.torch_device()
     start = time.perf_counter()
-    counts, n_windows = dense_counts(cooc, d, dev), int(cooc["n_windows"][0])
+    # The histogram rows are read a block at a time into one int32 matrix (4 d^2 bytes on the device).
+    counts = dense_counts(lake.iter_partition("cooccurrence", model, layer, ["feature", "marginal", "partners",
+                                                                             "counts"]), d, dev)
+    n_windows = int(windows)
     frames, summary = [], {}
     for name, group in embeddings.group_by("embedding_model", maintain_order=True):
         name = name[0]
