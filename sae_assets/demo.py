@@ -1,7 +1,12 @@
 """The README's main job: the embedded default's full pipeline per layer, then its model-level reports,
 as runs visible in the UI.
 
-    python -m sae_assets.demo [--model smollm2-135m@demo-res] [--layers 2 4 6]
+    python -m sae_assets.demo [--model smollm2-135m@demo-res] [--layers 2 4 6] [--job JOB] [--full-budgets]
+
+The job defaults to the one that analyses the model's SAEs end to end: ``full_pipeline`` for SAEs the platform
+trains, ``analyze_sae`` for pretrained ones (GemmaScope, LlamaScope, a local directory):
+
+    python -m sae_assets.demo --model gemma-2-2b@gemmascope-res-16k --layers 12 --full-budgets   # on a GPU
 
 Uses the instance at ``DAGSTER_HOME`` (default: ``dagster_home/`` in the repo), so the runs,
 materializations and partitions show up in ``dagster dev``.
@@ -47,7 +52,10 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", default=EMBEDDED_DEFAULT, help="catalog model key")
     parser.add_argument("--layers", type=int, nargs="*", help="layers (default: every layer with an SAE)")
-    parser.add_argument("--job", default="full_pipeline", help="job to run per partition")
+    parser.add_argument("--job", help="job to run per partition (default: full_pipeline for SAEs the platform "
+                        "trains, analyze_sae for pretrained ones)")
+    parser.add_argument("--full-budgets", action="store_true",
+                        help="use the assets' own budgets (sized for a GPU) instead of the demo's CPU budgets")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
     os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / "dagster_home"))
@@ -57,6 +65,7 @@ def main(argv: list[str] | None = None) -> int:
 
     from sae_assets.catalog import load_catalog
     from sae_assets.definitions import defs
+    from sae_assets.defs.jobs import PIPELINE_JOBS, pipeline_job_name
     from sae_assets.defs.partitions import partition_key, register_models
     from sae_assets.defs.run_recovery import reap_dead_runs
     from sae_assets.resources.lake import LakeResource
@@ -69,18 +78,20 @@ def main(argv: list[str] | None = None) -> int:
     instance = dg.DagsterInstance.get()
     reap_dead_runs(instance)  # a demo killed earlier (OOM, kill -9) must not hold the gpu pool's slot
     register_models(instance, [args.model], catalog)
-    job = defs.resolve_job_def(args.job)
+    job_name = args.job or pipeline_job_name(entry.sae.kind)
+    job = defs.resolve_job_def(job_name)
+    run_config = {} if args.full_budgets else demo_run_config(job)
     start = time.perf_counter()
     failed = []
     for layer in layers:
         key = partition_key(args.model, layer)
-        log.info("Running %s for partition %s", args.job, key)
+        log.info("Running %s for partition %s", job_name, key)
         result = job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False,
-                                        run_config=demo_run_config(job))
+                                        run_config=run_config)
         if not result.success:
             failed.append(layer)
             log.error("Run %s for %s failed", result.run_id, key)
-    if args.job == "full_pipeline" and len(failed) < len(layers):
+    if job_name in PIPELINE_JOBS and len(failed) < len(layers):
         log.info("Running model_reports for %s", args.model)
         result = defs.resolve_job_def("model_reports").execute_in_process(
             instance=instance, partition_key=args.model, raise_on_error=False)

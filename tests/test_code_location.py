@@ -66,6 +66,9 @@ def test_jobs_split_model_layer_assets_from_model_reports() -> None:
     reports = defs.resolve_job_def("model_reports")
     assert {k.to_user_string() for k in reports.asset_layer.executable_asset_keys} == {"alignment_report"}
     assert set(demo_run_config(full)["ops"]) == {"activation_scan", "feature_labels", "optimized_prompts"}
+    # Pretrained SAEs: the same assets without training; a trained SAE's pipeline is trained_sae + analyze_sae.
+    analyze = {k.to_user_string() for k in defs.resolve_job_def("analyze_sae").asset_layer.executable_asset_keys}
+    assert analyze == keys - {"trained_sae"} and "sae_decoder" in analyze
 
 
 def test_every_asset_has_description_owner_kinds_and_code_version() -> None:

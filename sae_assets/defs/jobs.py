@@ -55,6 +55,9 @@ full_pipeline_job = dg.define_asset_job(
 )
 
 
+PIPELINE_JOBS = (analyze_sae_job.name, full_pipeline_job.name)
+
+
 def pipeline_job_name(source_kind: str) -> str:
     """The job that analyses a catalog SAE of this source kind end to end (``train`` SAEs are trained first)."""
     return full_pipeline_job.name if source_kind == "train" else analyze_sae_job.name

@@ -1,5 +1,6 @@
 """``new_sae_sensor``: a model key or layer that appears in the SAE catalog (its YAML file, or the drop folder of
-SAELens directories) gets its ``models`` partition and a run of its entry assets; automation does the rest."""
+SAELens directories) gets its ``models`` partition and one run of the job that analyses it end to end:
+``analyze_sae`` for pretrained SAEs, ``full_pipeline`` for SAEs the platform trains."""
 
 import json
 
@@ -7,18 +8,11 @@ import dagster as dg
 
 from sae_assets.catalog import Catalog, CatalogError, load_catalog
 from sae_assets.catalog_drop import default_drop_folder
-from sae_assets.defs.assets.sae_decoder import sae_decoder
-from sae_assets.defs.assets.trained_sae import trained_sae
 from sae_assets.defs.automation import sensor_status
+from sae_assets.defs.jobs import analyze_sae_job, full_pipeline_job, pipeline_job_name
 from sae_assets.defs.partitions import MODEL_PARTITIONS_NAME, layer_partitions, model_partitions, partition_key
 
-ENTRY_ASSETS = dg.AssetSelection.assets(trained_sae, sae_decoder)
 LAYER_KEYS = layer_partitions.get_partition_keys()
-
-
-def entry_asset_keys(source_kind: str) -> list[dg.AssetKey]:
-    """What a new SAE needs first: trained SAEs are trained, then published; others only published."""
-    return [trained_sae.key, sae_decoder.key] if source_kind == "train" else [sae_decoder.key]
 
 
 def catalog_layers(catalog: Catalog) -> dict[str, tuple[str, int, str]]:
@@ -38,13 +32,13 @@ def read_cursor(cursor: str | None) -> dict | None:
 
 @dg.sensor(
     name="new_sae_sensor",
-    target=ENTRY_ASSETS,
+    jobs=[analyze_sae_job, full_pipeline_job],
     minimum_interval_seconds=30,
     default_status=sensor_status(),
     description="Watches the SAE catalog (SAE_ASSETS_CATALOG) and the drop folder of SAELens directories "
     "(SAE_ASSETS_SAE_DROP, <folder>/<model-key>/<layer>/). A new model key is added to the 'models' partitions; "
-    "each new model × layer gets one run of its entry assets (trained_sae + sae_decoder, or sae_decoder); "
-    "automation conditions then materialize what depends on them. The first tick records the catalog as it is "
+    "each new model × layer gets one run of analyze_sae (pretrained SAEs: the decoder and everything below it) "
+    "or full_pipeline (SAEs the platform trains: trained_sae first). The first tick records the catalog as it is "
     "(adding its partitions) without launching runs. Malformed entries and SAE folders are logged and skipped.",
 )
 def new_sae_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.SkipReason:
@@ -71,10 +65,10 @@ def new_sae_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.
     runs = []
     for token in new:
         model, layer, kind = layers[token]
-        keys = entry_asset_keys(kind)
-        context.log.info("New SAE %s: requesting %s", token, ", ".join(k.to_user_string() for k in keys))
-        runs.append(dg.RunRequest(run_key=f"new-sae:{token}", partition_key=partition_key(model, layer),
-                                  asset_selection=keys, tags={"sae_assets/trigger": "new_sae"}))
+        job = pipeline_job_name(kind)
+        context.log.info("New SAE %s (%s): requesting a %s run", token, kind, job)
+        runs.append(dg.RunRequest(run_key=f"new-sae:{token}", job_name=job, partition_key=partition_key(model, layer),
+                                  tags={"sae_assets/trigger": "new_sae"}))
     if cursor is None:
         context.log.info("First tick: %d model keys with %d SAEs recorded (catalog %s, drop folder %s); SAEs "
                          "added from now on start runs.", len({m for m, _, _ in layers.values()}), len(layers),

@@ -12,6 +12,7 @@ from deltalake import DeltaTable
 
 from sae_assets.catalog import load_catalog
 from sae_assets.core.cooccurrence import dense_counts
+from sae_assets.defs.assets import activation_scan as scan_asset
 from sae_assets.defs.assets.activation_scan import activation_scan
 from sae_assets.defs.assets.sae_decoder import sae_decoder
 from sae_assets.defs.assets.trained_sae import trained_sae
@@ -30,7 +31,8 @@ def instance(test_catalog: Path) -> dg.DagsterInstance:
         yield inst
 
 
-def test_scan_writes_four_consistent_tables(instance, lake_root: str, smollm2) -> None:
+def test_scan_writes_four_consistent_tables(instance, lake_root: str, smollm2,
+                                           monkeypatch: pytest.MonkeyPatch) -> None:
     result = materialize(instance, lake_root, MODEL, 3, assets=(trained_sae, sae_decoder, activation_scan))
     assert result.success
     meta = {m.asset_key.to_user_string(): m.metadata
@@ -71,6 +73,12 @@ def test_scan_writes_four_consistent_tables(instance, lake_root: str, smollm2) -
     versions = {t: DeltaTable(f"{lake_root}/{t}").version() for t in ("feature_stats", "cooccurrence")}
     bad = materialize(instance, lake_root, MODEL, 3, assets=(activation_scan,), scan={**TINY_SCAN, "window": 500})
     assert "shorter than 500 tokens" in failure_text(bad)
+    assert {t: DeltaTable(f"{lake_root}/{t}").version() for t in versions} == versions
+
+    # A width that would not fit the memory left fails before the pass, says what to lower, writes nothing.
+    monkeypatch.setattr(scan_asset, "free_bytes", lambda device: 3 * 1024 * 1024)
+    bad = materialize(instance, lake_root, MODEL, 3, assets=(activation_scan,))
+    assert "needs about" in failure_text(bad) and "lower batch_tokens" in failure_text(bad)
     assert {t: DeltaTable(f"{lake_root}/{t}").version() for t in versions} == versions
 
 

@@ -28,8 +28,8 @@ def tick(instance: dg.DagsterInstance, cursor: str | None) -> dg.SensorResult:
     return result
 
 
-def requested(result: dg.SensorResult) -> list[tuple[str, list[str]]]:
-    return [(str(r.partition_key), sorted(k.to_user_string() for k in r.asset_selection)) for r in result.run_requests]
+def requested(result: dg.SensorResult) -> list[tuple[str, str | None]]:
+    return [(str(r.partition_key), r.job_name) for r in result.run_requests]
 
 
 def test_baseline_then_new_saes_start_runs_once(test_catalog: Path, tmp_path: Path) -> None:
@@ -42,8 +42,8 @@ def test_baseline_then_new_saes_start_runs_once(test_catalog: Path, tmp_path: Pa
         drop_sae(tmp_path / "sae_drop", "smollm2-135m@mine", 2)  # a SAELens directory dropped
         test_catalog.write_text(test_catalog.read_text() + NEW_ENTRY)  # and a catalog edit
         second = tick(instance, first.cursor)
-        assert requested(second) == [("2|smollm2-135m@added", ["sae_decoder", "trained_sae"]),
-                                     ("2|smollm2-135m@mine", ["sae_decoder"])]
+        assert requested(second) == [("2|smollm2-135m@added", "full_pipeline"),
+                                     ("2|smollm2-135m@mine", "analyze_sae")]
         assert {r.run_key for r in second.run_requests} == {"new-sae:smollm2-135m@added|2",
                                                              "new-sae:smollm2-135m@mine|2"}
         assert {"smollm2-135m@added", "smollm2-135m@mine"} <= set(instance.get_dynamic_partitions(
@@ -51,7 +51,7 @@ def test_baseline_then_new_saes_start_runs_once(test_catalog: Path, tmp_path: Pa
         assert tick(instance, second.cursor).run_requests == []  # idempotent
         drop_sae(tmp_path / "sae_drop", "smollm2-135m@mine", 4)  # a new layer of a known key
         third = tick(instance, second.cursor)
-        assert requested(third) == [("4|smollm2-135m@mine", ["sae_decoder"])]
+        assert requested(third) == [("4|smollm2-135m@mine", "analyze_sae")]
         drop_sae(tmp_path / "sae_drop", "smollm2-135m@mine", 99)  # past the layer partitions: waits for a reload
         fourth = tick(instance, third.cursor)
         assert fourth.run_requests == [] and "smollm2-135m@mine|99" not in fourth.cursor
@@ -65,7 +65,7 @@ def test_malformed_entries_and_folders_are_logged_and_skipped(test_catalog: Path
         drop_sae(tmp_path / "sae_drop", "smollm2-135m@fine", 1)
         test_catalog.write_text(test_catalog.read_text() + NEW_ENTRY + NEW_ENTRY.replace("d_sae: 64", "d_sae: 32"))
         result = tick(instance, cursor)  # the duplicate key is skipped, the good drop still runs
-        assert requested(result) == [("1|smollm2-135m@fine", ["sae_decoder"])]
+        assert requested(result) == [("1|smollm2-135m@fine", "analyze_sae")]
         log = capsys.readouterr().err  # the sensor's log (context.log)
         assert "defined more than once" in log and "has no cfg.json" in log
         assert tick(instance, result.cursor).run_requests == [] and "Skipped" not in capsys.readouterr().err
