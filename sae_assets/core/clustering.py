@@ -23,6 +23,7 @@ import numpy as np
 import polars as pl
 
 from sae_assets.core.cluster_analysis import cluster_summary, select_representatives
+from sae_assets.core.cluster_progress import Report, heartbeat, umap_tqdm_kwds
 
 log = logging.getLogger(__name__)
 
@@ -134,11 +135,12 @@ def _nothing_passes(entropy: np.ndarray, density: np.ndarray, cfg: ClusterConfig
             f"{span(density[live])}; thresholds: {thresholds}")
 
 
-def reduce(vectors: np.ndarray, cfg: ClusterConfig) -> tuple[np.ndarray, str]:
+def reduce(vectors: np.ndarray, cfg: ClusterConfig, report: Report | None = None) -> tuple[np.ndarray, str]:
     """``vectors [n, dim]`` -> ``([n, n_components] float32, note)``: PCA to ``pca_components`` then UMAP.
 
     With ``n <= n_neighbors + 1`` points UMAP is skipped and the coordinates are the first principal components
     (zero-padded when fewer exist); the note says which path was taken. Deterministic for a given ``seed``.
+    ``report`` gets UMAP's progress (a heartbeat, then its epochs: done, rate, ETA) at most every 10 s.
     """
     x = np.asarray(vectors, dtype=np.float32)
     n, dim = x.shape
@@ -159,9 +161,11 @@ def reduce(vectors: np.ndarray, cfg: ClusterConfig) -> tuple[np.ndarray, str]:
         return coords.astype(np.float32), note
     import umap  # heavy (numba): imported only when used
 
+    what = f"cluster UMAP of {n:,} points"
     reducer = umap.UMAP(n_neighbors=cfg.n_neighbors, min_dist=cfg.min_dist, n_components=k, metric=cfg.metric,
-                        random_state=cfg.seed, n_jobs=1)
-    coords = np.asarray(reducer.fit_transform(x), dtype=np.float32)
+                        random_state=cfg.seed, n_jobs=1, tqdm_kwds=umap_tqdm_kwds(report, what))
+    with heartbeat(report, what):
+        coords = np.asarray(reducer.fit_transform(x), dtype=np.float32)
     note = " + ".join([*steps, f"umap({k}, {cfg.metric})"])
     log.info("cluster reduction of %d points: %s", n, note)
     return coords, note
@@ -173,7 +177,7 @@ def _pca(x: np.ndarray, k: int, seed: int) -> np.ndarray:
     return PCA(n_components=k, random_state=seed).fit_transform(x).astype(np.float32)
 
 
-def cluster(coords: np.ndarray, cfg: ClusterConfig) -> np.ndarray:
+def cluster(coords: np.ndarray, cfg: ClusterConfig, report: Report | None = None) -> np.ndarray:
     """``coords [n, c]`` -> ``[n]`` int32 cluster labels, -1 = noise (euclidean DBSCAN or HDBSCAN)."""
     from sklearn.cluster import DBSCAN, HDBSCAN
 
@@ -181,22 +185,25 @@ def cluster(coords: np.ndarray, cfg: ClusterConfig) -> np.ndarray:
     if cfg.method == "dbscan":
         if n == 0:
             return np.zeros(0, dtype=np.int32)
-        labels = DBSCAN(eps=cfg.eps, min_samples=cfg.min_samples).fit_predict(coords)
+        with heartbeat(report, f"DBSCAN of {n:,} points"):
+            labels = DBSCAN(eps=cfg.eps, min_samples=cfg.min_samples).fit_predict(coords)
     else:
         if n < max(cfg.min_cluster_size, 2):  # no cluster can form
             return np.full(n, -1, dtype=np.int32)
-        labels = HDBSCAN(min_cluster_size=cfg.min_cluster_size, min_samples=min(cfg.min_samples, n),
-                         copy=True).fit_predict(coords)
+        with heartbeat(report, f"HDBSCAN of {n:,} points"):
+            labels = HDBSCAN(min_cluster_size=cfg.min_cluster_size, min_samples=min(cfg.min_samples, n),
+                             copy=True).fit_predict(coords)
     return labels.astype(np.int32)
 
 
 def cluster_features(stats: pl.DataFrame, vectors: np.ndarray, examples: pl.DataFrame | None,
-                     cfg: ClusterConfig) -> ClusterResult:
+                     cfg: ClusterConfig, report: Report | None = None) -> ClusterResult:
     """Filter, reduce, cluster and select targets for one SAE.
 
     ``stats``: ``feature_stats`` rows, one per feature ``0..n_features-1`` (any order); ``vectors
     [n_features, dim]``: one vector per feature, row ``i`` for feature ``i``; ``examples``: the
-    ``activation_examples`` rows of this SAE (for the clusters' top tokens), or None.
+    ``activation_examples`` rows of this SAE (for the clusters' top tokens), or None. ``report``: progress of the
+    long calls (UMAP, clustering), at most every 10 s.
     """
     vectors = np.asarray(vectors, dtype=np.float32)
     n = vectors.shape[0]
@@ -206,8 +213,8 @@ def cluster_features(stats: pl.DataFrame, vectors: np.ndarray, examples: pl.Data
                          f"{stats.height} rows")
     kept = filter_features(stats, cfg)
     index = np.flatnonzero(kept)
-    coords, note = reduce(vectors[index], cfg)
-    labels = cluster(coords, cfg)
+    coords, note = reduce(vectors[index], cfg, report)
+    labels = cluster(coords, cfg, report)
     max_activation = stats["max_activation"].cast(pl.Float64).fill_null(float("nan")).to_numpy()[index]
     chosen = select_representatives(labels, coords, max_activation, index, cfg.features_per_cluster, cfg.selection)
 

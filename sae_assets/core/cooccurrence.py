@@ -32,6 +32,9 @@ COOCCURRENCE_SCHEMA = pa.schema([
 ])
 ROW_BLOCK = 512
 """Feature rows per accumulation block and per written record batch."""
+FLUSH_WINDOWS = 1024
+"""Windows buffered before they are counted: one product over many windows costs the same multiply-adds as many
+small ones, but the ``[block, d_sae]`` conversion and scatter per block are paid once instead of per batch."""
 DENSE_FRACTION = 0.75
 """A batch where more than this fraction of features is present is accumulated without compaction."""
 
@@ -53,20 +56,35 @@ def counts_bytes(d_sae: int) -> int:
 class CooccurrenceCounter:
     """Accumulates the upper triangle of ``C = P^T P`` over window-presence matrices ``P``."""
 
-    def __init__(self, d_sae: int, device: torch.device, block: int = ROW_BLOCK) -> None:
-        self.d_sae, self.block = d_sae, block
+    def __init__(self, d_sae: int, device: torch.device, block: int = ROW_BLOCK,
+                 flush_windows: int = FLUSH_WINDOWS) -> None:
+        self.d_sae, self.block, self.flush_windows = d_sae, block, flush_windows
         self.upper = torch.zeros((d_sae, d_sae), dtype=torch.int32, device=device)
         """``C[i, j]`` for ``i <= j``; below the diagonal: zeros until :meth:`counts` mirrors it."""
         self.n_windows = 0
         self._symmetric = False
+        self._pending: list[torch.Tensor] = []
+        self._pending_windows = 0
 
     def add(self, presence: torch.Tensor) -> None:
-        """``presence [n_windows, d_sae]`` bool. Only features present in some window take part, and the
-        products are formed ``block`` rows at a time: ``[block, d_sae]`` temporaries at most."""
-        if presence.shape[0] == 0:
-            return
+        """``presence [n_windows, d_sae]`` bool, buffered and counted ``flush_windows`` windows at a time."""
         if self._symmetric:
             raise RuntimeError("The counter was already read out; make a new one to count again.")
+        if presence.shape[0] == 0:
+            return
+        self._pending.append(presence)
+        self._pending_windows += presence.shape[0]
+        self.n_windows += presence.shape[0]
+        if self._pending_windows >= self.flush_windows:
+            self._flush()
+
+    def _flush(self) -> None:
+        """Count the buffered windows. Only features present in some window take part, and the products are
+        formed ``block`` rows at a time: ``[block, d_sae]`` temporaries at most."""
+        if not self._pending:
+            return
+        presence = torch.cat(self._pending)
+        self._pending, self._pending_windows = [], 0
         present = presence.any(dim=0).nonzero().squeeze(1)  # [a] ascending
         a = int(present.shape[0])
         if a == 0:
@@ -82,11 +100,11 @@ class CooccurrenceCounter:
                 self.upper[rows, cols] += prod
             else:
                 self.upper[start:stop, start:] += prod
-        self.n_windows += presence.shape[0]
 
     def counts(self) -> torch.Tensor:
         """The symmetric ``[d_sae, d_sae]`` int32 matrix (mirrored in place, block by block, on first call)."""
         if not self._symmetric:
+            self._flush()
             for start in range(0, self.d_sae, self.block):  # rows of a block: mirror its tile, then copy
                 stop = min(start + self.block, self.d_sae)  # the columns left of it from the rows above
                 tile = self.upper[start:stop, start:stop]

@@ -28,6 +28,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from sae_assets.core.cluster_progress import Report, heartbeat, umap_tqdm_kwds
 from sae_assets.core.knn import exact_knn
 
 LAYER_FILE = re.compile(r"^layer-(\d+)\.json(\.gz)?$")
@@ -105,16 +106,21 @@ def umap_knn(indices: np.ndarray, sims: np.ndarray, n_neighbors: int) -> tuple[n
     return idx, dist.astype(np.float32)
 
 
-def umap_3d(vectors: np.ndarray, knn_indices: np.ndarray, knn_sims: np.ndarray, cfg: FeatureMapConfig) -> np.ndarray:
-    """``vectors [n, dim]`` and their exact k-NN -> ``[n, 3]`` float32 positions (UMAP, cosine, seeded)."""
+def umap_3d(vectors: np.ndarray, knn_indices: np.ndarray, knn_sims: np.ndarray, cfg: FeatureMapConfig,
+            report: Report | None = None) -> np.ndarray:
+    """``vectors [n, dim]`` and their exact k-NN -> ``[n, 3]`` float32 positions (UMAP, cosine, seeded); ``report``
+    gets its progress (a heartbeat, then epochs: done, rate, ETA) at most every 10 s."""
     import umap  # heavy (numba): imported only when used
 
     idx, dist = umap_knn(np.asarray(knn_indices), np.asarray(knn_sims), cfg.n_neighbors)
     x = np.asarray(vectors, dtype=np.float32)
     x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-30)
+    what = f"feature map UMAP of {len(x):,} points"
     reducer = umap.UMAP(n_components=3, n_neighbors=cfg.n_neighbors, min_dist=cfg.min_dist, metric=cfg.metric,
-                        random_state=cfg.seed, init=cfg.init, n_jobs=1, precomputed_knn=(idx, dist, None))
-    with warnings.catch_warnings():  # no search index: only transform() of new points would need one
+                        random_state=cfg.seed, init=cfg.init, n_jobs=1, precomputed_knn=(idx, dist, None),
+                        tqdm_kwds=umap_tqdm_kwds(report, what))
+    with warnings.catch_warnings(), heartbeat(report, what):
+        # no search index: only transform() of new points would need one
         warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]")
         coords = np.asarray(reducer.fit_transform(x), dtype=np.float32)
     if coords.shape != (len(x), 3) or not np.isfinite(coords).all():
@@ -123,16 +129,16 @@ def umap_3d(vectors: np.ndarray, knn_indices: np.ndarray, knn_sims: np.ndarray, 
 
 
 def build_feature_map(vectors: torch.Tensor | np.ndarray, cfg: FeatureMapConfig,
-                      device: torch.device | str | None = None) -> FeatureMap:
+                      device: torch.device | str | None = None, report: Report | None = None) -> FeatureMap:
     """``vectors [n, dim]`` -> one exact k-NN (on ``device``) used for edges and for UMAP's 3-D positions.
-    Raises ValueError for NaN/Inf vectors or ``n <= knn_k``."""
+    Raises ValueError for NaN/Inf vectors or ``n <= knn_k``. ``report`` gets progress at most every 10 s."""
     start = time.perf_counter()
-    indices, sims = exact_knn(vectors, cfg.knn_k, device=device)
+    indices, sims = exact_knn(vectors, cfg.knn_k, device=device, report=report)
     indices, sims = indices.cpu().numpy(), sims.cpu().numpy()
     knn_seconds = time.perf_counter() - start
     start = time.perf_counter()
     array = vectors.detach().cpu().numpy() if isinstance(vectors, torch.Tensor) else np.asarray(vectors)
-    coords = umap_3d(array, indices, sims, cfg)
+    coords = umap_3d(array, indices, sims, cfg, report)
     return FeatureMap(coords, indices, sims, knn_seconds, time.perf_counter() - start)
 
 

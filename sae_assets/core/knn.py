@@ -14,6 +14,8 @@ import numpy as np
 import torch
 
 from sae_assets.core.alignment import top_order
+from sae_assets.core.cluster_progress import Report
+from sae_assets.core.progress import Progress
 
 DEFAULT_BLOCK = 4096
 
@@ -77,12 +79,14 @@ def _merge(best: tuple[torch.Tensor, torch.Tensor], new: tuple[torch.Tensor, tor
 
 
 def exact_knn(vectors: torch.Tensor | np.ndarray, k: int, block: int = DEFAULT_BLOCK,
-              device: torch.device | str | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+              device: torch.device | str | None = None,
+              report: Report | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact cosine k-NN of ``vectors [n, dim]``, self excluded.
 
     Returns ``indices [n, k]`` (int64, row positions) and ``similarities [n, k]`` (float32), each row ordered
     by descending similarity with ties broken by index ascending, on ``device`` (default: the vectors' own).
-    Raises ValueError for NaN/Inf rows or ``n <= k``.
+    Raises ValueError for NaN/Inf rows or ``n <= k``. ``report`` gets progress (block pairs done, rate, ETA)
+    at most every 10 s.
     """
     v = torch.as_tensor(vectors)
     if device is not None:
@@ -92,6 +96,8 @@ def exact_knn(vectors: torch.Tensor | np.ndarray, k: int, block: int = DEFAULT_B
     n, dev, step = unit.shape[0], unit.device, max(1, block)
     best_vals = torch.full((n, k), -torch.inf, dtype=torch.float32, device=dev)
     best_idx = torch.full((n, k), n, dtype=torch.int64, device=dev)  # placeholders sort after real indices
+    n_blocks = -(-n // step)
+    progress = Progress(f"exact {k}-NN of {n:,} vectors", n_blocks * (n_blocks + 1) // 2, "block pairs", report)
     for a in range(0, n, step):
         a_end = min(a + step, n)
         for c in range(a, n, step):
@@ -106,4 +112,7 @@ def exact_knn(vectors: torch.Tensor | np.ndarray, k: int, block: int = DEFAULT_B
                 vals, cols = ordered_top(scores.T, k)
                 best_vals[c:c_end], best_idx[c:c_end] = _merge((best_vals[c:c_end], best_idx[c:c_end]),
                                                                (vals, cols + a), k)
+            progress.advance(1)
+    if progress.elapsed_s >= progress.every_s:
+        progress.finish()
     return best_idx, best_vals

@@ -24,30 +24,41 @@ class FeatureEvidence:
     """More evidence for the labeller, e.g. optimized prompts."""
 
 
-def _window(row: dict) -> Window:
-    return Window(tokens=row["tokens"], activations=row["token_activations"])
+EVIDENCE_COLUMNS = ("feature", "kind", "quantile", "rank", "activation", "tokens", "token_activations")
+"""The ``activation_examples`` columns :func:`gather_evidence` reads (read only these: the others are large)."""
 
 
 def gather_evidence(examples: pl.DataFrame, features: list[int], n_shown: int,
                     n_holdout: int) -> dict[int, FeatureEvidence]:
-    """Split each feature's examples into shown / held-out positive / negative windows."""
+    """Split each feature's examples into shown / held-out positive / negative windows.
+
+    Per feature, in the order top (by rank), quantile (by bin, rank), random (by rank): the first ``n_shown`` top
+    windows are shown; later top and quantile windows where the feature is active are held-out positives (thinned
+    to ``n_holdout`` spread over the list); random windows where it is silent are negatives. Roles are decided on
+    the scalar columns first, so only the windows kept become Python objects."""
     kind_order = pl.col("kind").replace_strict({"top": 0, "quantile": 1, "random": 2}, return_dtype=pl.Int8)
-    wanted = (examples.filter(pl.col("feature").is_in(features))
-              .sort("feature", kind_order, pl.col("quantile").fill_null(0), "rank"))
-    evidence = {f: FeatureEvidence(feature=f) for f in features}
-    for row in wanted.iter_rows(named=True):
-        ev = evidence[row["feature"]]
-        if row["kind"] == "top" and len(ev.shown) < n_shown:
-            ev.shown.append(_window(row))
-        elif row["kind"] in ("top", "quantile") and row["activation"] > 0:
-            ev.positives.append(_window(row))
-        elif row["kind"] == "random" and row["activation"] <= 0:
-            ev.negatives.append(_window(row))
-    for ev in evidence.values():  # held-out positives spread over the activation range
-        if len(ev.positives) > n_holdout:
-            step = len(ev.positives) / max(n_holdout, 1)
-            ev.positives = [ev.positives[int(i * step)] for i in range(n_holdout)]
-    return evidence
+    wanted = (examples.lazy().filter(pl.col("feature").is_in(features)).select(EVIDENCE_COLUMNS)
+              .sort("feature", kind_order, pl.col("quantile").fill_null(0), "rank").collect())
+    roles: dict[int, tuple[list[int], list[int], list[int]]] = {f: ([], [], []) for f in features}
+    rows = zip(wanted["feature"].to_list(), wanted["kind"].to_list(), wanted["activation"].to_list(), strict=True)
+    for row, (feature, kind, activation) in enumerate(rows):
+        shown, positives, negatives = roles[feature]
+        if kind == "top" and len(shown) < n_shown:
+            shown.append(row)
+        elif kind in ("top", "quantile") and activation > 0:
+            positives.append(row)
+        elif kind == "random" and activation <= 0:
+            negatives.append(row)
+    for _, positives, _ in roles.values():  # held-out positives spread over the activation range
+        if len(positives) > n_holdout:
+            step = len(positives) / max(n_holdout, 1)
+            positives[:] = [positives[int(i * step)] for i in range(n_holdout)]
+    kept = sorted(r for lists in roles.values() for part in lists for r in part)
+    windows = wanted[kept].select("tokens", "token_activations")
+    window = dict(zip(kept, (Window(tokens=t, activations=a) for t, a in windows.iter_rows()), strict=True))
+    return {f: FeatureEvidence(feature=f, shown=[window[r] for r in shown], positives=[window[r] for r in positives],
+                               negatives=[window[r] for r in negatives])
+            for f, (shown, positives, negatives) in roles.items()}
 
 
 def add_prompt_evidence(evidence: dict[int, FeatureEvidence], prompts: pl.DataFrame) -> int:

@@ -16,6 +16,7 @@ from sae_assets.core.label_evidence import FeatureEvidence
 from sae_assets.core.labelling import (
     LabelParseError,
     auroc,
+    background_totals,
     detection_messages,
     embedding_detection_score,
     keyword_label,
@@ -39,7 +40,30 @@ def activating_tokens(ev: FeatureEvidence, fraction: float = 0.3) -> list[str]:
 
 
 def keyword_labels(evidence: dict[int, FeatureEvidence], background: Counter[str]) -> dict[int, str]:
-    return {f: keyword_label(activating_tokens(ev), background) for f, ev in evidence.items()}
+    totals = background_totals(background)
+    return {f: keyword_label(activating_tokens(ev), background, totals=totals) for f, ev in evidence.items()}
+
+
+class TextVectors:
+    """``encode`` with memory: each distinct text is embedded once, in batches of ``batch`` new texts, calling
+    ``poll()`` after each batch (e.g. ``progress.advance(0)``, which logs when it is due). Window texts recur:
+    the same held-out windows score the LLM label and the keyword label, and random windows serve many features.
+    Callable like an ``Encode``: ``texts -> [len(texts), dim]``."""
+
+    def __init__(self, encode: Encode, batch: int = 512, poll: Callable[[], None] | None = None) -> None:
+        self.encode, self.batch, self.poll = encode, batch, poll
+        self.vectors: dict[str, np.ndarray] = {}
+        self.encoded = 0
+
+    def __call__(self, texts: list[str]) -> np.ndarray:
+        new = sorted({t for t in texts if t not in self.vectors})
+        for start in range(0, len(new), self.batch):
+            part = new[start : start + self.batch]
+            self.vectors.update(zip(part, np.asarray(self.encode(part)), strict=True))
+            self.encoded += len(part)
+            if self.poll is not None:
+                self.poll()
+        return np.stack([self.vectors[t] for t in texts]) if texts else np.zeros((0, 0), dtype=np.float32)
 
 
 def llm_labels(chat: Any, max_tokens: int, evidence: dict[int, FeatureEvidence], chunk: int,

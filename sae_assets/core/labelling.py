@@ -12,6 +12,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 
 import numpy as np
+import polars as pl
 
 from sae_assets.core import label_prompts
 
@@ -71,18 +72,20 @@ def parse_label(reply: str, max_words: int = MAX_LABEL_WORDS) -> str:
 
 
 def keyword_label(activating: Sequence[str], background: Counter[str], n_keywords: int = 3,
-                  prior_mass: float = 10.0) -> str:
+                  prior_mass: float = 10.0, totals: tuple[int, int] | None = None) -> str:
     """Tokens over-represented at a feature's activating positions against ``background`` counts.
 
     Weighted log-odds with an informative Dirichlet prior (Monroe et al. 2008): the prior for token w is
     ``prior_mass`` spread in proportion to its (add-one smoothed) background frequency, and each token is
     scored by the z-score of its log-odds difference between the activating tokens and the background.
+    ``totals``: ``background_totals(background)``, computed once when many features share one background.
     """
     fg = Counter(t.strip().lower() for t in activating if t.strip() and any(c.isalnum() for c in t))
     if not fg:
         return ""
-    n_fg, n_bg = sum(fg.values()), sum(background.values())
-    vocab = len(set(background) | set(fg))
+    n_bg, n_vocab = totals if totals is not None else background_totals(background)
+    n_fg = sum(fg.values())
+    vocab = n_vocab + sum(1 for t in fg if t not in background)  # = len(set(background) | set(fg))
     scores = {}
     for token, count in fg.items():
         bg = background.get(token, 0)
@@ -94,8 +97,25 @@ def keyword_label(activating: Sequence[str], background: Counter[str], n_keyword
     return ", ".join(best)
 
 
+def background_totals(background: Counter[str]) -> tuple[int, int]:
+    """``(tokens counted, distinct tokens)`` of a background, for :func:`keyword_label`."""
+    return sum(background.values()), len(background)
+
+
 def background_counts(windows: Sequence[Sequence[str]]) -> Counter[str]:
     return Counter(t.strip().lower() for w in windows for t in w if t.strip() and any(c.isalnum() for c in t))
+
+
+def background_counts_series(windows: pl.Series, rows_per_block: int = 65_536) -> Counter[str]:
+    """:func:`background_counts` of a ``list<str>`` column, without a Python string per token: each block of
+    rows is counted by distinct token in polars, then only the distinct tokens are normalized in Python."""
+    out: Counter[str] = Counter()
+    for start in range(0, len(windows), rows_per_block):
+        counts = windows.slice(start, rows_per_block).explode().drop_nulls().value_counts()
+        for token, n in counts.iter_rows():
+            if token.strip() and any(c.isalnum() for c in token):
+                out[token.strip().lower()] += n
+    return out
 
 
 def auroc(positive: Sequence[float], negative: Sequence[float]) -> float:

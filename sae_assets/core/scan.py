@@ -24,6 +24,7 @@ from sae_assets.core.example_table import examples_frame
 from sae_assets.core.feature_profiles import DocumentProfiles
 from sae_assets.core.feature_stats import FeatureStatsAccumulator, ReconstructionSummary
 from sae_assets.core.progress import Progress
+from sae_assets.core.sae_encode import CheckedEncoder
 
 log = logging.getLogger(__name__)
 Report = Callable[[str], None]
@@ -124,6 +125,7 @@ class Scanner:
         self.batch_tokens = cfg.batch_tokens
         self.n_docs_with_window = 0
         self.generator = torch.Generator().manual_seed(cfg.seed)
+        self.encode = CheckedEncoder(sae)
 
     @torch.inference_mode()
     def _encode(self, tokens: torch.Tensor, lengths: torch.Tensor):
@@ -133,7 +135,7 @@ class Scanner:
         pos = torch.arange(tokens.shape[1], device=acts.device)
         valid = (pos >= 1) & (pos < lengths.to(acts.device).unsqueeze(1))  # BOS and padding out
         x = acts[valid].to(self.device, torch.float32)  # [n_valid, d_in]
-        latents = self.sae.encode(x)  # [n_valid, d_sae]
+        latents = self.encode(x)  # [n_valid, d_sae]
         feats = latents.new_zeros((*tokens.shape, latents.shape[-1]))
         feats[valid.to(self.device)] = latents
         sample = self.cfg.reconstruction_sample

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import time
+
 import numpy as np
 import polars as pl
 import pytest
@@ -7,6 +9,7 @@ from sklearn.metrics import adjusted_rand_score
 
 from sae_assets.core.cluster_analysis import cluster_summary, cluster_top_tokens, select_representatives
 from sae_assets.core.cluster_plot import cluster_scatter_png
+from sae_assets.core.cluster_progress import heartbeat, umap_tqdm_kwds
 from sae_assets.core.clustering import ClusterConfig, ClusterResult, cluster, cluster_features, filter_features, reduce
 
 N_BLOB, PER_BLOB, DIM = 3, 30, 32
@@ -207,3 +210,21 @@ def test_few_features_are_all_noise_and_still_get_targets() -> None:
     assert result.summary.select("cluster", "size", "n_selected").rows() == [(-1, 3, 2)]
     with pytest.raises(ValueError, match="features 0..3"):
         cluster_features(stats, vectors[:4], None, cfg)
+
+
+def test_umap_and_clustering_progress_is_reported(blobs) -> None:
+    vectors = blobs[1][: PER_BLOB * N_BLOB]
+    messages: list[str] = []
+    coords, _ = reduce(vectors, ClusterConfig(seed=0), report=messages.append)
+    assert np.array_equal(coords, reduce(vectors, ClusterConfig(seed=0))[0])  # reporting changes nothing
+    epochs = [m for m in messages if "epochs" in m]  # tqdm's first and last lines at least
+    assert epochs and epochs[-1].startswith("cluster UMAP of 90 points: ") and "ETA" in epochs[-1]
+    assert "/500 epochs (100%)" in epochs[-1]
+    assert umap_tqdm_kwds(None, "x") == {"disable": True}
+    beats: list[str] = []
+    with heartbeat(beats.append, "slow call", every_s=0.01):
+        time.sleep(0.1)
+    assert beats and beats[0].startswith("slow call: running, elapsed")
+    count = len(beats)
+    time.sleep(0.05)
+    assert len(beats) == count  # stopped with the block

@@ -32,13 +32,13 @@ def test_counts_marginals_and_histogram_rows() -> None:
 
 
 @pytest.mark.parametrize("d, block", [(7, 3), (50, 8), (50, 512), (300, 64)])
-@pytest.mark.parametrize("dense_fraction", [0.0, 0.75, 1.0])
-def test_blocked_counts_equal_a_dense_product(d: int, block: int, dense_fraction: float,
+@pytest.mark.parametrize("dense_fraction, flush_windows", [(0.0, 1), (0.75, 20), (1.0, 1024)])
+def test_blocked_counts_equal_a_dense_product(d: int, block: int, dense_fraction: float, flush_windows: int,
                                               monkeypatch: pytest.MonkeyPatch) -> None:
-    """Row blocks, compaction to the present features (or not) and the mirror give exactly P^T P."""
+    """Buffering, row blocks, compaction to the present features (or not) and the mirror give exactly P^T P."""
     monkeypatch.setattr(cooccurrence, "DENSE_FRACTION", dense_fraction)
     gen = torch.Generator().manual_seed(d + block)
-    counter = CooccurrenceCounter(d, torch.device("cpu"), block=block)
+    counter = CooccurrenceCounter(d, torch.device("cpu"), block=block, flush_windows=flush_windows)
     reference = torch.zeros((d, d), dtype=torch.int64)
     for density in (0.02, 0.5, 0.1, 0.9):
         presence = torch.rand((11, d), generator=gen) < density

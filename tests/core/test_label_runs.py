@@ -3,7 +3,7 @@ from __future__ import annotations
 import numpy as np
 
 from sae_assets.core.label_evidence import FeatureEvidence
-from sae_assets.core.label_runs import embedding_scores, llm_detection_scores, llm_labels
+from sae_assets.core.label_runs import TextVectors, embedding_scores, llm_detection_scores, llm_labels
 from sae_assets.core.labelling import Window
 from sae_assets.resources.labeller import Reply
 
@@ -55,3 +55,21 @@ def test_embedding_scores() -> None:
         return v / np.linalg.norm(v, axis=1, keepdims=True)
 
     assert embedding_scores(encode, {0: "pets", 1: "cars", 2: "pets"}, _evidence()) == {0: 1.0, 1: 0.0}
+
+
+def test_text_vectors_embed_each_text_once_in_batches() -> None:
+    vocab = {"cat": [1.0, 0.0], "dog": [0.9, 0.1], "car": [0.0, 1.0], "pets": [1.0, 0.05], "cars": [0.05, 1.0]}
+    calls, polls = [], []
+
+    def encode(texts):
+        calls.append(list(texts))
+        v = np.array([vocab[t.strip()] for t in texts], dtype=np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    vectors = TextVectors(encode, batch=2, poll=lambda: polls.append(1))
+    labels = {0: "pets", 1: "cars", 2: "pets"}
+    assert embedding_scores(vectors, labels, _evidence()) == embedding_scores(encode, labels, _evidence())
+    calls.clear()
+    assert embedding_scores(vectors, {0: "cars", 1: "pets"}, _evidence()) == {0: 0.0, 1: 1.0}
+    assert calls == []  # windows and labels seen before are not embedded again
+    assert vectors.encoded == 5 and len(polls) == 3  # 5 distinct texts, batches of 2

@@ -3,6 +3,7 @@ from __future__ import annotations
 from collections import Counter
 
 import numpy as np
+import polars as pl
 import pytest
 
 from sae_assets.core.labelling import (
@@ -10,6 +11,8 @@ from sae_assets.core.labelling import (
     Window,
     auroc,
     background_counts,
+    background_counts_series,
+    background_totals,
     detection_messages,
     embedding_detection_score,
     keyword_label,
@@ -92,3 +95,18 @@ def test_keyword_label_is_defined_for_any_counts() -> None:
         activating = [rng.choice(words) for _ in range(rng.randint(1, 40))]
         label = keyword_label(activating, background)
         assert label and all(part.startswith("w") for part in label.split(", "))
+
+
+def test_background_counts_of_a_column_equal_the_python_ones() -> None:
+    windows = [[" The", " cat", ",", " the", "\n", " Cat", "42"], [" dog", " the", " ", "É", " é"], [], [" cat"]]
+    expected = background_counts(windows)
+    for rows_per_block in (1, 2, 100):  # blocks of rows counted apart, then summed
+        assert background_counts_series(pl.Series(windows), rows_per_block) == expected
+    assert background_totals(expected) == (sum(expected.values()), len(expected))
+
+
+def test_keyword_label_with_precomputed_totals_is_the_same() -> None:
+    background = Counter({"the": 50, "cat": 2, "dog": 3})
+    activating = [" cat", " cat", " kitten", " the"]
+    assert keyword_label(activating, background, totals=background_totals(background)) == keyword_label(
+        activating, background)

@@ -3,15 +3,19 @@
 import time
 
 import dagster as dg
+import numpy as np
 import polars as pl
 from pydantic import Field
 
+from sae_assets.core.progress import Progress
 from sae_assets.defs.assets.explanations import explanations
 from sae_assets.defs.automation import cheap_refresh
 from sae_assets.defs.metadata import input_table_versions, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.resources.embedder import EmbedderError, EmbedderResource
 from sae_assets.resources.lake import LakeResource
+
+ENCODE_BLOCK = 2048
 
 
 class ExplanationEmbeddingsConfig(dg.Config):
@@ -43,10 +47,16 @@ def explanation_embeddings(context: dg.AssetExecutionContext, config: Explanatio
     frames, rates = [], {}
     for name in config.models:
         start = time.perf_counter()
+        descriptions = texts["description"].to_list()
+        progress = Progress(f"embeddings with {name}", len(descriptions), "explanations", context.log.info)
+        parts = []
         try:
-            vectors = embedder.encode(texts["description"].to_list(), model=name)
+            for first in range(0, len(descriptions), ENCODE_BLOCK):  # in blocks: progress every 10 s
+                parts.append(embedder.encode(descriptions[first : first + ENCODE_BLOCK], model=name))
+                progress.advance(len(parts[-1]))
         except EmbedderError as err:
             raise dg.Failure(str(err)) from err
+        vectors = np.concatenate(parts)
         rates[name] = round(texts.height / (time.perf_counter() - start), 1)
         context.log.info("Embedded %d explanations with %s (%.0f/s)", texts.height, name, rates[name])
         frames.append(pl.DataFrame({

@@ -83,11 +83,11 @@ def feature_clusters(context: dg.AssetExecutionContext, config: FeatureClustersC
     dim = int(vectors_frame[column].list.len().max())
     vectors = vectors_frame[column].list.to_array(dim).to_numpy()
     examples = (lake.scan_partition("activation_examples", model, layer).filter(pl.col("kind") == "top")
-                .select("feature", "kind", "tokens", "token_activations", "token_position", "window_start")
+                .select("feature", "kind", "tokens", "token_position", "window_start")
                 .collect())
     start = time.perf_counter()
     try:
-        result = cluster_features(stats, vectors, examples, cfg)
+        result = cluster_features(stats, vectors, examples, cfg, context.log.info)
     except ValueError as err:
         raise dg.Failure(f"feature_clusters {model} layer {layer}: {err}") from err
     seconds = time.perf_counter() - start

@@ -1,6 +1,7 @@
 """``feature_labels``: LLM and keyword labels from activating examples, with a detection score."""
 
 import json
+import os
 import time
 
 import dagster as dg
@@ -8,9 +9,10 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from sae_assets.core.label_evidence import add_prompt_evidence, gather_evidence, read_selection
-from sae_assets.core.label_runs import embedding_scores, keyword_labels, llm_detection_scores, llm_labels
-from sae_assets.core.labelling import background_counts
+from sae_assets.core.label_evidence import EVIDENCE_COLUMNS, add_prompt_evidence, gather_evidence, read_selection
+from sae_assets.core.label_runs import TextVectors, embedding_scores, keyword_labels, llm_detection_scores, llm_labels
+from sae_assets.core.labelling import background_counts_series
+from sae_assets.core.progress import Progress
 from sae_assets.defs.automation import on_new_inputs
 from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
 from sae_assets.defs.metadata import input_table_versions, md_text, table_metadata
@@ -20,6 +22,8 @@ from sae_assets.resources.labeller import LabellerResource
 from sae_assets.resources.lake import LakeResource
 
 SCORE_METHOD = "embedding-auroc"
+EVIDENCE_BLOCK = 1024
+"""Features whose windows are held as Python objects at once (their labels, scores and exports are made per block)."""
 LABEL_SCHEMA = {
     "feature": pl.Int32, "label": pl.String, "label_source": pl.String, "label_llm": pl.String,
     "label_keywords": pl.String, "score": pl.Float64, "score_keywords": pl.Float64, "score_method": pl.String,
@@ -76,7 +80,8 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
     except ValueError as err:
         raise dg.Failure(str(err)) from err
     missing = lake.missing_tables("activation_examples", "feature_stats")
-    examples = pl.DataFrame() if missing else lake.scan_partition("activation_examples", model, layer).collect()
+    examples = (pl.DataFrame() if missing else lake.scan_partition("activation_examples", model, layer)
+                .select(EVIDENCE_COLUMNS).collect())
     if examples.is_empty():
         raise dg.Failure(f"No activation_examples for {model} layer {layer}: materialize activation_scan first.")
     d_sae = lake.scan_partition("feature_stats", model, layer).select(pl.len()).collect().item()
@@ -88,59 +93,90 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
         raise dg.Failure(f"Feature indices outside the SAE (d_sae={d_sae}): {bad[:10]}{more}")
     if config.max_features is not None:
         indices = indices[: config.max_features]
-    evidence = gather_evidence(examples, indices, config.n_shown, config.n_holdout)
-    prompts_added = 0
+    prompts = None
     if config.use_optimized_prompts:
         if lake.missing_tables("optimized_prompts"):
             raise dg.Failure("use_optimized_prompts is set but there is no optimized_prompts table: "
                              "materialize optimized_prompts first.")
-        prompts_added = add_prompt_evidence(evidence, lake.scan_partition("optimized_prompts", model, layer)
-                                            .select("feature", "tokens", "position_activations").collect())
-        context.log.info("Added %d optimized prompts to the labeller's evidence", prompts_added)
-    background = background_counts(examples["tokens"].to_list())
-    keywords = keyword_labels(evidence, background)
-
-    t0 = time.perf_counter()
-    for_llm = {f: evidence[f] for f in indices[: config.llm_max_features]}  # [:None] is every feature
-    llm = (llm_labels(labeller.client(), labeller.max_new_tokens, for_llm, config.chunk, context.log.info)
-           if config.use_llm else {})
-    llm_s = time.perf_counter() - t0
-    if llm and all(err is not None for _, err in llm.values()):
-        first = next(iter(llm.values()))[1]
-        raise dg.Failure(f"Every LLM label call failed; nothing written. First error: {first}")
-    labels = {f: (llm.get(f, (None, None))[0] or keywords[f] or None) for f in indices}
-    scores = embedding_scores(embedder.encode, labels, evidence)
-    keyword_scores = embedding_scores(embedder.encode, {f: k or None for f, k in keywords.items()}, evidence)
-    detection = llm_detection_scores(labeller.client(), labels, evidence) if config.llm_detection else {}
-    labeller_model = labeller.model if config.use_llm else None
-
-    def error(f: int) -> str | None:
-        if not evidence[f].shown:
-            return "no activating examples"
-        return llm.get(f, (None, None))[1]
-
-    frame = pl.DataFrame({
-        "feature": indices,
-        "label": [labels[f] for f in indices],
-        "label_source": [("llm" if llm.get(f, (None,))[0] else "keywords" if keywords[f] else None) for f in indices],
-        "label_llm": [llm.get(f, (None, None))[0] for f in indices],
-        "label_keywords": [keywords[f] or None for f in indices],
-        "score": [scores.get(f) for f in indices],
-        "score_keywords": [keyword_scores.get(f) for f in indices],
-        "score_method": [SCORE_METHOD if f in scores else None for f in indices],
-        "score_llm_detection": [detection.get(f) for f in indices],
-        "n_examples": [len(evidence[f].shown) for f in indices],
-        "labeller_model": [labeller_model] * len(indices),
-        "selection_score": selection_scores[: len(indices)] if selection_scores else [None] * len(indices),
-        "error": [error(f) for f in indices],
-    }, schema=LABEL_SCHEMA)  # explicit: a column that is all null in one partition keeps its type
-    written = lake.write_partition("feature_labels", frame, model, layer)
+        prompts = (lake.scan_partition("optimized_prompts", model, layer)
+                   .select("feature", "tokens", "position_activations").collect())
+    background = background_counts_series(examples["tokens"])
+    features = list(dict.fromkeys(indices))  # a feature given twice is labelled once
+    llm_features = set(indices[: config.llm_max_features])  # [:None] is every feature
+    llm_pending = set(llm_features) if config.use_llm else set()  # the first blocks: they come first in `features`
+    chat = labeller.client() if config.use_llm or config.llm_detection else None
+    progress = Progress("feature labels", len(features), "features", context.log.info)
+    vectors = TextVectors(embedder.encode, poll=lambda: progress.advance(0))
+    llm: dict[int, tuple[str | None, str | None]] = {}
+    keywords, labels, scores, keyword_scores, detection, n_shown = {}, {}, {}, {}, {}, {}
+    llm_s, prompts_added = 0.0, 0
     export_dir = lake.local_dir("exports", "feature_labels", model, f"layer-{layer}")
-    with open(export_dir / "feature_examples.jsonl", "w") as fh:
-        for f in indices:
-            fh.write(json.dumps({"feature_index": f, "examples": [
-                {"text": w.text(), "tokens": list(w.tokens), "activations": list(w.activations),
-                 "max_activation": max(w.activations, default=0.0)} for w in evidence[f].shown]}) + "\n")
+    staged = export_dir / f".feature_examples.jsonl.{os.getpid()}.tmp"
+    try:
+        with open(staged, "w") as examples_out:
+            # Evidence (Python windows) for a block of features at a time: memory does not grow with d_sae.
+            for start in range(0, len(features), EVIDENCE_BLOCK):
+                block = features[start : start + EVIDENCE_BLOCK]
+                evidence = gather_evidence(examples, block, config.n_shown, config.n_holdout)
+                if prompts is not None:
+                    prompts_added += add_prompt_evidence(evidence, prompts)
+                block_keywords = keyword_labels(evidence, background)
+                for_llm = {f: evidence[f] for f in block if f in llm_features}
+                t0 = time.perf_counter()
+                if config.use_llm and for_llm:
+                    llm |= llm_labels(chat, labeller.max_new_tokens, for_llm, config.chunk, context.log.info)
+                llm_s += time.perf_counter() - t0
+                llm_pending -= set(block)
+                if not llm_pending and llm and all(err is not None for _, err in llm.values()):
+                    first = next(iter(llm.values()))[1]
+                    raise dg.Failure(f"Every LLM label call failed; nothing written. First error: {first}")
+                block_labels = {f: (llm.get(f, (None, None))[0] or block_keywords[f] or None) for f in block}
+                scores |= embedding_scores(vectors, block_labels, evidence)
+                keyword_scores |= embedding_scores(vectors, {f: k or None for f, k in block_keywords.items()},
+                                                   evidence)
+                if config.llm_detection:
+                    detection |= llm_detection_scores(chat, block_labels, evidence)
+                keywords |= block_keywords
+                labels |= block_labels
+                n_shown |= {f: len(evidence[f].shown) for f in block}
+                for f in block:
+                    examples_out.write(json.dumps({"feature_index": f, "examples": [
+                        {"text": w.text(), "tokens": list(w.tokens), "activations": list(w.activations),
+                         "max_activation": max(w.activations, default=0.0)} for w in evidence[f].shown]}) + "\n")
+                progress.advance(len(block))
+        progress.finish()
+        labeller_model = labeller.model if config.use_llm else None
+
+        def error(f: int) -> str | None:
+            if not n_shown[f]:
+                return "no activating examples"
+            if labels[f] is None and llm.get(f, (None, None))[1] is None:
+                return ("no label: not sent to the LLM (use_llm / llm_max_features) and no activating token has a "
+                        "letter or digit for a keyword label")
+            return llm.get(f, (None, None))[1]
+
+        frame = pl.DataFrame({
+            "feature": indices,
+            "label": [labels[f] for f in indices],
+            "label_source": [("llm" if llm.get(f, (None,))[0] else "keywords" if keywords[f] else None)
+                             for f in indices],
+            "label_llm": [llm.get(f, (None, None))[0] for f in indices],
+            "label_keywords": [keywords[f] or None for f in indices],
+            "score": [scores.get(f) for f in indices],
+            "score_keywords": [keyword_scores.get(f) for f in indices],
+            "score_method": [SCORE_METHOD if f in scores else None for f in indices],
+            "score_llm_detection": [detection.get(f) for f in indices],
+            "n_examples": [n_shown[f] for f in indices],
+            "labeller_model": [labeller_model] * len(indices),
+            "selection_score": selection_scores[: len(indices)] if selection_scores else [None] * len(indices),
+            "error": [error(f) for f in indices],
+        }, schema=LABEL_SCHEMA)  # explicit: a column that is all null in one partition keeps its type
+        written = lake.write_partition("feature_labels", frame, model, layer)
+        os.replace(staged, export_dir / "feature_examples.jsonl")
+    finally:
+        staged.unlink(missing_ok=True)
+    if prompts is not None:
+        context.log.info("Added %d optimized prompts to the labeller's evidence", prompts_added)
     (export_dir / "feature_labels.json").write_text(json.dumps(
         [{"feature_index": r["feature"], "llm_label": r["label_llm"], "search_label": r["label_keywords"],
           "label": r["label"], "score": r["score"], "error": r["error"]} for r in frame.iter_rows(named=True)],

@@ -114,7 +114,8 @@ def feature_map(context: dg.AssetExecutionContext, config: FeatureMapRunConfig, 
     vectors = np.asarray(decoder["decoder"].list.to_array(dim).to_numpy(), dtype=np.float32)
     features = decoder["feature"].to_numpy()
     try:
-        fmap = build_feature_map(torch.from_numpy(vectors), cfg, device=device.torch_device())
+        fmap = build_feature_map(torch.from_numpy(vectors), cfg, device=device.torch_device(),
+                                 report=context.log.info)
     except ValueError as err:
         raise dg.Failure(f"{where}: {err}", allow_retries=False) from err
     context.log.info("%s: exact %d-NN of %d x %d vectors in %.1fs, UMAP 3-D in %.1fs", where, cfg.knn_k,
