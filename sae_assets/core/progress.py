@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable, Iterator
+from typing import TypeVar
+
+T = TypeVar("T")
 
 
 class Progress:
@@ -39,3 +42,12 @@ class Progress:
     def finish(self) -> None:
         if self.report is not None:
             self.report(self.message())
+
+
+def tracked(items: Iterable[T], progress: Progress, size: Callable[[T], int]) -> Iterator[T]:
+    """``items`` unchanged, advancing ``progress`` by ``size(item)`` after each and finishing it at the end:
+    progress for block-by-block reads and writes."""
+    for item in items:
+        yield item
+        progress.advance(size(item))
+    progress.finish()

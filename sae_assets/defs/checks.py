@@ -13,6 +13,7 @@ from dataclasses import dataclass
 import dagster as dg
 import polars as pl
 
+from sae_assets.core.progress import Progress, tracked
 from sae_assets.defs.partitions import model_and_layer, model_layer_partitions, model_partitions
 from sae_assets.resources.lake import LakeResource
 
@@ -115,7 +116,10 @@ def rule_check(rule: Rule, key: dg.AssetKey) -> dg.AssetChecksDefinition:
         if (missing := _missing(lake, table)) is not None:
             return missing
         rows, n_bad, preview = 0, 0, []
-        for frame in lake.iter_partition(table, model, layer, batch_rows=CHECK_BATCH_ROWS):  # bounded: one block
+        total = lake.scan_partition(table, model, layer).select(pl.len()).collect().item()
+        progress = Progress(f"check {rule.name} on {table}", total, "rows", context.log.info)
+        blocks = lake.iter_partition(table, model, layer, batch_rows=CHECK_BATCH_ROWS)  # bounded: one block at a time
+        for frame in tracked(blocks, progress, len):
             bad = frame.filter(rule.bad()).select(rule.columns)
             rows, n_bad = rows + frame.height, n_bad + bad.height
             if bad.height and sum(p.height for p in preview) < PREVIEW_ROWS:

@@ -13,6 +13,7 @@ from sae_assets.core.activation_examples import ExampleConfig
 from sae_assets.core.cooccurrence import COOCCURRENCE_SCHEMA
 from sae_assets.core.language_model import LanguageModel
 from sae_assets.core.plots import histogram_png
+from sae_assets.core.progress import Progress, tracked
 from sae_assets.core.scan import ScanConfig, ScanResult, run_scan
 from sae_assets.core.scan_memory import GIB, check_scan_memory, free_bytes
 from sae_assets.defs.assets.sae_decoder import sae_decoder
@@ -147,8 +148,11 @@ def activation_scan(
                                    ("activation_examples", result.examples),
                                    ("feature_profiles", result.profiles))}
     # One row per feature holding its partners and counts, written a block of rows at a time.
-    written["cooccurrence"] = lake.write_partition_batches("cooccurrence", result.cooccurrence.record_batches,
-                                                           COOCCURRENCE_SCHEMA, location.model_key, location.layer)
+    cooc = result.cooccurrence
+    written["cooccurrence"] = lake.write_partition_batches(
+        "cooccurrence", lambda: tracked(cooc.record_batches(), Progress("cooccurrence write", cooc.d_sae, "features",
+                                                                         context.log.info), lambda b: b.num_rows),
+        COOCCURRENCE_SCHEMA, location.model_key, location.layer)
     write_s = time.perf_counter() - t0
     density = result.feature_stats["density"].to_numpy()
     scan_meta = {"tokens_scanned": rec.n_tokens, "documents": result.n_documents,

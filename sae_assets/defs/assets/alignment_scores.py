@@ -10,6 +10,7 @@ from pydantic import Field
 
 from sae_assets.core.alignment import DEFAULT_TOP_N, sfal_ndcg
 from sae_assets.core.cooccurrence import dense_counts
+from sae_assets.core.progress import Progress, tracked
 from sae_assets.defs.assets.explanation_embeddings import explanation_embeddings
 from sae_assets.defs.automation import cheap_refresh
 from sae_assets.defs.metadata import input_table_versions, table_metadata
@@ -49,8 +50,8 @@ def alignment_scores(context: dg.AssetExecutionContext, config: AlignmentConfig,
     dev = device.torch_device()
     start = time.perf_counter()
     # The histogram rows are read a block at a time into one int32 matrix (4 d^2 bytes on the device).
-    counts = dense_counts(lake.iter_partition("cooccurrence", model, layer, ["feature", "marginal", "partners",
-                                                                             "counts"]), d, dev)
+    blocks = lake.iter_partition("cooccurrence", model, layer, ["feature", "marginal", "partners", "counts"])
+    counts = dense_counts(tracked(blocks, Progress("cooccurrence read", d, "features", context.log.info), len), d, dev)
     n_windows = int(windows)
     frames, summary = [], {}
     for name, group in embeddings.group_by("embedding_model", maintain_order=True):
