@@ -17,13 +17,14 @@ class DocumentProfiles:
         self.mass = torch.zeros((n_documents, d_sae), dtype=torch.float32, device=device)
         self.seen = torch.zeros(n_documents, dtype=torch.bool)
 
-    def add(self, doc_index: torch.Tensor, feats: torch.Tensor) -> None:
-        """``doc_index [b]`` and their latents ``feats [b, seq, d_sae]`` (BOS and padding zeroed)."""
+    def add(self, doc_index: torch.Tensor, doc_sum: torch.Tensor) -> None:
+        """``doc_index [b]`` and their activation mass ``doc_sum [b, d_sae]`` (latents summed over tokens, BOS and
+        padding zeroed)."""
         rows = (doc_index < self.mass.shape[0]).nonzero()[:, 0]
         if rows.numel() == 0:
             return
         index = doc_index[rows]
-        self.mass[index.to(self.mass.device)] = feats[rows.to(feats.device)].sum(dim=1).float()
+        self.mass[index.to(self.mass.device)] = doc_sum[rows.to(doc_sum.device)].float()
         self.seen[index] = True
 
     @property

@@ -41,15 +41,15 @@ class FeatureStatsAccumulator:
         self.x_sq_sum = torch.zeros((), **f64)
         self.err_sq_sum = torch.zeros((), **f64)
 
-    def add(self, feats: torch.Tensor, peak: torch.Tensor, n_valid: int, x: torch.Tensor,
+    def add(self, feats: torch.Tensor, peak: torch.Tensor, doc_sum: torch.Tensor, n_valid: int, x: torch.Tensor,
             x_hat: torch.Tensor) -> None:
         """One batch: ``feats [b, seq, d_sae]`` with BOS and padding already zeroed, ``peak [b, d_sae]`` each
-        document's maximum, ``n_valid`` real tokens, and ``x``/``x_hat [n, d_in]`` hook activations and their
+        document's maximum and ``doc_sum [b, d_sae]`` its sum over tokens, ``n_valid`` real tokens, and ``x``/``x_hat [n, d_in]`` hook activations and their
         reconstructions on a sample of those tokens (explained variance is estimated from the samples)."""
         self.n_tokens += n_valid
         self.n_reconstructed += x.shape[0]
         self.n_docs += feats.shape[0]
-        doc_mass = feats.sum(dim=1).double().clamp_min_(0)  # [b, d_sae]
+        doc_mass = doc_sum.double().clamp_min_(0)  # [b, d_sae]
         active = feats > self.threshold
         self.n_active += active.sum(dim=(0, 1), dtype=torch.int32)  # int32 sums are ~5x faster than int64 on CPU
         # mean activation is over active tokens: with a threshold, sub-threshold activation is left out

@@ -148,8 +148,9 @@ class Scanner:
     def _accumulate(self, doc_index: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor,
                     feats: torch.Tensor, x: torch.Tensor, x_hat: torch.Tensor, n_valid: int) -> None:
         peak, peak_pos = feats.max(dim=1)  # [b, d_sae] each document's maximum and where
-        self.stats.add(feats, peak, n_valid, x, x_hat)
-        self.profiles.add(doc_index, feats)
+        doc_sum = feats.sum(dim=1)  # [b, d_sae] each document's activation mass, shared by stats and profiles
+        self.stats.add(feats, peak, doc_sum, n_valid, x, x_hat)
+        self.profiles.add(doc_index, doc_sum)
         self.examples.add(doc_index, tokens.to(self.device), lengths.to(self.device), feats, peak, peak_pos)
         presence = [window_presence(feats[row, 1 : int(n)], self.cfg.window, self.cfg.activation_threshold)
                     for row, n in enumerate(lengths.tolist())]
