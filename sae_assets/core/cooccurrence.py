@@ -31,7 +31,10 @@ COOCCURRENCE_SCHEMA = pa.schema([
     ("n_windows", pa.int64()),
 ])
 ROW_BLOCK = 512
-"""Feature rows per accumulation block and per written record batch."""
+"""Feature rows per accumulation block."""
+BATCH_ROWS = 128
+"""Feature rows per written record batch: its (row, partner) index pairs are 16 bytes each, so a batch of a
+32k-latent SAE's nearly full rows takes ~70 MB while it is built."""
 FLUSH_WINDOWS = 1024
 """Windows buffered before they are counted: one product over many windows costs the same multiply-adds as many
 small ones, but the ``[block, d_sae]`` conversion and scatter per block are paid once instead of per batch."""
@@ -123,11 +126,11 @@ class CooccurrenceCounter:
     def marginals(self) -> torch.Tensor:
         return self.counts().diagonal().clone()
 
-    def record_batches(self) -> Iterator[pa.RecordBatch]:
-        """The table (:data:`COOCCURRENCE_SCHEMA`) in blocks of ``block`` feature rows."""
+    def record_batches(self, rows: int = BATCH_ROWS) -> Iterator[pa.RecordBatch]:
+        """The table (:data:`COOCCURRENCE_SCHEMA`) in blocks of ``rows`` feature rows."""
         counts = self.counts()
-        for start in range(0, self.d_sae, self.block):
-            yield histogram_batch(counts[start:start + self.block], start, self.n_windows)
+        for start in range(0, self.d_sae, rows):
+            yield histogram_batch(counts[start:start + rows], start, self.n_windows)
 
     def to_frame(self) -> pl.DataFrame:
         """The whole table at once: for tests and small SAEs (writers use :meth:`record_batches`)."""

@@ -45,7 +45,7 @@ def test_blocked_counts_equal_a_dense_product(d: int, block: int, dense_fraction
         counter.add(presence)
         reference += presence.long().T @ presence.long()
     assert torch.equal(counter.counts().long(), reference)
-    batches = list(counter.record_batches())
+    batches = list(counter.record_batches(rows=block))
     assert all(b.schema == COOCCURRENCE_SCHEMA and b.num_rows <= block for b in batches)
     assert torch.equal(dense_counts(iter(batches), d).long(), reference)  # read back one batch at a time
     assert counter.n_pairs() == int(torch.triu(reference, 1).count_nonzero())

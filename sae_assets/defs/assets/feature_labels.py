@@ -22,8 +22,9 @@ from sae_assets.resources.labeller import LabellerResource
 from sae_assets.resources.lake import LakeResource
 
 SCORE_METHOD = "embedding-auroc"
-EVIDENCE_BLOCK = 1024
-"""Features whose windows are held as Python objects at once (their labels, scores and exports are made per block)."""
+EVIDENCE_BLOCK = 256
+"""Features whose windows are held as Python objects at once (their labels, scores and exports are made per block,
+a few seconds each on 2 cores, so progress moves between reports)."""
 LABEL_SCHEMA = {
     "feature": pl.Int32, "label": pl.String, "label_source": pl.String, "label_llm": pl.String,
     "label_keywords": pl.String, "score": pl.Float64, "score_keywords": pl.Float64, "score_method": pl.String,
@@ -106,7 +107,7 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
     llm_pending = set(llm_features) if config.use_llm else set()  # the first blocks: they come first in `features`
     chat = labeller.client() if config.use_llm or config.llm_detection else None
     progress = Progress("feature labels", len(features), "features", context.log.info)
-    vectors = TextVectors(embedder.encode, poll=lambda: progress.advance(0))
+    vectors = TextVectors(embedder.encode, poll=lambda: progress.advance(0) if progress.done else None)
     llm: dict[int, tuple[str | None, str | None]] = {}
     keywords, labels, scores, keyword_scores, detection, n_shown = {}, {}, {}, {}, {}, {}
     llm_s, prompts_added = 0.0, 0
