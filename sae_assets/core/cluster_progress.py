@@ -1,5 +1,6 @@
-"""Progress of the long library calls behind feature clusters and maps (UMAP, HDBSCAN), which report nothing
-themselves: UMAP's epochs as done / rate / ETA through its tqdm bar, and a heartbeat for the phases before them.
+"""Progress of steps whose long parts are library calls that report nothing (UMAP, HDBSCAN, a batch of LLM
+generations): UMAP's epochs as done / rate / ETA through its tqdm bar, and a heartbeat that repeats the latest
+progress line while a call runs, so a step never goes silent for 10 s.
 """
 
 from __future__ import annotations
@@ -39,22 +40,34 @@ def umap_tqdm_kwds(report: Report | None, what: str, every_s: float = 10.0) -> d
 
 
 @contextmanager
-def heartbeat(report: Report | None, what: str, every_s: float = 10.0) -> Iterator[None]:
-    """While the block runs, ``report`` "<what>: running, elapsed N s" every ``every_s`` seconds (from a
-    background thread), for calls that expose no progress of their own."""
+def heartbeat(report: Report | None, what: str, every_s: float = 9.0) -> Iterator[Report]:
+    """Yields the ``report`` to use inside the block: it forwards each message and remembers it. Whenever nothing
+    was reported for ``every_s`` seconds, a background thread reports "<what>: running for N s; last: <message>".
+    Messages from both threads are serialized. With ``report`` None: yields a no-op and starts nothing."""
     if report is None:
-        yield
+        yield lambda message: None
         return
-    done, start = threading.Event(), time.perf_counter()
+    lock, done = threading.Lock(), threading.Event()
+    start = time.perf_counter()
+    state = {"last": "started", "at": start}
+
+    def forward(message: str) -> None:
+        with lock:
+            report(message)
+            state["last"], state["at"] = message, time.perf_counter()
 
     def beat() -> None:
-        while not done.wait(every_s):
-            report(f"{what}: running, elapsed {time.perf_counter() - start:.0f}s")
+        while not done.wait(min(0.5, every_s)):
+            with lock:
+                now = time.perf_counter()
+                if now - state["at"] >= every_s:
+                    report(f"{what}: running for {now - start:.0f}s; last: {state['last']}")
+                    state["at"] = now
 
     thread = threading.Thread(target=beat, name=f"heartbeat {what}", daemon=True)
     thread.start()
     try:
-        yield
+        yield forward
     finally:
         done.set()
         thread.join()

@@ -23,7 +23,7 @@ import numpy as np
 import polars as pl
 
 from sae_assets.core.cluster_analysis import cluster_summary, select_representatives
-from sae_assets.core.cluster_progress import Report, heartbeat, umap_tqdm_kwds
+from sae_assets.core.cluster_progress import Report, umap_tqdm_kwds
 
 log = logging.getLogger(__name__)
 
@@ -140,7 +140,7 @@ def reduce(vectors: np.ndarray, cfg: ClusterConfig, report: Report | None = None
 
     With ``n <= n_neighbors + 1`` points UMAP is skipped and the coordinates are the first principal components
     (zero-padded when fewer exist); the note says which path was taken. Deterministic for a given ``seed``.
-    ``report`` gets UMAP's progress (a heartbeat, then its epochs: done, rate, ETA) at most every 10 s.
+    ``report`` gets a line per phase and UMAP's epochs (done, rate, ETA) at most every 10 s.
     """
     x = np.asarray(vectors, dtype=np.float32)
     n, dim = x.shape
@@ -151,6 +151,8 @@ def reduce(vectors: np.ndarray, cfg: ClusterConfig, report: Report | None = None
         x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
     steps = []
     if cfg.pca_components is not None and dim > cfg.pca_components and n > 1:
+        if report is not None:
+            report(f"cluster reduction: PCA of {n:,} x {dim} vectors to {min(cfg.pca_components, n)} dimensions")
         x = _pca(x, min(cfg.pca_components, n), cfg.seed)
         steps.append(f"pca({x.shape[1]})")
     if n <= cfg.n_neighbors + 1:
@@ -164,8 +166,9 @@ def reduce(vectors: np.ndarray, cfg: ClusterConfig, report: Report | None = None
     what = f"cluster UMAP of {n:,} points"
     reducer = umap.UMAP(n_neighbors=cfg.n_neighbors, min_dist=cfg.min_dist, n_components=k, metric=cfg.metric,
                         random_state=cfg.seed, n_jobs=1, tqdm_kwds=umap_tqdm_kwds(report, what))
-    with heartbeat(report, what):
-        coords = np.asarray(reducer.fit_transform(x), dtype=np.float32)
+    if report is not None:
+        report(f"{what}: {cfg.n_neighbors} neighbours, then the layout's epochs")
+    coords = np.asarray(reducer.fit_transform(x), dtype=np.float32)
     note = " + ".join([*steps, f"umap({k}, {cfg.metric})"])
     log.info("cluster reduction of %d points: %s", n, note)
     return coords, note
@@ -185,14 +188,16 @@ def cluster(coords: np.ndarray, cfg: ClusterConfig, report: Report | None = None
     if cfg.method == "dbscan":
         if n == 0:
             return np.zeros(0, dtype=np.int32)
-        with heartbeat(report, f"DBSCAN of {n:,} points"):
-            labels = DBSCAN(eps=cfg.eps, min_samples=cfg.min_samples).fit_predict(coords)
+        if report is not None:
+            report(f"DBSCAN of {n:,} points")
+        labels = DBSCAN(eps=cfg.eps, min_samples=cfg.min_samples).fit_predict(coords)
     else:
         if n < max(cfg.min_cluster_size, 2):  # no cluster can form
             return np.full(n, -1, dtype=np.int32)
-        with heartbeat(report, f"HDBSCAN of {n:,} points"):
-            labels = HDBSCAN(min_cluster_size=cfg.min_cluster_size, min_samples=min(cfg.min_samples, n),
-                             copy=True).fit_predict(coords)
+        if report is not None:
+            report(f"HDBSCAN of {n:,} points")
+        labels = HDBSCAN(min_cluster_size=cfg.min_cluster_size, min_samples=min(cfg.min_samples, n),
+                         copy=True).fit_predict(coords)
     return labels.astype(np.int32)
 
 
@@ -202,8 +207,9 @@ def cluster_features(stats: pl.DataFrame, vectors: np.ndarray, examples: pl.Data
 
     ``stats``: ``feature_stats`` rows, one per feature ``0..n_features-1`` (any order); ``vectors
     [n_features, dim]``: one vector per feature, row ``i`` for feature ``i``; ``examples``: the
-    ``activation_examples`` rows of this SAE (for the clusters' top tokens), or None. ``report``: progress of the
-    long calls (UMAP, clustering), at most every 10 s.
+    ``activation_examples`` rows of this SAE (for the clusters' top tokens), or None. ``report``: a line per phase
+    and UMAP's epochs (wrap the call in :func:`~sae_assets.core.cluster_progress.heartbeat` to hear from it every
+    10 s whatever runs).
     """
     vectors = np.asarray(vectors, dtype=np.float32)
     n = vectors.shape[0]

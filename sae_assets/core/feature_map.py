@@ -28,7 +28,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from sae_assets.core.cluster_progress import Report, heartbeat, umap_tqdm_kwds
+from sae_assets.core.cluster_progress import Report, umap_tqdm_kwds
 from sae_assets.core.knn import exact_knn
 
 LAYER_FILE = re.compile(r"^layer-(\d+)\.json(\.gz)?$")
@@ -109,7 +109,7 @@ def umap_knn(indices: np.ndarray, sims: np.ndarray, n_neighbors: int) -> tuple[n
 def umap_3d(vectors: np.ndarray, knn_indices: np.ndarray, knn_sims: np.ndarray, cfg: FeatureMapConfig,
             report: Report | None = None) -> np.ndarray:
     """``vectors [n, dim]`` and their exact k-NN -> ``[n, 3]`` float32 positions (UMAP, cosine, seeded); ``report``
-    gets its progress (a heartbeat, then epochs: done, rate, ETA) at most every 10 s."""
+    gets a line when it starts, then its epochs (done, rate, ETA) at most every 10 s."""
     import umap  # heavy (numba): imported only when used
 
     idx, dist = umap_knn(np.asarray(knn_indices), np.asarray(knn_sims), cfg.n_neighbors)
@@ -119,7 +119,9 @@ def umap_3d(vectors: np.ndarray, knn_indices: np.ndarray, knn_sims: np.ndarray, 
     reducer = umap.UMAP(n_components=3, n_neighbors=cfg.n_neighbors, min_dist=cfg.min_dist, metric=cfg.metric,
                         random_state=cfg.seed, init=cfg.init, n_jobs=1, precomputed_knn=(idx, dist, None),
                         tqdm_kwds=umap_tqdm_kwds(report, what))
-    with warnings.catch_warnings(), heartbeat(report, what):
+    if report is not None:
+        report(f"{what}: graph of the exact k-NN, then the layout's epochs")
+    with warnings.catch_warnings():
         # no search index: only transform() of new points would need one
         warnings.filterwarnings("ignore", message=r"precomputed_knn\[2\]")
         coords = np.asarray(reducer.fit_transform(x), dtype=np.float32)

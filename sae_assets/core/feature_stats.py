@@ -41,11 +41,12 @@ class FeatureStatsAccumulator:
         self.x_sq_sum = torch.zeros((), **f64)
         self.err_sq_sum = torch.zeros((), **f64)
 
-    def add(self, feats: torch.Tensor, peak: torch.Tensor, doc_sum: torch.Tensor, n_valid: int, x: torch.Tensor,
-            x_hat: torch.Tensor) -> None:
+    def add(self, feats: torch.Tensor, peak: torch.Tensor, doc_sum: torch.Tensor, n_valid: int,
+            x: torch.Tensor, x_hat: torch.Tensor) -> None:
         """One batch: ``feats [b, seq, d_sae]`` with BOS and padding already zeroed, ``peak [b, d_sae]`` each
-        document's maximum and ``doc_sum [b, d_sae]`` its sum over tokens, ``n_valid`` real tokens, and ``x``/``x_hat [n, d_in]`` hook activations and their
-        reconstructions on a sample of those tokens (explained variance is estimated from the samples)."""
+        document's maximum and ``doc_sum [b, d_sae]`` its sum over tokens, ``n_valid`` real tokens, and
+        ``x``/``x_hat [n, d_in]`` hook activations and their reconstructions on a sample of those tokens
+        (explained variance is estimated from the samples)."""
         self.n_tokens += n_valid
         self.n_reconstructed += x.shape[0]
         self.n_docs += feats.shape[0]

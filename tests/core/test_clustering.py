@@ -222,9 +222,19 @@ def test_umap_and_clustering_progress_is_reported(blobs) -> None:
     assert "/500 epochs (100%)" in epochs[-1]
     assert umap_tqdm_kwds(None, "x") == {"disable": True}
     beats: list[str] = []
-    with heartbeat(beats.append, "slow call", every_s=0.01):
-        time.sleep(0.1)
-    assert beats and beats[0].startswith("slow call: running, elapsed")
+    with heartbeat(beats.append, "slow call", every_s=0.05) as report:
+        report("phase 1: 3/10 done")
+        time.sleep(0.3)
+    assert beats[0] == "phase 1: 3/10 done"  # forwarded at once
+    assert len(beats) > 1 and beats[1].startswith("slow call: running for 0s; last: phase 1: 3/10 done")
     count = len(beats)
-    time.sleep(0.05)
+    time.sleep(0.1)
     assert len(beats) == count  # stopped with the block
+    quiet: list[str] = []
+    with heartbeat(quiet.append, "busy", every_s=0.2) as report:
+        for i in range(8):  # reporting more often than every_s: the heartbeat stays silent
+            report(f"step {i}")
+            time.sleep(0.05)
+    assert quiet == [f"step {i}" for i in range(8)]
+    with heartbeat(None, "no one listens") as report:
+        report("dropped")

@@ -10,6 +10,7 @@ import polars as pl
 from pydantic import Field
 
 from sae_assets.core.activation_examples import ExampleConfig
+from sae_assets.core.cluster_progress import heartbeat
 from sae_assets.core.cooccurrence import COOCCURRENCE_SCHEMA
 from sae_assets.core.language_model import LanguageModel
 from sae_assets.core.plots import histogram_png
@@ -121,38 +122,41 @@ def activation_scan(
 ):
     location = resolve_partition(context)
     inputs = input_table_versions(context, lake)
-    try:
-        loaded = sae_source.load(location)
-        texts = corpus.load().documents
-        lm = language_model.load(location.entry.language_model, config.dtype)
-        lm.check_hook(location.hook_name)
-        if loaded.d_in != lm.d_model:
-            raise ValueError(f"SAE d_in={loaded.d_in} does not match {lm.name}'s hook width {lm.d_model}.")
-        dev, scan_config = device.torch_device(), config.scan_config()
-        need = check_scan_memory(loaded.d_sae, scan_config, free_bytes(dev), str(dev))
-        context.log.info("Scan of %d latents will hold about %.1f GiB on %s (%s)", loaded.d_sae, need.total / GIB,
-                         dev, need.describe())
-        expected = config.max_tokens or len(texts) * config.context_size
-        result = run_scan(lm, location.hook_name, loaded.sae, _documents(lm, texts, config), expected,
-                          lm.bos_token_id, scan_config, dev, lm.token_strings, context.log.info)
-    except (SaeLoadError, CorpusError, ValueError) as err:
-        raise dg.Failure(f"activation_scan {location.model_key} layer {location.layer}: {err}") from err
+    # The heartbeat repeats the last message when a stretch (model load, table writes) is quiet for 9 s.
+    with heartbeat(context.log.info, f"activation_scan {location.model_key} layer {location.layer}") as report:
+        try:
+            loaded = sae_source.load(location)
+            texts = corpus.load().documents
+            lm = language_model.load(location.entry.language_model, config.dtype)
+            lm.check_hook(location.hook_name)
+            if loaded.d_in != lm.d_model:
+                raise ValueError(f"SAE d_in={loaded.d_in} does not match {lm.name}'s hook width {lm.d_model}.")
+            dev, scan_config = device.torch_device(), config.scan_config()
+            need = check_scan_memory(loaded.d_sae, scan_config, free_bytes(dev), str(dev))
+            report(f"Scan of {loaded.d_sae} latents will hold about {need.total / GIB:.1f} GiB on {dev} "
+                   f"({need.describe()})")
+            expected = config.max_tokens or len(texts) * config.context_size
+            result = run_scan(lm, location.hook_name, loaded.sae, _documents(lm, texts, config), expected,
+                              lm.bos_token_id, scan_config, dev, lm.token_strings, report)
+        except (SaeLoadError, CorpusError, ValueError) as err:
+            raise dg.Failure(f"activation_scan {location.model_key} layer {location.layer}: {err}") from err
 
-    rec = result.reconstruction
-    context.log.info("Scanned %d documents, %d tokens in %.0fs: EV %.3f, L0 %.1f, dead %.1f%%, %d windows",
-                     result.n_documents, rec.n_tokens, result.seconds, rec.explained_variance, rec.l0,
-                     100 * rec.dead_fraction, result.n_windows)
-    t0 = time.perf_counter()
-    written = {name: lake.write_partition(name, frame, location.model_key, location.layer)
-               for name, frame in (("feature_stats", result.feature_stats),
-                                   ("activation_examples", result.examples),
-                                   ("feature_profiles", result.profiles))}
-    # One row per feature holding its partners and counts, written a block of rows at a time.
-    cooc = result.cooccurrence
-    written["cooccurrence"] = lake.write_partition_batches(
-        "cooccurrence", lambda: tracked(cooc.record_batches(), Progress("cooccurrence write", cooc.d_sae, "features",
-                                                                         context.log.info), lambda b: b.num_rows),
-        COOCCURRENCE_SCHEMA, location.model_key, location.layer)
+        rec = result.reconstruction
+        report(f"Scanned {result.n_documents} documents, {rec.n_tokens} tokens in {result.seconds:.0f}s: EV "
+               f"{rec.explained_variance:.3f}, L0 {rec.l0:.1f}, dead {100 * rec.dead_fraction:.1f}%, "
+               f"{result.n_windows} windows; writing the four tables")
+        t0 = time.perf_counter()
+        written = {name: lake.write_partition(name, frame, location.model_key, location.layer)
+                   for name, frame in (("feature_stats", result.feature_stats),
+                                       ("activation_examples", result.examples),
+                                       ("feature_profiles", result.profiles))}
+        # One row per feature holding its partners and counts, written a block of rows at a time.
+        cooc = result.cooccurrence
+        written["cooccurrence"] = lake.write_partition_batches(
+            "cooccurrence", lambda: tracked(cooc.record_batches(),
+                                            Progress("cooccurrence write", cooc.d_sae, "features", report),
+                                            lambda b: b.num_rows),
+            COOCCURRENCE_SCHEMA, location.model_key, location.layer)
     write_s = time.perf_counter() - t0
     density = result.feature_stats["density"].to_numpy()
     scan_meta = {"tokens_scanned": rec.n_tokens, "documents": result.n_documents,

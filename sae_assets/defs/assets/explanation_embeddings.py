@@ -7,6 +7,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
+from sae_assets.core.cluster_progress import heartbeat
 from sae_assets.core.progress import Progress
 from sae_assets.defs.assets.explanations import explanations
 from sae_assets.defs.automation import cheap_refresh
@@ -48,14 +49,15 @@ def explanation_embeddings(context: dg.AssetExecutionContext, config: Explanatio
     for name in config.models:
         start = time.perf_counter()
         descriptions = texts["description"].to_list()
-        progress = Progress(f"embeddings with {name}", len(descriptions), "explanations", context.log.info)
         parts = []
-        try:
-            for first in range(0, len(descriptions), ENCODE_BLOCK):  # in blocks: progress every 10 s
-                parts.append(embedder.encode(descriptions[first : first + ENCODE_BLOCK], model=name))
-                progress.advance(len(parts[-1]))
-        except EmbedderError as err:
-            raise dg.Failure(str(err)) from err
+        with heartbeat(context.log.info, f"embeddings with {name}") as report:  # loading a model is silent
+            progress = Progress(f"embeddings with {name}", len(descriptions), "explanations", report)
+            try:
+                for first in range(0, len(descriptions), ENCODE_BLOCK):  # in blocks: progress every 10 s
+                    parts.append(embedder.encode(descriptions[first : first + ENCODE_BLOCK], model=name))
+                    progress.advance(len(parts[-1]))
+            except EmbedderError as err:
+                raise dg.Failure(str(err)) from err
         vectors = np.concatenate(parts)
         rates[name] = round(texts.height / (time.perf_counter() - start), 1)
         context.log.info("Embedded %d explanations with %s (%.0f/s)", texts.height, name, rates[name])

@@ -9,6 +9,7 @@ import polars as pl
 from pydantic import Field
 
 from sae_assets.core.cluster_plot import cluster_scatter_png
+from sae_assets.core.cluster_progress import heartbeat
 from sae_assets.core.clustering import ClusterConfig, cluster_features
 from sae_assets.defs.automation import cheap_refresh
 from sae_assets.defs.metadata import input_table_versions, md_text, png_markdown, table_metadata
@@ -75,30 +76,32 @@ def feature_clusters(context: dg.AssetExecutionContext, config: FeatureClustersC
         cfg = config.cluster_config()
     except ValueError as err:
         raise dg.Failure(f"feature_clusters config: {err}") from err
-    stats = lake.scan_partition("feature_stats", model, layer).collect()
-    vectors_frame = lake.scan_partition(table, model, layer).select("feature", column).sort("feature").collect()
-    if stats.is_empty() or vectors_frame.height != stats.height:
-        raise dg.Failure(f"{model} layer {layer}: feature_stats has {stats.height} rows and {table} "
-                         f"{vectors_frame.height}; re-materialize activation_scan and sae_decoder for this partition.")
-    dim = int(vectors_frame[column].list.len().max())
-    vectors = vectors_frame[column].list.to_array(dim).to_numpy()
-    examples = (lake.scan_partition("activation_examples", model, layer).filter(pl.col("kind") == "top")
-                .select("feature", "kind", "tokens", "token_position", "window_start")
-                .collect())
-    start = time.perf_counter()
-    try:
-        result = cluster_features(stats, vectors, examples, cfg, context.log.info)
-    except ValueError as err:
-        raise dg.Failure(f"feature_clusters {model} layer {layer}: {err}") from err
-    seconds = time.perf_counter() - start
-    context.log.info("%s layer %d: %s; %d of %d features kept, %d clusters, %d targets (%.1fs)", model, layer,
-                     result.reduction, result.n_kept, result.n_features, result.n_clusters, result.n_selected,
-                     seconds)
-    written = lake.write_partition("feature_clusters", result.features, model, layer)
-    kept = result.features.filter(pl.col("kept"))
-    scatter = cluster_scatter_png(kept["x"].to_numpy(), kept["y"].to_numpy(), kept["cluster"].to_numpy(),
-                                  kept["selected"].to_numpy(), kept["feature"].to_numpy(),
-                                  title=f"{model} L{layer} ({config.representation})")
+    # Reading, UMAP and HDBSCAN run for tens of seconds at 16k+ features: never silent for more than 10 s.
+    with heartbeat(context.log.info, f"feature_clusters {model} layer {layer}") as report:
+        stats = lake.scan_partition("feature_stats", model, layer).collect()
+        vectors_frame = lake.scan_partition(table, model, layer).select("feature", column).sort("feature").collect()
+        if stats.is_empty() or vectors_frame.height != stats.height:
+            raise dg.Failure(f"{model} layer {layer}: feature_stats has {stats.height} rows and {table} "
+                             f"{vectors_frame.height}; re-materialize activation_scan and sae_decoder for this "
+                             "partition.")
+        dim = int(vectors_frame[column].list.len().max())
+        vectors = vectors_frame[column].list.to_array(dim).to_numpy()
+        examples = (lake.scan_partition("activation_examples", model, layer).filter(pl.col("kind") == "top")
+                    .select("feature", "kind", "tokens", "token_position", "window_start")
+                    .collect())
+        start = time.perf_counter()
+        try:
+            result = cluster_features(stats, vectors, examples, cfg, report)
+        except ValueError as err:
+            raise dg.Failure(f"feature_clusters {model} layer {layer}: {err}") from err
+        seconds = time.perf_counter() - start
+        report(f"{model} layer {layer}: {result.reduction}; {result.n_kept} of {result.n_features} features kept, "
+               f"{result.n_clusters} clusters, {result.n_selected} targets ({seconds:.1f}s)")
+        written = lake.write_partition("feature_clusters", result.features, model, layer)
+        kept = result.features.filter(pl.col("kept"))
+        scatter = cluster_scatter_png(kept["x"].to_numpy(), kept["y"].to_numpy(), kept["cluster"].to_numpy(),
+                                      kept["selected"].to_numpy(), kept["feature"].to_numpy(),
+                                      title=f"{model} L{layer} ({config.representation})")
     targets = result.features.filter(pl.col("selected"))["feature"].to_list()
     return dg.MaterializeResult(metadata={
         **table_metadata(written, inputs), **result.counts(), "representation": config.representation,

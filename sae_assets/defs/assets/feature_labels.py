@@ -2,17 +2,17 @@
 
 import json
 import os
-import time
+from typing import TextIO
 
 import dagster as dg
 import numpy as np
 import polars as pl
 from pydantic import Field
 
-from sae_assets.core.label_evidence import EVIDENCE_COLUMNS, add_prompt_evidence, gather_evidence, read_selection
-from sae_assets.core.label_runs import TextVectors, embedding_scores, keyword_labels, llm_detection_scores, llm_labels
+from sae_assets.core.cluster_progress import heartbeat
+from sae_assets.core.label_blocks import AllLabelCallsFailed, LabelSettings, label_in_blocks
+from sae_assets.core.label_evidence import EVIDENCE_COLUMNS, FeatureEvidence, read_selection
 from sae_assets.core.labelling import background_counts_series
-from sae_assets.core.progress import Progress
 from sae_assets.defs.automation import on_new_inputs
 from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
 from sae_assets.defs.metadata import input_table_versions, md_text, table_metadata
@@ -22,9 +22,6 @@ from sae_assets.resources.labeller import LabellerResource
 from sae_assets.resources.lake import LakeResource
 
 SCORE_METHOD = "embedding-auroc"
-EVIDENCE_BLOCK = 256
-"""Features whose windows are held as Python objects at once (their labels, scores and exports are made per block,
-a few seconds each on 2 cores, so progress moves between reports)."""
 LABEL_SCHEMA = {
     "feature": pl.Int32, "label": pl.String, "label_source": pl.String, "label_llm": pl.String,
     "label_keywords": pl.String, "score": pl.Float64, "score_keywords": pl.Float64, "score_method": pl.String,
@@ -48,6 +45,14 @@ class FeatureLabelsConfig(dg.Config):
                                         "optimized prompts (materialize optimized_prompts first).")
     llm_detection: bool = Field(default=False, description="Also score labels with the labeller as a detection "
                                 "judge (yes/no per held-out window; AUROC): one LLM call per window.")
+
+
+def _export_examples(out: TextIO, features: list[int], evidence: dict[int, FeatureEvidence]) -> None:
+    """The seed's feature_examples.jsonl lines: each feature's shown windows."""
+    for f in features:
+        out.write(json.dumps({"feature_index": f, "examples": [
+            {"text": w.text(), "tokens": list(w.tokens), "activations": list(w.activations),
+             "max_activation": max(w.activations, default=0.0)} for w in evidence[f].shown]}) + "\n")
 
 
 def _preview(frame: pl.DataFrame, n: int = 15) -> str:
@@ -101,55 +106,26 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
                              "materialize optimized_prompts first.")
         prompts = (lake.scan_partition("optimized_prompts", model, layer)
                    .select("feature", "tokens", "position_activations").collect())
-    background = background_counts_series(examples["tokens"])
-    features = list(dict.fromkeys(indices))  # a feature given twice is labelled once
-    llm_features = set(indices[: config.llm_max_features])  # [:None] is every feature
-    llm_pending = set(llm_features) if config.use_llm else set()  # the first blocks: they come first in `features`
-    chat = labeller.client() if config.use_llm or config.llm_detection else None
-    progress = Progress("feature labels", len(features), "features", context.log.info)
-    vectors = TextVectors(embedder.encode, poll=lambda: progress.advance(0) if progress.done else None)
-    llm: dict[int, tuple[str | None, str | None]] = {}
-    keywords, labels, scores, keyword_scores, detection, n_shown = {}, {}, {}, {}, {}, {}
-    llm_s, prompts_added = 0.0, 0
+    settings = LabelSettings(n_shown=config.n_shown, n_holdout=config.n_holdout, use_llm=config.use_llm,
+                             llm_max_features=config.llm_max_features, chunk=config.chunk,
+                             max_new_tokens=labeller.max_new_tokens, llm_detection=config.llm_detection)
     export_dir = lake.local_dir("exports", "feature_labels", model, f"layer-{layer}")
     staged = export_dir / f".feature_examples.jsonl.{os.getpid()}.tmp"
     try:
-        with open(staged, "w") as examples_out:
-            # Evidence (Python windows) for a block of features at a time: memory does not grow with d_sae.
-            for start in range(0, len(features), EVIDENCE_BLOCK):
-                block = features[start : start + EVIDENCE_BLOCK]
-                evidence = gather_evidence(examples, block, config.n_shown, config.n_holdout)
-                if prompts is not None:
-                    prompts_added += add_prompt_evidence(evidence, prompts)
-                block_keywords = keyword_labels(evidence, background)
-                for_llm = {f: evidence[f] for f in block if f in llm_features}
-                t0 = time.perf_counter()
-                if config.use_llm and for_llm:
-                    llm |= llm_labels(chat, labeller.max_new_tokens, for_llm, config.chunk, context.log.info)
-                llm_s += time.perf_counter() - t0
-                llm_pending -= set(block)
-                if not llm_pending and llm and all(err is not None for _, err in llm.values()):
-                    first = next(iter(llm.values()))[1]
-                    raise dg.Failure(f"Every LLM label call failed; nothing written. First error: {first}")
-                block_labels = {f: (llm.get(f, (None, None))[0] or block_keywords[f] or None) for f in block}
-                scores |= embedding_scores(vectors, block_labels, evidence)
-                keyword_scores |= embedding_scores(vectors, {f: k or None for f, k in block_keywords.items()},
-                                                   evidence)
-                if config.llm_detection:
-                    detection |= llm_detection_scores(chat, block_labels, evidence)
-                keywords |= block_keywords
-                labels |= block_labels
-                n_shown |= {f: len(evidence[f].shown) for f in block}
-                for f in block:
-                    examples_out.write(json.dumps({"feature_index": f, "examples": [
-                        {"text": w.text(), "tokens": list(w.tokens), "activations": list(w.activations),
-                         "max_activation": max(w.activations, default=0.0)} for w in evidence[f].shown]}) + "\n")
-                progress.advance(len(block))
-        progress.finish()
+        # Loading the labeller, a batch of LLM generations or of embeddings can each take longer than 10 s.
+        with heartbeat(context.log.info, f"feature_labels {model} layer {layer}") as report, \
+                open(staged, "w") as examples_out:
+            background = background_counts_series(examples["tokens"])
+            report(f"{examples.height:,} example windows read, {len(background):,} distinct background tokens; "
+                   f"labelling {len(indices):,} features")
+            chat = labeller.client() if config.use_llm or config.llm_detection else None
+            run = label_in_blocks(examples, indices, background, chat, embedder.encode, settings, prompts, report,
+                                  on_block=lambda block, evidence: _export_examples(examples_out, block, evidence))
         labeller_model = labeller.model if config.use_llm else None
+        llm, labels, keywords = run.llm, run.labels, run.keywords
 
         def error(f: int) -> str | None:
-            if not n_shown[f]:
+            if not run.n_shown[f]:
                 return "no activating examples"
             if labels[f] is None and llm.get(f, (None, None))[1] is None:
                 return ("no label: not sent to the LLM (use_llm / llm_max_features) and no activating token has a "
@@ -163,25 +139,28 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
                              for f in indices],
             "label_llm": [llm.get(f, (None, None))[0] for f in indices],
             "label_keywords": [keywords[f] or None for f in indices],
-            "score": [scores.get(f) for f in indices],
-            "score_keywords": [keyword_scores.get(f) for f in indices],
-            "score_method": [SCORE_METHOD if f in scores else None for f in indices],
-            "score_llm_detection": [detection.get(f) for f in indices],
-            "n_examples": [n_shown[f] for f in indices],
+            "score": [run.scores.get(f) for f in indices],
+            "score_keywords": [run.keyword_scores.get(f) for f in indices],
+            "score_method": [SCORE_METHOD if f in run.scores else None for f in indices],
+            "score_llm_detection": [run.detection.get(f) for f in indices],
+            "n_examples": [run.n_shown[f] for f in indices],
             "labeller_model": [labeller_model] * len(indices),
             "selection_score": selection_scores[: len(indices)] if selection_scores else [None] * len(indices),
             "error": [error(f) for f in indices],
         }, schema=LABEL_SCHEMA)  # explicit: a column that is all null in one partition keeps its type
         written = lake.write_partition("feature_labels", frame, model, layer)
         os.replace(staged, export_dir / "feature_examples.jsonl")
+    except AllLabelCallsFailed as err:
+        raise dg.Failure(str(err)) from err
     finally:
         staged.unlink(missing_ok=True)
     if prompts is not None:
-        context.log.info("Added %d optimized prompts to the labeller's evidence", prompts_added)
+        context.log.info("Added %d optimized prompts to the labeller's evidence", run.prompts_added)
     (export_dir / "feature_labels.json").write_text(json.dumps(
         [{"feature_index": r["feature"], "llm_label": r["label_llm"], "search_label": r["label_keywords"],
           "label": r["label"], "score": r["score"], "error": r["error"]} for r in frame.iter_rows(named=True)],
         indent=1))
+    scores, keyword_scores, detection = run.scores, run.keyword_scores, run.detection
     valid = [s for s in scores.values() if np.isfinite(s)]
     return dg.MaterializeResult(metadata={
         **table_metadata(written, inputs),
@@ -189,9 +168,10 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
         "mean_score_keywords": float(np.nanmean(list(keyword_scores.values()))) if keyword_scores else float("nan"),
         "mean_score_llm_detection": float(np.nanmean(list(detection.values()))) if detection else float("nan"),
         "features_labelled": len(indices),
-        "optimized_prompts_shown": prompts_added,
+        "optimized_prompts_shown": run.prompts_added,
+        "windows_embedded": run.texts_embedded,
         "llm_errors": sum(1 for _, err in llm.values() if err),
-        "labels_per_second": round(len(llm) / llm_s, 2) if llm else 0.0,
+        "labels_per_second": round(len(llm) / run.llm_seconds, 2) if llm else 0.0,
         "labeller_model": labeller_model or "none (keywords only)",
         "feature_examples_jsonl": dg.MetadataValue.path(str(export_dir / "feature_examples.jsonl")),
         "feature_labels_json": dg.MetadataValue.path(str(export_dir / "feature_labels.json")),

@@ -8,6 +8,7 @@ import polars as pl
 import torch
 from pydantic import Field
 
+from sae_assets.core.cluster_progress import heartbeat
 from sae_assets.core.feature_map import (
     FeatureMapConfig,
     build_feature_map,
@@ -114,8 +115,8 @@ def feature_map(context: dg.AssetExecutionContext, config: FeatureMapRunConfig, 
     vectors = np.asarray(decoder["decoder"].list.to_array(dim).to_numpy(), dtype=np.float32)
     features = decoder["feature"].to_numpy()
     try:
-        fmap = build_feature_map(torch.from_numpy(vectors), cfg, device=device.torch_device(),
-                                 report=context.log.info)
+        with heartbeat(context.log.info, where) as report:  # UMAP's graph is silent for tens of seconds at 32k
+            fmap = build_feature_map(torch.from_numpy(vectors), cfg, device=device.torch_device(), report=report)
     except ValueError as err:
         raise dg.Failure(f"{where}: {err}", allow_retries=False) from err
     context.log.info("%s: exact %d-NN of %d x %d vectors in %.1fs, UMAP 3-D in %.1fs", where, cfg.knn_k,

@@ -8,6 +8,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
+from sae_assets.core.cluster_progress import heartbeat
 from sae_assets.core.plots import lines_png
 from sae_assets.core.prompt_opt import OptimizedPrompt, PromptOptConfig, optimize_features
 from sae_assets.core.token_heatmap import token_heatmap_png
@@ -127,8 +128,10 @@ def optimized_prompts(context: dg.AssetExecutionContext, config: OptimizedPrompt
         lm = language_model.load(location.entry.language_model, config.dtype)
         lm.check_hook(location.hook_name)
         start = time.perf_counter()
-        results = optimize_features(lm, location.hook_name, loaded.sae, targets, cfg, methods=config.methods,
-                                    report=context.log.info)
+        # One step at 32k latents can take seconds: the heartbeat keeps the log within 10 s between reports.
+        with heartbeat(context.log.info, f"optimized_prompts {model} layer {layer}") as report:
+            results = optimize_features(lm, location.hook_name, loaded.sae, targets, cfg, methods=config.methods,
+                                        report=report)
     except (SaeLoadError, ValueError) as err:
         raise dg.Failure(f"optimized_prompts {model} layer {layer}: {err}") from err
     seconds = time.perf_counter() - start
