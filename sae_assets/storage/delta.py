@@ -13,11 +13,11 @@ import json
 import logging
 import os
 import random
+import re
 import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
-from urllib.parse import quote as url_quote
 
 import polars as pl
 import pyarrow as pa
@@ -154,8 +154,9 @@ def _table_filesystem(uri: str, storage_options: dict[str, str] | None) -> pafs.
         return pafs.SubTreeFileSystem(uri, pafs.LocalFileSystem())
     scheme, path = uri.split("://", 1)
     if scheme in ("s3", "s3a"):
-        get = lambda *keys: next((options.get(k) or os.environ.get(k) for k in keys  # noqa: E731
-                                  if options.get(k) or os.environ.get(k)), None)
+        def get(*keys: str) -> str | None:  # the first option set, here or in the environment
+            return next((v for v in (options.get(k) or os.environ.get(k) for k in keys) if v), None)
+
         endpoint = get("AWS_ENDPOINT_URL", "AWS_ENDPOINT")
         http = (get("AWS_ALLOW_HTTP") or "").lower() == "true" or (endpoint or "").startswith("http://")
         s3 = pafs.S3FileSystem(
@@ -185,7 +186,8 @@ def write_partition_batches(
     table = _table_for(uri, full, storage_options)
     fs = _table_filesystem(uri, storage_options)
     values = {"model": model, "layer": str(layer)}
-    folder = "/".join(f"{c}={url_quote(values[c], safe='@-_.')}" for c in PARTITION_COLUMNS)
+    # Partition values come from the commit's actions; the folder only needs to be a path no reader re-decodes.
+    folder = "/".join(f"{c}={re.sub(r'[^A-Za-z0-9@._-]', '_', values[c])}" for c in PARTITION_COLUMNS)
     if "://" not in uri:
         fs.create_dir(folder, recursive=True)  # object stores have no directories to make
     actions: list[AddAction] = []
