@@ -85,9 +85,7 @@ class LakeResource(dg.ConfigurableResource):
         """One partition in frames of at most ``batch_rows`` rows (for tables too large to collect whole)."""
         for batch in delta.iter_partition_batches(self.table_uri(asset_name), model, layer, columns, batch_rows,
                                                   storage_options=self.storage_options or None):
-            frame = pl.from_arrow(batch)
-            assert isinstance(frame, pl.DataFrame)
-            yield frame
+            yield pl.DataFrame(batch)
 
     def scan_partition(self, asset_name: str, model: str, layer: int | str | None = None) -> pl.LazyFrame:
         return delta.scan_partition(self.table_uri(asset_name), model, layer,
