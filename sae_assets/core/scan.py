@@ -134,18 +134,14 @@ class Scanner:
         acts = self.model.hook_activations(tokens, self.hook_name)  # [b, seq, d_in]
         pos = torch.arange(tokens.shape[1], device=acts.device)
         valid = (pos >= 1) & (pos < lengths.to(acts.device).unsqueeze(1))  # BOS and padding out
-        # Every position is encoded, then BOS and padding are zeroed in place: cheaper at 16k+ latents than
-        # scattering the real tokens' latents into a zeroed [b, seq, d_sae] tensor (batches are length-sorted,
-        # so padding is a few percent of the encode).
-        flat = acts.reshape(-1, acts.shape[-1]).to(self.device, torch.float32)  # [b * seq, d_in]
-        latents = self.encode(flat)  # [b * seq, d_sae]
-        valid = valid.to(self.device)
-        feats = latents.view(*tokens.shape, latents.shape[-1]).masked_fill_(~valid.unsqueeze(-1), 0.0)
-        rows = valid.flatten().nonzero().squeeze(1)  # the real tokens, in order
+        x = acts[valid].to(self.device, torch.float32)  # [n_valid, d_in]
+        latents = self.encode(x)  # [n_valid, d_sae]
+        feats = latents.new_zeros((*tokens.shape, latents.shape[-1]))
+        feats[valid.to(self.device)] = latents
         sample = self.cfg.reconstruction_sample
-        if 0 < sample < rows.shape[0]:
-            rows = rows[torch.randperm(rows.shape[0], generator=self.generator, device="cpu")[:sample].to(self.device)]
-        x, latents = flat[rows], latents[rows]
+        if 0 < sample < x.shape[0]:
+            idx = torch.randperm(x.shape[0], generator=self.generator, device="cpu")[:sample].to(self.device)
+            x, latents = x[idx], latents[idx]
         return feats, x, self.sae.decode(latents), int(valid.sum())
 
     @torch.inference_mode()
