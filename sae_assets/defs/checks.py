@@ -117,13 +117,13 @@ def rule_check(rule: Rule, key: dg.AssetKey) -> dg.AssetChecksDefinition:
         table = rule.table or rule.asset
         if (missing := _missing(lake, table)) is not None:
             return missing
-        rows, n_bad, preview = 0, 0, []
-        total = lake.scan_partition(table, model, layer).select(pl.len()).collect().item()
-        progress = Progress(f"check {rule.name} on {table}", total, "rows", context.log.info)
+        n_bad, preview = 0, []
+        rows = lake.scan_partition(table, model, layer).select(pl.len()).collect().item()
+        progress = Progress(f"check {rule.name} on {table}", rows, "rows", context.log.info)
         blocks = lake.iter_partition(table, model, layer, batch_rows=CHECK_BATCH_ROWS)  # bounded: one block at a time
         for frame in tracked(blocks, progress, len):
             bad = frame.filter(rule.bad()).select(rule.columns)
-            rows, n_bad = rows + frame.height, n_bad + bad.height
+            n_bad += bad.height
             if bad.height and sum(p.height for p in preview) < PREVIEW_ROWS:
                 preview.append(bad.head(PREVIEW_ROWS))
         return dg.AssetCheckResult(
