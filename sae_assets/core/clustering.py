@@ -23,7 +23,8 @@ import numpy as np
 import polars as pl
 
 from sae_assets.core.cluster_analysis import cluster_summary, select_representatives
-from sae_assets.core.cluster_progress import Report, umap_tqdm_kwds
+from sae_assets.core.cluster_progress import umap_tqdm_kwds
+from sae_assets.core.progress import Report
 
 log = logging.getLogger(__name__)
 
@@ -208,7 +209,7 @@ def cluster_features(stats: pl.DataFrame, vectors: np.ndarray, examples: pl.Data
     ``stats``: ``feature_stats`` rows, one per feature ``0..n_features-1`` (any order); ``vectors
     [n_features, dim]``: one vector per feature, row ``i`` for feature ``i``; ``examples``: the
     ``activation_examples`` rows of this SAE (for the clusters' top tokens), or None. ``report``: a line per phase
-    and UMAP's epochs (wrap the call in :func:`~sae_assets.core.cluster_progress.heartbeat` to hear from it every
+    and UMAP's epochs (wrap the call in :func:`~sae_assets.core.progress.heartbeat` to hear from it every
     10 s whatever runs).
     """
     vectors = np.asarray(vectors, dtype=np.float32)

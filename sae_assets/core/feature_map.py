@@ -28,8 +28,9 @@ import numpy as np
 import polars as pl
 import torch
 
-from sae_assets.core.cluster_progress import Report, umap_tqdm_kwds
+from sae_assets.core.cluster_progress import umap_tqdm_kwds
 from sae_assets.core.knn import exact_knn
+from sae_assets.core.progress import Report
 
 LAYER_FILE = re.compile(r"^layer-(\d+)\.json(\.gz)?$")
 MANIFEST = "manifest.json"

@@ -14,8 +14,7 @@ import numpy as np
 import torch
 
 from sae_assets.core.alignment import top_order
-from sae_assets.core.cluster_progress import Report
-from sae_assets.core.progress import Progress
+from sae_assets.core.progress import Progress, Report
 
 DEFAULT_BLOCK = 4096
 

@@ -1,12 +1,16 @@
-"""Rate-limited progress reporting for long loops (tokens done, rate, ETA)."""
+"""Rate-limited progress reporting for long loops (tokens done, rate, ETA), and a heartbeat for calls that report
+nothing themselves, so a step never goes silent for 10 s."""
 
 from __future__ import annotations
 
+import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
+from contextlib import contextmanager
 from typing import TypeVar
 
 T = TypeVar("T")
+Report = Callable[[str], None]
 
 
 class Progress:
@@ -51,3 +55,37 @@ def tracked(items: Iterable[T], progress: Progress, size: Callable[[T], int]) ->
         yield item
         progress.advance(size(item))
     progress.finish()
+
+
+@contextmanager
+def heartbeat(report: Report | None, what: str, every_s: float = 9.0) -> Iterator[Report]:
+    """Yields the ``report`` to use inside the block: it forwards each message and remembers it. Whenever nothing
+    was reported for ``every_s`` seconds, a background thread reports "<what>: running for N s; last: <message>".
+    Messages from both threads are serialized. With ``report`` None: yields a no-op and starts nothing."""
+    if report is None:
+        yield lambda message: None
+        return
+    lock, done = threading.Lock(), threading.Event()
+    start = time.perf_counter()
+    state = {"last": "started", "at": start}
+
+    def forward(message: str) -> None:
+        with lock:
+            report(message)
+            state["last"], state["at"] = message, time.perf_counter()
+
+    def beat() -> None:
+        while not done.wait(min(0.5, every_s)):
+            with lock:
+                now = time.perf_counter()
+                if now - state["at"] >= every_s:
+                    report(f"{what}: running for {now - start:.0f}s; last: {state['last']}")
+                    state["at"] = now
+
+    thread = threading.Thread(target=beat, name=f"heartbeat {what}", daemon=True)
+    thread.start()
+    try:
+        yield forward
+    finally:
+        done.set()
+        thread.join()

@@ -9,8 +9,9 @@ from sklearn.metrics import adjusted_rand_score
 
 from sae_assets.core.cluster_analysis import cluster_summary, cluster_top_tokens, select_representatives
 from sae_assets.core.cluster_plot import cluster_scatter_png
-from sae_assets.core.cluster_progress import heartbeat, umap_tqdm_kwds
+from sae_assets.core.cluster_progress import umap_tqdm_kwds
 from sae_assets.core.clustering import ClusterConfig, ClusterResult, cluster, cluster_features, filter_features, reduce
+from sae_assets.core.progress import heartbeat
 
 N_BLOB, PER_BLOB, DIM = 3, 30, 32
 N_EXTRA = 10  # filtered out: 5 dead, 5 with too low entropy

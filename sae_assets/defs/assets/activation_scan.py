@@ -10,11 +10,10 @@ import polars as pl
 from pydantic import Field
 
 from sae_assets.core.activation_examples import ExampleConfig
-from sae_assets.core.cluster_progress import heartbeat
 from sae_assets.core.cooccurrence import COOCCURRENCE_SCHEMA
 from sae_assets.core.language_model import LanguageModel
 from sae_assets.core.plots import histogram_png
-from sae_assets.core.progress import Progress, tracked
+from sae_assets.core.progress import Progress, heartbeat, tracked
 from sae_assets.core.scan import ScanConfig, ScanResult, run_scan
 from sae_assets.core.scan_memory import GIB, check_scan_memory, free_bytes
 from sae_assets.defs.assets.sae_decoder import sae_decoder

@@ -8,7 +8,6 @@ import polars as pl
 import torch
 from pydantic import Field
 
-from sae_assets.core.cluster_progress import heartbeat
 from sae_assets.core.feature_map import (
     FeatureMapConfig,
     build_feature_map,
@@ -23,6 +22,7 @@ from sae_assets.core.feature_map import (
     write_manifest,
 )
 from sae_assets.core.plots import figure_png
+from sae_assets.core.progress import heartbeat
 from sae_assets.defs.automation import cheap_refresh
 from sae_assets.defs.metadata import input_table_versions, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition

@@ -8,8 +8,8 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from sae_assets.core.cluster_progress import heartbeat
 from sae_assets.core.plots import lines_png
+from sae_assets.core.progress import heartbeat
 from sae_assets.core.prompt_opt import OptimizedPrompt, PromptOptConfig, optimize_features
 from sae_assets.core.token_heatmap import token_heatmap_png
 from sae_assets.defs.assets.feature_clusters import feature_clusters
