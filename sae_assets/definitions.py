@@ -1,33 +1,17 @@
-"""The sae-assets code location."""
+"""The sae-assets code location: every Dagster object under ``sae_assets/defs/``, found by walking the folder.
+
+A new asset, check, job, sensor or schedule is a module-level object in a file under ``defs/``; nothing here
+changes. Resources and the executor are bound once, in ``defs/platform.py``. The code-location name is
+written once, in ``pyproject.toml`` (``[tool.dg.project]``), which ``dagster dev`` and the CLI read.
+"""
+
+from pathlib import Path
 
 import dagster as dg
 
-from sae_assets.defs.assets.activation_scan import activation_scan
-from sae_assets.defs.assets.alignment_report import alignment_report
-from sae_assets.defs.assets.alignment_scores import alignment_scores
-from sae_assets.defs.assets.explanation_embeddings import explanation_embeddings
-from sae_assets.defs.assets.explanations import explanations
-from sae_assets.defs.assets.feature_clusters import feature_clusters
-from sae_assets.defs.assets.feature_labels import feature_labels
-from sae_assets.defs.assets.feature_map import feature_map
-from sae_assets.defs.assets.optimized_prompts import optimized_prompts
-from sae_assets.defs.assets.sae_decoder import sae_decoder
-from sae_assets.defs.assets.trained_sae import trained_sae
-from sae_assets.defs.automation import automation_sensor
-from sae_assets.defs.checks import build_checks
-from sae_assets.defs.executors import executor_from_env
-from sae_assets.defs.jobs import jobs
-from sae_assets.defs.resources import default_resources
-from sae_assets.defs.schedules import weekly_explanations_refresh
-from sae_assets.defs.sensors import new_sae_sensor
+import sae_assets.defs
 
-defs = dg.Definitions(
-    assets=[trained_sae, sae_decoder, activation_scan, feature_labels, explanations, explanation_embeddings,
-            alignment_scores, alignment_report, feature_clusters, optimized_prompts, feature_map],
-    asset_checks=build_checks(),
-    jobs=jobs,
-    sensors=[new_sae_sensor, automation_sensor],
-    schedules=[weekly_explanations_refresh],
-    resources=default_resources(),
-    executor=executor_from_env(),  # SAE_ASSETS_EXECUTOR: in_process (default), multiprocess or k8s
-)
+# ComponentTree.from_module is what dg.load_from_defs_folder builds on, minus its search for pyproject.toml,
+# so the location also loads where the package is installed as a wheel (the Docker image, site-packages).
+defs = dg.ComponentTree.from_module(
+    defs_module=sae_assets.defs, project_root=Path(__file__).resolve().parent.parent).build_defs()

@@ -20,7 +20,8 @@ from pathlib import Path
 import pytest
 import requests
 
-ARTIFACTS = Path(__file__).resolve().parent.parent / "test-artifacts"
+REPO = Path(__file__).resolve().parent.parent
+ARTIFACTS = REPO / "test-artifacts"
 # As root in a sandbox: no sandbox, no GPU (WebGL through SwiftShader), and no background connections
 # (the network is closed: they would be refused, many at a time).
 CHROMIUM_ARGS = ["--no-sandbox", "--disable-gpu", "--enable-unsafe-swiftshader", "--use-angle=swiftshader",
@@ -78,7 +79,8 @@ def serving(args: list[str], url: str, timeout_s: float = 60.0, env: dict | None
     log_path = ARTIFACTS / log_name
     with open(log_path, "wb") as log:
         proc = subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, **(env or {})}, start_new_session=True)
+                                env={**os.environ, **(env or {})}, start_new_session=True,
+                                cwd=REPO)  # `dagster dev` finds the location in pyproject.toml
         try:
             deadline = time.monotonic() + timeout_s
             while True:

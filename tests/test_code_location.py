@@ -1,4 +1,4 @@
-"""The code location as users start it: packaging, workspace, instance config, and `dagster dev`."""
+"""The code location as users start it: packaging, the defs folder, instance config, and `dagster dev`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,6 @@ import tomllib
 from pathlib import Path
 
 import dagster as dg
-import yaml
 from dagster._core.instance.ref import InstanceRef
 
 from sae_assets.definitions import defs
@@ -24,12 +23,41 @@ def test_dagster_family_pinned_to_one_version() -> None:
     assert len(set(family.values())) == 1 and family["dagster"] == dg.__version__
 
 
-def test_code_location_name_is_the_same_everywhere() -> None:
-    workspace = yaml.safe_load((REPO_ROOT / "workspace.yaml").read_text())
-    module = workspace["load_from"][0]["python_module"]
-    assert module["module_name"] == PYPROJECT["tool"]["dagster"]["module_name"] == "sae_assets.definitions"
-    assert module["location_name"] == PYPROJECT["tool"]["dagster"]["code_location_name"] \
-        == PYPROJECT["tool"]["dg"]["project"]["code_location_name"]
+def test_code_location_is_declared_once() -> None:
+    # dagster dev and the dagster CLI read [tool.dg.project] when no [tool.dagster] block or workspace.yaml exists.
+    assert "dagster" not in PYPROJECT["tool"] and not (REPO_ROOT / "workspace.yaml").exists()
+    project = PYPROJECT["tool"]["dg"]["project"]
+    assert project["code_location_target_module"] == "sae_assets.definitions"
+    assert project["code_location_name"] == "sae_assets"
+
+
+def test_definitions_load_every_object_in_the_defs_folder() -> None:
+    # Nothing is listed by hand: each module-level asset, job, sensor and schedule under defs/ is in the location.
+    import importlib
+    import pkgutil
+
+    from dagster._core.definitions.unresolved_asset_job_definition import UnresolvedAssetJobDefinition
+
+    import sae_assets.defs
+
+    found: dict[str, set[str]] = {"assets": set(), "jobs": set(), "sensors": set(), "schedules": set()}
+    for info in pkgutil.walk_packages(sae_assets.defs.__path__, "sae_assets.defs."):
+        for value in vars(importlib.import_module(info.name)).values():
+            if isinstance(value, dg.AssetsDefinition) and not isinstance(value, dg.AssetChecksDefinition):
+                found["assets"] |= {k.to_user_string() for k in value.keys}
+            elif isinstance(value, UnresolvedAssetJobDefinition):
+                found["jobs"].add(value.name)
+            elif isinstance(value, dg.SensorDefinition):
+                found["sensors"].add(value.name)
+            elif isinstance(value, dg.ScheduleDefinition):
+                found["schedules"].add(value.name)
+    repo = defs.get_repository_def()
+    assert found["assets"] == {k.to_user_string() for k in repo.asset_graph.get_all_asset_keys()}
+    assert found["jobs"] <= {job.name for job in repo.get_all_jobs()}
+    assert found["sensors"] == {s.name for s in repo.sensor_defs}
+    assert found["schedules"] == {s.name for s in repo.schedule_defs}
+    assert len(found["assets"]) == 14 and len(found["jobs"]) == 7
+    assert set(defs.resources or {}) >= {"lake", "device", "corpus", "language_model", "neuronpedia"}
 
 
 def test_ci_runs_the_readme_commands() -> None:

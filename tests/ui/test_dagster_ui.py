@@ -81,7 +81,7 @@ def test_launch_a_partition_and_see_it_in_the_ui(tmp_path: Path) -> None:
            "SAE_ASSETS_SAE_DROP": str(tmp_path / "sae_drop"),
            "SAE_ASSETS_AUTOMATION": "stopped",  # only the launched run: no automation runs on 2 cores
            "SAE_ASSETS_MIN_EXPLAINED_VARIANCE": "0"}  # 16 training steps: the EV floor is not under test
-    with serving(["-m", "dagster", "dev", "-w", "workspace.yaml", "-h", "127.0.0.1", "-p", str(port)],
+    with serving(["-m", "dagster", "dev", "-h", "127.0.0.1", "-p", str(port)],
                  f"{url}/server_info", timeout_s=180, env=env, log_name="dagster-dev.log"):
         nodes = {"/".join(n["assetKey"]["path"]): n for n in graphql(url, NODES)["assetNodes"]}
         assert {"trained_sae", "sae_decoder", "feature_stats", "feature_map", "alignment_report"} <= set(nodes)
