@@ -55,8 +55,8 @@ def child(variant: str, data: Path, out: Path) -> None:
     """One variant, timed inside a fresh process; writes coords/edges .npy and a JSON line of timings."""
     import torch
 
-    from sae_assets.core.feature_map import FeatureMapConfig, build_feature_map
-    from sae_assets.core.knn import exact_knn
+    from sae_assets.core.feature_map.knn import exact_knn
+    from sae_assets.core.feature_map.layout import FeatureMapConfig, build_feature_map
 
     x = np.load(data)
     cfg = FeatureMapConfig(init="spectral" if variant == "b-spectral" else "pca")
@@ -98,7 +98,7 @@ def run_variant(variant: str, data: Path, out: Path) -> dict[str, float]:
 def edges_match(x: np.ndarray, indices: np.ndarray, sims: np.ndarray, rows: np.ndarray, k: int,
                 threshold: float) -> int:
     """Rows whose edges (first k neighbours at or above threshold, in order) equal a float64 brute force."""
-    from sae_assets.core.feature_map import edges_frame
+    from sae_assets.core.feature_map.layout import edges_frame
 
     unit = x.astype(np.float64) / np.maximum(np.linalg.norm(x.astype(np.float64), axis=1, keepdims=True), 1e-300)
     ours = edges_frame(indices, sims, k, threshold)
@@ -131,7 +131,7 @@ def main() -> None:
 
     from sklearn.manifold import trustworthiness
 
-    from sae_assets.core.feature_map import FeatureMapConfig
+    from sae_assets.core.feature_map.layout import FeatureMapConfig
 
     cfg = FeatureMapConfig()
     with tempfile.TemporaryDirectory() as tmp:

@@ -25,9 +25,9 @@ import polars as pl
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sae_assets.core.label_evidence import gather_evidence  # noqa: E402
-from sae_assets.core.label_runs import embedding_scores, keyword_labels, llm_labels  # noqa: E402
-from sae_assets.core.labelling import background_counts  # noqa: E402
+from sae_assets.core.labels.evidence import gather_evidence  # noqa: E402
+from sae_assets.core.labels.labelling import background_counts  # noqa: E402
+from sae_assets.core.labels.runs import embedding_scores, keyword_labels, llm_labels  # noqa: E402
 from sae_assets.resources.device import DeviceResource  # noqa: E402
 from sae_assets.resources.embedder import EmbedderResource  # noqa: E402
 from sae_assets.resources.labeller import LabellerResource  # noqa: E402

@@ -22,8 +22,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from benchmarks.scan import random_model  # noqa: E402
-from sae_assets.core.prompt_opt import PromptOptConfig, optimize_discrete  # noqa: E402
-from sae_assets.core.prompt_opt_continuous import optimize_continuous  # noqa: E402
+from sae_assets.core.prompts.continuous import optimize_continuous  # noqa: E402
+from sae_assets.core.prompts.optimize import PromptOptConfig, optimize_discrete  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 LAKE = REPO / "dagster_home" / "lake"
@@ -63,7 +63,7 @@ def dataset_max(layer: int) -> dict[int, float]:
 def scanned_max(lm, sae, hook: str, n_tokens: int, context: int = 128) -> dict[int, float]:
     """Feature -> max activation over the first ``n_tokens`` of the offline corpus (BOS + document, truncated to
     ``context``; BOS excluded), when the demo's feature_stats are absent."""
-    from sae_assets.core.scan import _pad
+    from sae_assets.core.scan.activation_scan import _pad
     from sae_assets.resources.corpus import OFFLINE_WIKI, load_corpus
 
     docs, total = [], 0

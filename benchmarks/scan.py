@@ -22,8 +22,8 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sae_assets.core.activation_examples import ExampleConfig  # noqa: E402
-from sae_assets.core.scan import ScanConfig, document_batches, run_scan  # noqa: E402
+from sae_assets.core.scan.activation_examples import ExampleConfig  # noqa: E402
+from sae_assets.core.scan.activation_scan import ScanConfig, document_batches, run_scan  # noqa: E402
 
 REPO = Path(__file__).resolve().parent.parent
 
@@ -65,7 +65,7 @@ def random_model(name: str, layer: int, device: torch.device, dtype: torch.dtype
     from sae_lens.saes.jumprelu_sae import JumpReLUSAE, JumpReLUSAEConfig
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    from sae_assets.core.language_model import LanguageModel
+    from sae_assets.core.common.language_model import LanguageModel
 
     dims = {"gemma-2-2b-random": dict(d_model=2304, n_layers=26, n_heads=8, d_head=256, d_mlp=9216, d_vocab=256_000,
                                       d_sae=16_384),
@@ -105,7 +105,7 @@ def take(documents, n_tokens: int):
 
 
 def bare(lm, hook, docs, cfg: ScanConfig, pad_id: int, device) -> float:
-    from sae_assets.core.scan import _pad
+    from sae_assets.core.scan.activation_scan import _pad
 
     _sync(device)
     start = time.perf_counter()

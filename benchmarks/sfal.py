@@ -24,9 +24,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
-from sae_assets.core.alignment import sfal_ndcg  # noqa: E402
-from sae_assets.core.cooccurrence import phi_from_counts  # noqa: E402
-from sae_assets.core.explanations import choose_explanations, normalize  # noqa: E402
+from sae_assets.core.alignment.explanations import choose_explanations, normalize  # noqa: E402
+from sae_assets.core.alignment.sfal import (
+    phi_from_counts,  # noqa: E402
+    sfal_ndcg,  # noqa: E402
+)
 from sae_assets.resources.neuronpedia import NeuronpediaResource  # noqa: E402
 from tests.neuronpedia_server import NeuronpediaServer  # noqa: E402
 

@@ -29,7 +29,7 @@ def build_tiny_lm(d_model: int = 16, n_layers: int = 2, d_vocab: int = 50, seed:
     """A random-weight TransformerLens model (no hub), wrapped like the platform's language models."""
     from transformer_lens import HookedTransformer, HookedTransformerConfig
 
-    from sae_assets.core.language_model import LanguageModel
+    from sae_assets.core.common.language_model import LanguageModel
 
     torch.manual_seed(seed)
     cfg = HookedTransformerConfig(n_layers=n_layers, d_model=d_model, n_ctx=256, d_head=4, n_heads=d_model // 4,

@@ -13,7 +13,7 @@ from dataclasses import dataclass
 import dagster as dg
 import polars as pl
 
-from sae_assets.core.progress import Progress, tracked
+from sae_assets.core.common.progress import Progress, tracked
 from sae_assets.defs.partitions import model_and_layer, model_layer_partitions, model_partitions
 from sae_assets.resources.lake import LakeResource
 

@@ -15,7 +15,7 @@ import dagster as dg
 import torch
 
 from sae_assets.catalog import LanguageModelSpec
-from sae_assets.core.language_model import LanguageModel
+from sae_assets.core.common.language_model import LanguageModel
 from sae_assets.resources.device import DeviceResource, resolve_dtype
 
 log = logging.getLogger(__name__)

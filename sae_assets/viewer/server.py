@@ -23,7 +23,7 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
 from urllib.parse import unquote, urlsplit
 
-from sae_assets.core.feature_map import LAYER_FILE, MANIFEST
+from sae_assets.core.feature_map.layout import LAYER_FILE, MANIFEST
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"

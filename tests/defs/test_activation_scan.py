@@ -11,7 +11,7 @@ import torch
 from deltalake import DeltaTable
 
 from sae_assets.catalog import load_catalog
-from sae_assets.core.cooccurrence import dense_counts
+from sae_assets.core.scan.cooccurrence import dense_counts
 from sae_assets.defs.assets import activation_scan as scan_asset
 from sae_assets.defs.assets.activation_scan import activation_scan
 from sae_assets.defs.assets.sae_decoder import sae_decoder

@@ -9,7 +9,7 @@ import numpy as np
 import polars as pl
 import torch
 
-from sae_assets.core.decoder import decoder_frame
+from sae_assets.core.sae.decoder import decoder_frame
 from sae_assets.definitions import defs
 from sae_assets.defs.assets.feature_map import feature_map
 from sae_assets.defs.checks import build_checks

@@ -10,12 +10,12 @@ import numpy as np
 import polars as pl
 import torch
 
-from sae_assets.core.decoder import decoder_frame
+from sae_assets.core.sae.decoder import decoder_frame
 from sae_assets.defs.assets.feature_map import feature_map
 from sae_assets.defs.partitions import partition_key, register_models
 from sae_assets.resources.device import DeviceResource
 from sae_assets.resources.lake import LakeResource
-from tests.core.test_knn import brute_force
+from tests.core.feature_map.test_knn import brute_force
 from tests.defs.helpers import failure_text, lake_tables
 
 MODEL = "smollm2-135m@test-res"

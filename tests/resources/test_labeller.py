@@ -2,7 +2,7 @@ from __future__ import annotations
 
 import pytest
 
-from sae_assets.core.labelling import Window, label_messages, parse_label
+from sae_assets.core.labels.labelling import Window, label_messages, parse_label
 from sae_assets.resources.device import DeviceResource
 from sae_assets.resources.labeller import LabellerResource
 from tests.chat_server import ChatServer

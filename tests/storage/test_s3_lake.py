@@ -16,7 +16,7 @@ import pytest
 import torch
 from moto.server import ThreadedMotoServer
 
-from sae_assets.core.decoder import decoder_frame
+from sae_assets.core.sae.decoder import decoder_frame
 from sae_assets.defs.assets.feature_map import feature_map
 from sae_assets.defs.partitions import partition_key, register_models
 from sae_assets.resources.device import DeviceResource
@@ -81,7 +81,7 @@ def test_an_asset_materializes_against_the_s3_lake(s3_options: dict[str, str], t
 def test_block_writes_race_and_read_back_on_s3(s3_options: dict[str, str]) -> None:
     """Co-occurrence histograms written in blocks (parquet files through the object store, one commit each) by
     racing writers of different partitions, then read back block by block."""
-    from sae_assets.core.cooccurrence import COOCCURRENCE_SCHEMA, CooccurrenceCounter, dense_counts
+    from sae_assets.core.scan.cooccurrence import COOCCURRENCE_SCHEMA, CooccurrenceCounter, dense_counts
 
     lake = LakeResource(root="s3://lake/sae", storage_options=s3_options)
     counters = {}

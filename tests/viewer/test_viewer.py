@@ -10,7 +10,8 @@ import numpy as np
 import pytest
 import requests
 
-from sae_assets.core.feature_map import (
+from sae_assets.core.feature_map.knn import exact_knn
+from sae_assets.core.feature_map.layout import (
     commit_layer,
     edges_frame,
     encode,
@@ -21,7 +22,6 @@ from sae_assets.core.feature_map import (
     stage_file,
     write_manifest,
 )
-from sae_assets.core.knn import exact_knn
 from sae_assets.viewer.server import serve_in_thread
 from tests.browser import browser_page, free_port, screenshot, serving
 

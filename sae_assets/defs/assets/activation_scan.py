@@ -9,13 +9,13 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from sae_assets.core.activation_examples import ExampleConfig
-from sae_assets.core.cooccurrence import COOCCURRENCE_SCHEMA
-from sae_assets.core.language_model import LanguageModel
-from sae_assets.core.plots import histogram_png
-from sae_assets.core.progress import Progress, heartbeat, tracked
-from sae_assets.core.scan import ScanConfig, ScanResult, run_scan
-from sae_assets.core.scan_memory import GIB, check_scan_memory, free_bytes
+from sae_assets.core.common.language_model import LanguageModel
+from sae_assets.core.common.plots import histogram_png
+from sae_assets.core.common.progress import Progress, heartbeat, tracked
+from sae_assets.core.scan.activation_examples import ExampleConfig
+from sae_assets.core.scan.activation_scan import ScanConfig, ScanResult, run_scan
+from sae_assets.core.scan.cooccurrence import COOCCURRENCE_SCHEMA
+from sae_assets.core.scan.memory import GIB, check_scan_memory, free_bytes
 from sae_assets.defs.assets.sae_decoder import sae_decoder
 from sae_assets.defs.automation import on_new_inputs
 from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL

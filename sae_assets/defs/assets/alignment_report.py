@@ -4,7 +4,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
-from sae_assets.core.plots import lines_png
+from sae_assets.core.common.plots import lines_png
 from sae_assets.defs.assets.alignment_scores import alignment_scores
 from sae_assets.defs.automation import report_refresh
 from sae_assets.defs.metadata import input_table_versions, md_text, png_markdown, table_metadata

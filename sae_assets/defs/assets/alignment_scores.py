@@ -8,9 +8,9 @@ import polars as pl
 import torch
 from pydantic import Field
 
-from sae_assets.core.alignment import DEFAULT_TOP_N, sfal_ndcg
-from sae_assets.core.cooccurrence import dense_counts
-from sae_assets.core.progress import Progress, tracked
+from sae_assets.core.alignment.sfal import DEFAULT_TOP_N, sfal_ndcg
+from sae_assets.core.common.progress import Progress, tracked
+from sae_assets.core.scan.cooccurrence import dense_counts
 from sae_assets.defs.assets.explanation_embeddings import explanation_embeddings
 from sae_assets.defs.automation import cheap_refresh
 from sae_assets.defs.metadata import input_table_versions, table_metadata

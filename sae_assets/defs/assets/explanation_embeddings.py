@@ -7,7 +7,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from sae_assets.core.progress import Progress, heartbeat
+from sae_assets.core.common.progress import Progress, heartbeat
 from sae_assets.defs.assets.explanations import explanations
 from sae_assets.defs.automation import cheap_refresh
 from sae_assets.defs.metadata import input_table_versions, table_metadata

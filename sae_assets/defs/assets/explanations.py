@@ -7,7 +7,7 @@ import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from sae_assets.core.explanations import MalformedRecord, choose_explanations, normalize
+from sae_assets.core.alignment.explanations import MalformedRecord, choose_explanations, normalize
 from sae_assets.defs.assets.feature_labels import feature_labels
 from sae_assets.defs.automation import cheap_refresh
 from sae_assets.defs.metadata import input_table_versions, table_metadata

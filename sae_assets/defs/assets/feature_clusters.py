@@ -8,9 +8,9 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from sae_assets.core.cluster_plot import cluster_scatter_png
-from sae_assets.core.clustering import ClusterConfig, cluster_features
-from sae_assets.core.progress import heartbeat
+from sae_assets.core.clusters.clustering import ClusterConfig, cluster_features
+from sae_assets.core.clusters.plot import cluster_scatter_png
+from sae_assets.core.common.progress import heartbeat
 from sae_assets.defs.automation import cheap_refresh
 from sae_assets.defs.metadata import input_table_versions, md_text, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition

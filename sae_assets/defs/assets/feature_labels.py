@@ -9,10 +9,10 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from sae_assets.core.label_blocks import AllLabelCallsFailed, LabelSettings, label_in_blocks
-from sae_assets.core.label_evidence import EVIDENCE_COLUMNS, FeatureEvidence, read_selection
-from sae_assets.core.labelling import background_counts_series
-from sae_assets.core.progress import heartbeat
+from sae_assets.core.common.progress import heartbeat
+from sae_assets.core.labels.blocks import AllLabelCallsFailed, LabelSettings, label_in_blocks
+from sae_assets.core.labels.evidence import EVIDENCE_COLUMNS, FeatureEvidence, read_selection
+from sae_assets.core.labels.labelling import background_counts_series
 from sae_assets.defs.automation import on_new_inputs
 from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
 from sae_assets.defs.metadata import input_table_versions, md_text, table_metadata

@@ -8,7 +8,9 @@ import polars as pl
 import torch
 from pydantic import Field
 
-from sae_assets.core.feature_map import (
+from sae_assets.core.common.plots import figure_png
+from sae_assets.core.common.progress import heartbeat
+from sae_assets.core.feature_map.layout import (
     FeatureMapConfig,
     build_feature_map,
     commit_layer,
@@ -21,8 +23,6 @@ from sae_assets.core.feature_map import (
     stage_file,
     write_manifest,
 )
-from sae_assets.core.plots import figure_png
-from sae_assets.core.progress import heartbeat
 from sae_assets.defs.automation import cheap_refresh
 from sae_assets.defs.metadata import input_table_versions, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
@@ -87,7 +87,7 @@ def _preview_png(coords: np.ndarray, density: np.ndarray, title: str) -> bytes:
     # Labels, density and clusters are joined where they exist: listed so a run orders them first.
     deps=["sae_decoder", "feature_stats", "feature_clusters", "feature_labels", "explanations"],
     kinds={"umap", "torch", "polars", "delta"},
-    group_name="clusters",
+    group_name="feature_map",
     owners=["team:interpretability"],
     code_version="1",
     automation_condition=cheap_refresh(),

@@ -8,10 +8,10 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from sae_assets.core.plots import lines_png
-from sae_assets.core.progress import heartbeat
-from sae_assets.core.prompt_opt import OptimizedPrompt, PromptOptConfig, optimize_features
-from sae_assets.core.token_heatmap import token_heatmap_png
+from sae_assets.core.common.plots import lines_png
+from sae_assets.core.common.progress import heartbeat
+from sae_assets.core.common.token_heatmap import token_heatmap_png
+from sae_assets.core.prompts.optimize import OptimizedPrompt, PromptOptConfig, optimize_features
 from sae_assets.defs.assets.feature_clusters import feature_clusters
 from sae_assets.defs.automation import on_new_inputs
 from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
@@ -107,7 +107,7 @@ def _heatmaps(frame: pl.DataFrame, examples: pl.DataFrame, n: int) -> bytes:
     pool=GPU_POOL,
     op_tags=GPU_OP_TAGS,
     kinds={"torch", "polars", "delta"},
-    group_name="clusters",
+    group_name="prompts",
     owners=["team:interpretability"],
     code_version="1",
     automation_condition=on_new_inputs(),

@@ -2,8 +2,8 @@
 
 import dagster as dg
 
-from sae_assets.core.decoder import decoder_frame
-from sae_assets.core.plots import histogram_png
+from sae_assets.core.common.plots import histogram_png
+from sae_assets.core.sae.decoder import decoder_frame
 from sae_assets.defs.assets.trained_sae import trained_sae
 from sae_assets.defs.metadata import input_table_versions, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition

@@ -7,10 +7,10 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
-from sae_assets.core.plots import histogram_png
-from sae_assets.core.sae_metrics import evaluate_sae
-from sae_assets.core.sae_training import SaeTrainingConfig, collect_activations, train_sae
-from sae_assets.core.token_contexts import pack_contexts
+from sae_assets.core.common.plots import histogram_png
+from sae_assets.core.sae.metrics import evaluate_sae
+from sae_assets.core.sae.token_contexts import pack_contexts
+from sae_assets.core.sae.training import SaeTrainingConfig, collect_activations, train_sae
 from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
 from sae_assets.defs.metadata import input_table_versions, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition

@@ -1,0 +1,1 @@
+"""Explanations (Neuronpedia, own labels) and SFAL: co-occurrence vs explanation similarity."""

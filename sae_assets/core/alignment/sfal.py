@@ -1,0 +1,106 @@
+"""SFAL semantic-functional alignment: NDCG of the co-occurrence (Phi) ranking against explanation similarity.
+
+For each feature i, the other features are ranked twice: by Phi with i (functional) and by cosine similarity
+of explanation embeddings with i (semantic); self-pairs are excluded and ties are broken by feature index
+ascending. With ``top_n`` (capped at d - 1), a feature at semantic rank r has relevance
+``max(0, 1.1^(top_n - r) - 1)``; ``DCG = sum_{r < top_n} rel(phi_order[r]) / log2(r + 2)``, and NDCG divides
+by the ideal DCG (the semantic order itself). Features without an explanation carry a zero vector, whose
+cosine with anything is 0 (SFAL's rule).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+
+from sae_assets.core.common.progress import Progress
+from sae_assets.core.common.ranking import top_order
+
+DEFAULT_TOP_N = 1023
+RowScores = Callable[[torch.Tensor], torch.Tensor]
+"""``rows [b]`` (feature indices) -> similarity of those features with every feature ``[b, d]``."""
+
+
+def phi_from_counts(counts: torch.Tensor, n_windows: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """Phi coefficients (float64) from co-occurrence counts ``[d, d]`` over ``n_windows`` windows: ``[d, d]``,
+    or ``[len(rows), d]`` for the given rows only (so a large SAE can be scored block by block).
+
+    For features i, j with the 2x2 contingency over windows (both, i only, j only, neither):
+    ``phi = (N c_ij - c_i c_j) / sqrt(c_i (N - c_i) c_j (N - c_j))``, with ``c_i = C[i, i]``; 0 where a
+    feature is present in no window or in every window (the coefficient is undefined there).
+    """
+    marg = counts.diagonal().to(torch.float64)
+    n = float(n_windows)
+    spread = marg * (n - marg)  # [d]; 0 where the coefficient is undefined
+    inv_sd = torch.where(spread > 0, spread.clamp_min(1e-300).rsqrt(), torch.zeros((), dtype=torch.float64,
+                                                                                      device=marg.device))
+    if rows is None:
+        rows = torch.arange(counts.shape[0], device=counts.device)
+    phi = counts.index_select(0, rows).to(torch.float64).mul_(n)  # [b, d], in place from here on
+    phi.sub_(marg[rows].unsqueeze(1) * marg.unsqueeze(0))
+    return phi.mul_(inv_sd[rows].unsqueeze(1)).mul_(inv_sd.unsqueeze(0))
+
+
+def unit_rows(vectors: torch.Tensor) -> torch.Tensor:
+    """``[d, dim]`` -> float64 rows of unit length; rows of zeros stay zero (similarity 0 with anything)."""
+    v = vectors.to(torch.float64)
+    norms = v.norm(dim=1, keepdim=True)
+    return torch.where(norms > 0, v / norms.clamp_min(1e-300), torch.zeros((), dtype=v.dtype, device=v.device))
+
+
+def cosine_similarity(vectors: torch.Tensor) -> torch.Tensor:
+    """``[d, dim]`` -> ``[d, d]``; rows of zeros give similarity 0."""
+    unit = unit_rows(vectors)
+    return unit @ unit.T
+
+
+def ndcg_by_rows(phi_rows: RowScores, semantic_rows: RowScores, d: int, device: torch.device | str,
+                 top_n: int = DEFAULT_TOP_N, block: int = 512,
+                 report: Callable[[str], None] | None = None) -> torch.Tensor:
+    """Per-feature NDCG@top_n ``[d]`` float64, asking for ``block`` rows of each similarity at a time, so
+    memory is ``block x d`` whatever ``d``; runs on ``device``.
+
+    Only the top_n of each ranking matter (relevance is 0 from semantic rank top_n on), so each row needs
+    two partial selections (:func:`top_order`), not two full sorts."""
+    if d < 2:
+        raise ValueError("NDCG needs at least two features.")
+    top_n = min(top_n, d - 1)
+    ranks = torch.arange(top_n, device=device, dtype=torch.float64)
+    gain_by_rank = 1.1 ** (top_n - ranks) - 1  # relevance of semantic rank r < top_n
+    discount = 1 / torch.log2(ranks + 2)
+    ideal = (gain_by_rank * discount).sum()
+    out = torch.empty(d, dtype=torch.float64, device=device)
+    progress = Progress("SFAL NDCG", d, "features", report)
+    for start in range(0, d, block):
+        rows = torch.arange(start, min(start + block, d), device=device)
+        b = rows.shape[0]
+        diagonal = (torch.arange(b, device=device), rows)
+        p = phi_rows(rows).to(torch.float64)
+        s = semantic_rows(rows).to(torch.float64)
+        p[diagonal] = -torch.inf  # self-pairs rank below every real pair, so never in a top_n <= d - 1
+        s[diagonal] = -torch.inf
+        relevance = torch.zeros((b, d), dtype=torch.float64, device=device)
+        relevance.scatter_(1, top_order(s, top_n), gain_by_rank.expand(b, -1).contiguous())
+        dcg = (relevance.gather(1, top_order(p, top_n)) * discount).sum(1)
+        out[rows] = dcg / ideal
+        progress.advance(b)
+    progress.finish()
+    return out
+
+
+def ndcg_scores(phi: torch.Tensor, semantic: torch.Tensor, top_n: int = DEFAULT_TOP_N,
+                block: int = 512) -> torch.Tensor:
+    """Per-feature NDCG@top_n, ``[d]`` float64, from ``phi`` and ``semantic`` similarity matrices ``[d, d]``."""
+    return ndcg_by_rows(lambda rows: phi[rows], lambda rows: semantic[rows], phi.shape[0], phi.device,
+                        top_n=top_n, block=block)
+
+
+def sfal_ndcg(counts: torch.Tensor, n_windows: int, embeddings: torch.Tensor, top_n: int = DEFAULT_TOP_N,
+              block: int = 512, report: Callable[[str], None] | None = None) -> torch.Tensor:
+    """SFAL from the scan's co-occurrence ``counts [d, d]`` and explanation ``embeddings [d, dim]`` (zero rows
+    for features without an explanation): ``[d]`` float64 NDCG. Phi and cosine rows are built per block, so
+    a 16k-feature SAE needs ``counts`` plus a few ``block x d`` matrices, never a ``d x d`` float matrix."""
+    unit = unit_rows(embeddings.to(counts.device))
+    return ndcg_by_rows(lambda rows: phi_from_counts(counts, n_windows, rows), lambda rows: unit[rows] @ unit.T,
+                        counts.shape[0], counts.device, top_n=top_n, block=block, report=report)

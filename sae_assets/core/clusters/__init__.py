@@ -1,0 +1,1 @@
+"""Feature clusters: entropy/sparsity filters, UMAP reduction, DBSCAN/HDBSCAN, plots."""

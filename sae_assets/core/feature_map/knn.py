@@ -1,0 +1,117 @@
+"""Exact cosine k-nearest neighbours as a blocked matrix product.
+
+Rows are L2-normalised in float32 (rows of zeros stay zero: similarity 0 with anything). The similarity
+matrix is symmetric, so only its blocks on and above the diagonal are computed: each ``block x block``
+product serves the rows of both blocks (half the multiply-adds of a full product), and a running top-k per
+row ``[n, k]`` is merged block by block. Memory is ``n x k`` plus a few ``block x block`` matrices whatever
+``n``, on whatever device the vectors are on. A feature is never its own neighbour, and neighbours are
+ordered by descending similarity with ties broken by index ascending, so the result is deterministic.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import torch
+
+from sae_assets.core.common.progress import Progress, Report
+from sae_assets.core.common.ranking import top_order
+
+DEFAULT_BLOCK = 4096
+
+
+def check_vectors(vectors: torch.Tensor, k: int) -> None:
+    """Raise ValueError when ``vectors [n, dim]`` holds NaN/Inf, or has ``n <= k`` rows (k others needed)."""
+    if vectors.ndim != 2:
+        raise ValueError(f"vectors must be [n, dim], got shape {tuple(vectors.shape)}")
+    if k < 1:
+        raise ValueError(f"k must be at least 1, not {k}")
+    bad = (~torch.isfinite(vectors).all(dim=1)).nonzero().flatten().tolist()
+    if bad:
+        first = ", ".join(map(str, bad[:10])) + (", ..." if len(bad) > 10 else "")
+        raise ValueError(f"decoder has NaN or Inf values in {len(bad)} of {vectors.shape[0]} rows "
+                         f"(rows {first}); re-materialize sae_decoder from a healthy SAE.")
+    n = vectors.shape[0]
+    if n <= k:
+        raise ValueError(f"layer has {n} features, fewer than k+1 = {k + 1}: k = {k} nearest neighbours "
+                         "besides the feature itself need at least k+1 features; lower k_edges / n_neighbors.")
+
+
+def unit_rows32(vectors: torch.Tensor) -> torch.Tensor:
+    """``[n, dim]`` -> float32 rows of unit length; rows of zeros stay zero."""
+    v = vectors.to(torch.float32)
+    return v / v.norm(dim=1, keepdim=True).clamp_min(1e-30)
+
+
+def ordered_top(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """``scores [b, c]`` -> ``(values [b, k'], columns [b, k'])``, ``k' = min(k, c)``: the k' highest per row by
+    descending score, ties broken by column ascending.
+
+    One ``topk(k + 1)``: where the k-th and (k+1)-th values differ the set is unambiguous and only its order
+    is fixed (sort by column, then stable sort by value); rows tied across that boundary (rare outside
+    constructed data) take :func:`~sae_assets.core.common.ranking.top_order`'s exact path.
+    """
+    b, c = scores.shape
+    if c <= k:
+        cols = torch.arange(c, device=scores.device).expand(b, c)
+    else:
+        vals, cols = scores.topk(k + 1, dim=1, sorted=False)  # sorting inside topk is slow on short rows
+        vals, by_value = vals.sort(dim=1, descending=True)
+        cols = cols.gather(1, by_value)
+        tied = vals[:, k - 1] == vals[:, k]
+        cols = cols[:, :k].sort(dim=1).values
+        if tied.any():
+            rows = tied.nonzero().flatten()
+            cols[rows] = top_order(scores[rows], k).sort(dim=1).values
+    vals = scores.gather(1, cols)
+    order = vals.sort(dim=1, descending=True, stable=True).indices
+    return vals.gather(1, order), cols.gather(1, order)
+
+
+def _merge(best: tuple[torch.Tensor, torch.Tensor], new: tuple[torch.Tensor, torch.Tensor],
+           k: int) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two ``(values, indices)`` lists per row over disjoint indices -> the first k by value desc, index asc."""
+    vals, idx = torch.cat([best[0], new[0]], dim=1), torch.cat([best[1], new[1]], dim=1)
+    idx, by_index = idx.sort(dim=1)
+    vals = vals.gather(1, by_index)
+    order = vals.sort(dim=1, descending=True, stable=True).indices[:, :k]
+    return vals.gather(1, order), idx.gather(1, order)
+
+
+def exact_knn(vectors: torch.Tensor | np.ndarray, k: int, block: int = DEFAULT_BLOCK,
+              device: torch.device | str | None = None,
+              report: Report | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Exact cosine k-NN of ``vectors [n, dim]``, self excluded.
+
+    Returns ``indices [n, k]`` (int64, row positions) and ``similarities [n, k]`` (float32), each row ordered
+    by descending similarity with ties broken by index ascending, on ``device`` (default: the vectors' own).
+    Raises ValueError for NaN/Inf rows or ``n <= k``. ``report`` gets progress (block pairs done, rate, ETA)
+    at most every 10 s.
+    """
+    v = torch.as_tensor(vectors)
+    if device is not None:
+        v = v.to(device)
+    check_vectors(v, k)
+    unit = unit_rows32(v)  # [n, dim]
+    n, dev, step = unit.shape[0], unit.device, max(1, block)
+    best_vals = torch.full((n, k), -torch.inf, dtype=torch.float32, device=dev)
+    best_idx = torch.full((n, k), n, dtype=torch.int64, device=dev)  # placeholders sort after real indices
+    n_blocks = -(-n // step)
+    progress = Progress(f"exact {k}-NN of {n:,} vectors", n_blocks * (n_blocks + 1) // 2, "block pairs", report)
+    for a in range(0, n, step):
+        a_end = min(a + step, n)
+        for c in range(a, n, step):
+            c_end = min(c + step, n)
+            scores = unit[a:a_end] @ unit[c:c_end].T  # [bA, bC]
+            if a == c:
+                scores.fill_diagonal_(-torch.inf)  # never its own neighbour (n > k leaves k finite others)
+            vals, cols = ordered_top(scores, k)
+            best_vals[a:a_end], best_idx[a:a_end] = _merge((best_vals[a:a_end], best_idx[a:a_end]),
+                                                           (vals, cols + c), k)
+            if a != c:  # the same products, seen from the rows of block c
+                vals, cols = ordered_top(scores.T, k)
+                best_vals[c:c_end], best_idx[c:c_end] = _merge((best_vals[c:c_end], best_idx[c:c_end]),
+                                                               (vals, cols + a), k)
+            progress.advance(1)
+    if progress.elapsed_s >= progress.every_s:
+        progress.finish()
+    return best_idx, best_vals

@@ -1,0 +1,115 @@
+"""Labelling every feature of an SAE in blocks: evidence, keyword and LLM labels, detection scores.
+
+The windows of a block of features are the only ones held as Python objects (at 32k latents all of them would
+take several GB), each distinct window text is embedded once (:class:`~sae_assets.core.labels.runs.TextVectors`),
+and progress (features done, rate, ETA) is reported as blocks finish. Results are the same as labelling all
+features at once: blocks only bound what is in memory.
+"""
+
+from __future__ import annotations
+
+import time
+from collections import Counter
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import polars as pl
+
+from sae_assets.core.common.progress import Progress
+from sae_assets.core.labels.evidence import FeatureEvidence, add_prompt_evidence, gather_evidence
+from sae_assets.core.labels.runs import (
+    Encode,
+    Report,
+    TextVectors,
+    embedding_scores,
+    keyword_labels,
+    llm_detection_scores,
+    llm_labels,
+)
+
+BLOCK = 256
+"""Features per block: a few seconds of work each on 2 cores, so progress moves between reports."""
+
+
+class AllLabelCallsFailed(RuntimeError):
+    """Every LLM label call failed: nothing should be written."""
+
+
+@dataclass(frozen=True)
+class LabelSettings:
+    n_shown: int = 8
+    n_holdout: int = 6
+    use_llm: bool = True
+    llm_max_features: int | None = None
+    """LLM labels for the first this many features of the selection (None: all)."""
+    chunk: int = 16
+    """Features per labeller call."""
+    max_new_tokens: int = 24
+    llm_detection: bool = False
+
+
+@dataclass
+class BlockedLabels:
+    """Per feature (each once, whatever the selection repeats)."""
+
+    llm: dict[int, tuple[str | None, str | None]] = field(default_factory=dict)
+    """(label, error) for the features sent to the LLM that had windows to show."""
+    keywords: dict[int, str] = field(default_factory=dict)
+    labels: dict[int, str | None] = field(default_factory=dict)
+    """The LLM label, else the keyword label, else None."""
+    scores: dict[int, float] = field(default_factory=dict)
+    keyword_scores: dict[int, float] = field(default_factory=dict)
+    detection: dict[int, float] = field(default_factory=dict)
+    n_shown: dict[int, int] = field(default_factory=dict)
+    llm_seconds: float = 0.0
+    prompts_added: int = 0
+    texts_embedded: int = 0
+
+
+def label_in_blocks(examples: pl.DataFrame, indices: list[int], background: Counter[str], chat: Any,
+                    encode: Encode, settings: LabelSettings, prompts: pl.DataFrame | None = None,
+                    report: Report | None = None, on_block: Callable[[list[int], dict[int, FeatureEvidence]], None]
+                    | None = None, block: int = BLOCK) -> BlockedLabels:
+    """Label the features ``indices`` from ``examples`` (``activation_examples`` rows, at least
+    :data:`~sae_assets.core.labels.evidence.EVIDENCE_COLUMNS`), ``block`` features at a time.
+
+    ``chat``: the labeller (needed when ``use_llm`` or ``llm_detection``); ``encode``: the embedder; ``prompts``:
+    optimized prompts added to the labeller's evidence; ``on_block(features, evidence)`` is called once per block
+    (e.g. to export the shown windows). Raises :class:`AllLabelCallsFailed` as soon as every LLM call made has failed
+    and no feature is left to send (the LLM features are the first of ``indices``, so the first blocks)."""
+    features = list(dict.fromkeys(indices))
+    llm_features = set(indices[: settings.llm_max_features]) if settings.use_llm else set()
+    pending = set(llm_features)
+    progress = Progress("feature labels", len(features), "features", report)
+    vectors = TextVectors(encode, poll=lambda: progress.advance(0) if progress.done else None)
+    out = BlockedLabels()
+    for start in range(0, len(features), block):
+        part = features[start : start + block]
+        evidence = gather_evidence(examples, part, settings.n_shown, settings.n_holdout)
+        if prompts is not None:
+            out.prompts_added += add_prompt_evidence(evidence, prompts)
+        keywords = keyword_labels(evidence, background)
+        for_llm = {f: evidence[f] for f in part if f in llm_features}
+        if for_llm:
+            t0 = time.perf_counter()
+            out.llm |= llm_labels(chat, settings.max_new_tokens, for_llm, settings.chunk, report)
+            out.llm_seconds += time.perf_counter() - t0
+        pending -= set(part)
+        if not pending and out.llm and all(err is not None for _, err in out.llm.values()):
+            first = next(iter(out.llm.values()))[1]
+            raise AllLabelCallsFailed(f"Every LLM label call failed; nothing written. First error: {first}")
+        labels = {f: (out.llm.get(f, (None, None))[0] or keywords[f] or None) for f in part}
+        out.scores |= embedding_scores(vectors, labels, evidence)
+        out.keyword_scores |= embedding_scores(vectors, {f: k or None for f, k in keywords.items()}, evidence)
+        if settings.llm_detection:
+            out.detection |= llm_detection_scores(chat, labels, evidence)
+        out.keywords |= keywords
+        out.labels |= labels
+        out.n_shown |= {f: len(evidence[f].shown) for f in part}
+        if on_block is not None:
+            on_block(part, evidence)
+        progress.advance(len(part))
+    progress.finish()
+    out.texts_embedded = vectors.encoded
+    return out

@@ -1,0 +1,1 @@
+"""Optimized prompts: inputs searched to maximally activate selected features."""

@@ -1,0 +1,140 @@
+"""Train an SAE on hook activations with SAELens's own trainer (``SAETrainer``).
+
+The language model runs once, up to the hook, over packed contexts; activations (position 0, the
+BOS attention sink, excluded) are kept in memory and replayed in shuffled mini-batches for as many
+passes as ``training_samples`` asks. Host memory is ``n_tokens x d_in x 4`` bytes.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from typing import Literal
+
+import torch
+from sae_lens import SAE
+from sae_lens.config import SAETrainerConfig
+from sae_lens.saes.jumprelu_sae import JumpReLUTrainingSAE, JumpReLUTrainingSAEConfig
+from sae_lens.saes.sae import SAEMetadata, TrainingSAE
+from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
+from sae_lens.training.sae_trainer import SAETrainer
+
+from sae_assets.core.common.language_model import LanguageModel
+from sae_assets.core.common.progress import Progress
+from sae_assets.core.sae.token_contexts import batches
+
+Report = Callable[[str], None]
+
+
+@dataclass(frozen=True)
+class SaeTrainingConfig:
+    architecture: Literal["topk", "jumprelu"]
+    d_sae: int
+    k: int
+    """TopK: latents kept per token. JumpReLU: the target L0 of the quadratic sparsity loss."""
+    training_samples: int
+    """Activation vectors the trainer consumes (passes over the collected tokens x tokens)."""
+    batch_size: int = 1024
+    lr: float = 5e-4
+    seed: int = 0
+
+
+@torch.no_grad()
+def collect_activations(
+    lm: LanguageModel,
+    contexts: torch.Tensor,
+    hook_name: str,
+    lm_batch_size: int,
+    report: Report | None = None,
+) -> torch.Tensor:
+    """Hook activations of ``contexts [n_ctx, seq]`` without position 0: ``[n_ctx * (seq - 1), d_model]``.
+
+    Stored as float32 on the CPU whatever the model's device and dtype.
+    """
+    n_ctx, seq = contexts.shape
+    out = torch.empty((n_ctx * (seq - 1), lm.d_model), dtype=torch.float32)
+    progress = Progress(f"activations at {hook_name}", n_ctx * seq, "tokens", report)
+    row = 0
+    for batch in batches(contexts, lm_batch_size):
+        acts = lm.hook_activations(batch, hook_name)[:, 1:, :]  # [b, seq-1, d_model]
+        flat = acts.reshape(-1, acts.shape[-1]).float().cpu()
+        out[row : row + flat.shape[0]] = flat
+        row += flat.shape[0]
+        progress.advance(batch.numel())
+    progress.finish()
+    return out
+
+
+def build_training_sae(cfg: SaeTrainingConfig, d_in: int, hook_name: str, model_name: str,
+                       device: torch.device) -> TrainingSAE:
+    torch.manual_seed(cfg.seed)
+    metadata = SAEMetadata(hook_name=hook_name, model_name=model_name, prepend_bos=True)
+    common = dict(d_in=d_in, d_sae=cfg.d_sae, device=str(device), dtype="float32",
+                  normalize_activations="expected_average_only_in", metadata=metadata)
+    if cfg.architecture == "topk":
+        return TopKTrainingSAE(TopKTrainingSAEConfig(k=cfg.k, **common))
+    if cfg.architecture == "jumprelu":
+        return JumpReLUTrainingSAE(JumpReLUTrainingSAEConfig(
+            jumprelu_sparsity_loss_mode="quadratic", target_l0=float(cfg.k), **common))
+    raise ValueError(f"architecture must be 'topk' or 'jumprelu', not {cfg.architecture!r}")
+
+
+def _shuffled_batches(activations: torch.Tensor, batch_size: int, seed: int,
+                      progress: Progress) -> Iterator[torch.Tensor]:
+    generator = torch.Generator().manual_seed(seed)
+    while True:
+        order = torch.randperm(activations.shape[0], generator=generator)
+        for start in range(0, order.shape[0] - batch_size + 1, batch_size):
+            progress.advance(batch_size)
+            yield activations[order[start : start + batch_size]]
+
+
+def train_sae(
+    activations: torch.Tensor,
+    cfg: SaeTrainingConfig,
+    hook_name: str,
+    model_name: str,
+    device: torch.device,
+    report: Report | None = None,
+) -> SAE:
+    """Train on ``activations [n_tokens, d_in]`` and return the inference SAE (norm scaling folded in)."""
+    n_tokens, d_in = activations.shape
+    if n_tokens < cfg.batch_size:
+        raise ValueError(f"{n_tokens} activation vectors are fewer than one batch of {cfg.batch_size}.")
+    sae = build_training_sae(cfg, d_in, hook_name, model_name, device)
+    progress = Progress("SAE training", cfg.training_samples, "samples", report)
+    trainer = SAETrainer(
+        cfg=SAETrainerConfig(
+            total_training_samples=cfg.training_samples,
+            train_batch_size_samples=cfg.batch_size,
+            lr=cfg.lr,
+            lr_end=cfg.lr / 10,
+            lr_warm_up_steps=max(1, cfg.training_samples // cfg.batch_size // 20),
+            lr_scheduler_name="constant",
+            lr_decay_steps=max(1, cfg.training_samples // cfg.batch_size // 5),
+            device=str(device),
+            dead_feature_window=max(50, cfg.training_samples // cfg.batch_size // 4),
+            feature_sampling_window=max(100, cfg.training_samples // cfg.batch_size // 2),
+        ),
+        sae=sae,
+        data_provider=_shuffled_batches(activations, cfg.batch_size, cfg.seed, progress),
+    )
+    # SAELens's "expected_average_only_in" scaling, computed over all tokens rather than estimated
+    # from batches, and b_dec started at the (scaled) mean: residual streams carry a large mean
+    # offset, and from b_dec = 0 a TopK SAE spends its k latents on it and most latents die.
+    scale = d_in**0.5 / activations.norm(dim=1).mean().item()
+    trainer.activation_scaler.scaling_factor = scale
+    with torch.no_grad():
+        sae.b_dec.copy_(activations.mean(0).to(sae.b_dec.device) * scale)
+    trained = trainer.fit()
+    progress.finish()
+    return _to_inference_sae(trained)
+
+
+def _to_inference_sae(trained: TrainingSAE) -> SAE:
+    """The SAELens inference SAE with the trained weights (what ``save_inference_model`` stores)."""
+    state = trained.state_dict()
+    trained.process_state_dict_for_saving_inference(state)
+    inference = SAE.from_dict(trained.cfg.get_inference_sae_cfg_dict())
+    inference.load_state_dict(state)
+    return inference

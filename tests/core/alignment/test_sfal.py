@@ -1,0 +1,88 @@
+"""SFAL alignment against a slow, obviously-correct reference on small random inputs."""
+
+from __future__ import annotations
+
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from sae_assets.core.alignment.sfal import cosine_similarity, ndcg_scores, phi_from_counts, sfal_ndcg
+
+
+def _phi_reference(presence: np.ndarray) -> np.ndarray:
+    n, d = presence.shape
+    out = np.zeros((d, d))
+    for i in range(d):
+        for j in range(d):
+            a = int((presence[:, i] & presence[:, j]).sum())
+            b = int((presence[:, i] & ~presence[:, j]).sum())
+            c = int((~presence[:, i] & presence[:, j]).sum())
+            e = n - a - b - c
+            den = math.sqrt((a + b) * (c + e) * (a + c) * (b + e))
+            out[i, j] = (a * e - b * c) / den if den else 0.0
+    return out
+
+
+def _ndcg_reference(phi: np.ndarray, sem: np.ndarray, top_n: int) -> list[float]:
+    d = phi.shape[0]
+    top_n = min(top_n, d - 1)
+    out = []
+    for i in range(d):
+        others = [j for j in range(d) if j != i]
+        by_sem = sorted(others, key=lambda j: (-sem[i, j], j))
+        by_phi = sorted(others, key=lambda j: (-phi[i, j], j))
+        rel = {j: max(0.0, 1.1 ** (top_n - r) - 1) for r, j in enumerate(by_sem)}
+        dcg = sum(rel[j] / math.log2(r + 2) for r, j in enumerate(by_phi[:top_n]))
+        idcg = sum(rel[j] / math.log2(r + 2) for r, j in enumerate(by_sem[:top_n]))
+        out.append(dcg / idcg)
+    return out
+
+
+def test_phi_matches_the_contingency_table() -> None:
+    rng = np.random.default_rng(0)
+    presence = rng.random((40, 7)) < 0.3
+    presence[:, 5] = False  # never present
+    presence[:, 6] = True  # always present
+    p = torch.from_numpy(presence.astype(np.float64))
+    counts = (p.T @ p).long()
+    np.testing.assert_allclose(phi_from_counts(counts, 40).numpy(), _phi_reference(presence), atol=1e-12)
+
+
+@pytest.mark.parametrize(("d", "top_n", "block"), [(9, 1023, 4), (12, 5, 5), (2, 3, 1)])
+def test_ndcg_matches_the_reference(d: int, top_n: int, block: int) -> None:
+    rng = np.random.default_rng(d)
+    presence = rng.random((60, d)) < 0.25
+    p = torch.from_numpy(presence.astype(np.float64))
+    phi = phi_from_counts((p.T @ p).long(), 60)
+    vectors = torch.from_numpy(rng.standard_normal((d, 4)))
+    vectors[0] = 0  # a feature without an explanation: zero vector
+    sem = cosine_similarity(vectors)
+    sem = torch.round(sem * 4) / 4  # force ties, which must break by feature index
+    ours = ndcg_scores(phi, sem, top_n=top_n, block=block).numpy()
+    np.testing.assert_allclose(ours, _ndcg_reference(phi.numpy(), sem.numpy(), top_n), rtol=1e-10)
+    assert ((ours >= 0) & (ours <= 1 + 1e-12)).all()
+
+
+def test_identical_rankings_score_one() -> None:
+    sim = cosine_similarity(torch.randn(16, 3, generator=torch.Generator().manual_seed(0)))
+    assert torch.allclose(ndcg_scores(sim, sim, top_n=6), torch.ones(16, dtype=torch.float64))
+    assert cosine_similarity(torch.zeros(2, 3)).abs().sum() == 0
+
+
+def test_blocked_sfal_equals_the_dense_matrices() -> None:
+    rng = np.random.default_rng(7)
+    presence = torch.from_numpy((rng.random((80, 23)) < 0.2).astype(np.float64))
+    counts = (presence.T @ presence).long()
+    counts[3, 3] = 0  # a dead feature: Phi 0 with everything
+    vectors = torch.from_numpy(rng.standard_normal((23, 5)))
+    vectors[[0, 9]] = 0  # no explanation
+    vectors[4] = vectors[2]  # identical explanations tie exactly
+    phi = phi_from_counts(counts, 80)
+    assert torch.equal(phi_from_counts(counts, 80, torch.tensor([4, 0, 22])), phi[[4, 0, 22]])
+    dense = ndcg_scores(phi, cosine_similarity(vectors), top_n=10, block=23)
+    blocked = sfal_ndcg(counts, 80, vectors, top_n=10, block=4)
+    np.testing.assert_allclose(blocked.numpy(), dense.numpy(), rtol=1e-12)
+    np.testing.assert_allclose(blocked.numpy(), _ndcg_reference(phi.numpy(), cosine_similarity(vectors).numpy(), 10),
+                               rtol=1e-10)

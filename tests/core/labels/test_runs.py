@@ -1,0 +1,75 @@
+from __future__ import annotations
+
+import numpy as np
+
+from sae_assets.core.labels.evidence import FeatureEvidence
+from sae_assets.core.labels.labelling import Window
+from sae_assets.core.labels.runs import TextVectors, embedding_scores, llm_detection_scores, llm_labels
+from sae_assets.resources.labeller import Reply
+
+
+class ScriptedChat:
+    """Replies from a function of the last user message; records every call."""
+
+    def __init__(self, answer) -> None:
+        self.answer, self.calls = answer, []
+
+    def chat(self, conversations, max_tokens):
+        self.calls.append(len(conversations))
+        return [self.answer(c[-1]["content"]) for c in conversations]
+
+
+def _evidence() -> dict[int, FeatureEvidence]:
+    cat, dog, car = Window([" cat"], [1.0]), Window([" dog"], [1.0]), Window([" car"], [0.0])
+    return {0: FeatureEvidence(0, shown=[cat], positives=[cat, dog], negatives=[car]),
+            1: FeatureEvidence(1, shown=[dog], positives=[dog], negatives=[car]),
+            2: FeatureEvidence(2)}
+
+
+def test_llm_labels_keep_errors_as_errors() -> None:
+    def answer(prompt: str) -> Reply:
+        if "<<cat>>" in prompt:
+            return Reply("Label: small pets")
+        return Reply(None, "HTTP 500")
+
+    chat = ScriptedChat(answer)
+    out = llm_labels(chat, 8, _evidence(), chunk=1)
+    assert out == {0: ("small pets", None), 1: (None, "HTTP 500")}  # feature 2 has nothing to show
+    assert chat.calls == [1, 1]
+    bad = llm_labels(ScriptedChat(lambda p: Reply("   ")), 8, _evidence(), chunk=4)
+    assert bad[0][0] is None and bad[0][1].startswith("unparseable reply")
+
+
+def test_detection_judge_auroc() -> None:
+    judge = ScriptedChat(lambda p: Reply("yes" if ("cat" in p.split("Excerpt:")[1] or "dog" in p.split("Excerpt:")[1])
+                                         else "no"))
+    scores = llm_detection_scores(judge, {0: "pets", 1: "pets", 2: "pets"}, _evidence())
+    assert scores == {0: 1.0, 1: 1.0}
+
+
+def test_embedding_scores() -> None:
+    vocab = {"cat": [1.0, 0.0], "dog": [0.9, 0.1], "car": [0.0, 1.0], "pets": [1.0, 0.05], "cars": [0.05, 1.0]}
+
+    def encode(texts):
+        v = np.array([vocab[t.strip()] for t in texts], dtype=np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    assert embedding_scores(encode, {0: "pets", 1: "cars", 2: "pets"}, _evidence()) == {0: 1.0, 1: 0.0}
+
+
+def test_text_vectors_embed_each_text_once_in_batches() -> None:
+    vocab = {"cat": [1.0, 0.0], "dog": [0.9, 0.1], "car": [0.0, 1.0], "pets": [1.0, 0.05], "cars": [0.05, 1.0]}
+    calls, polls = [], []
+
+    def encode(texts):
+        calls.append(list(texts))
+        v = np.array([vocab[t.strip()] for t in texts], dtype=np.float32)
+        return v / np.linalg.norm(v, axis=1, keepdims=True)
+
+    vectors = TextVectors(encode, batch=2, poll=lambda: polls.append(1))
+    labels = {0: "pets", 1: "cars", 2: "pets"}
+    assert embedding_scores(vectors, labels, _evidence()) == embedding_scores(encode, labels, _evidence())
+    calls.clear()
+    assert embedding_scores(vectors, {0: "cars", 1: "pets"}, _evidence()) == {0: 0.0, 1: 1.0}
+    assert calls == []  # windows and labels seen before are not embedded again
+    assert vectors.encoded == 5 and len(polls) == 3  # 5 distinct texts, batches of 2

@@ -1,0 +1,48 @@
+from __future__ import annotations
+
+import pytest
+import torch
+from sae_lens import SAE
+
+from sae_assets.core.sae.metrics import evaluate_sae
+from sae_assets.core.sae.training import SaeTrainingConfig, train_sae
+
+
+def _sparse_data(n: int, seed: int = 0) -> torch.Tensor:
+    """Sparse combinations of 64 unit directions in 32 dims, plus a large mean offset (as residual streams have)."""
+    g = torch.Generator().manual_seed(seed)
+    dirs = torch.randn(64, 32, generator=g)
+    dirs = dirs / dirs.norm(dim=1, keepdim=True)
+    codes = (torch.rand(n, 64, generator=g) < 0.05).float() * torch.rand(n, 64, generator=g) * 4
+    return codes @ dirs + 3.0
+
+
+@pytest.mark.parametrize("architecture", ["topk", "jumprelu"])
+def test_training_learns_a_sparse_code(architecture: str) -> None:
+    data = _sparse_data(12_000)
+    cfg = SaeTrainingConfig(architecture=architecture, d_sae=128, k=6, training_samples=120_000,
+                            batch_size=256, lr=2e-3, seed=0)
+    messages: list[str] = []
+    sae = train_sae(data[:10_000], cfg, "blocks.1.hook_resid_post", "toy", torch.device("cpu"), messages.append)
+    assert isinstance(sae, SAE) and sae.cfg.architecture() == architecture
+    assert sae.cfg.metadata.hook_name == "blocks.1.hook_resid_post"
+    m = evaluate_sae(sae, data[10_000:])
+    assert m.explained_variance > 0.6, m.as_dict()
+    assert m.dead_fraction < 0.5, m.as_dict()
+    if architecture == "topk":
+        assert m.l0 == pytest.approx(6.0)
+    assert messages and "SAE training" in messages[-1]
+
+
+def test_training_is_seeded() -> None:
+    data = _sparse_data(3_000)
+    cfg = SaeTrainingConfig(architecture="topk", d_sae=32, k=4, training_samples=6_000, batch_size=256)
+    a = train_sae(data, cfg, "h", "toy", torch.device("cpu"))
+    b = train_sae(data, cfg, "h", "toy", torch.device("cpu"))
+    assert torch.equal(a.W_dec, b.W_dec)
+
+
+def test_fewer_vectors_than_a_batch_is_rejected() -> None:
+    cfg = SaeTrainingConfig(architecture="topk", d_sae=32, k=4, training_samples=1_000, batch_size=256)
+    with pytest.raises(ValueError, match="fewer than one batch"):
+        train_sae(torch.randn(100, 8), cfg, "h", "toy", torch.device("cpu"))
