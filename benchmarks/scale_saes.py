@@ -123,7 +123,7 @@ def explanation_batches(widths: list[int], layer: int, batch_size: int = 1024) -
 
 
 def write_catalog(path: Path, saes: dict[int, Path], layer: int) -> None:
-    base = yaml.safe_load((ROOT / "sae_assets" / "catalog.yaml").read_text())["models"][MODEL_KEY]
+    base = yaml.safe_load((ROOT / "sae_assets" / "catalog" / "catalog.yaml").read_text())["models"][MODEL_KEY]
     models = {model_key(d): {
         "language_model": base["language_model"], "hook": base["hook"], "d_model": base["d_model"],
         "layers": [layer], "sae": {"source": "local", "path": str(sae_dir / "layer-{layer}")},

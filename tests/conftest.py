@@ -71,5 +71,6 @@ def smollm2():
     from sae_assets.catalog import load_catalog
     from sae_assets.resources.language_model import load_language_model
 
-    spec = load_catalog(REPO_ROOT / "sae_assets" / "catalog.yaml").entry("smollm2-135m@demo-res").language_model
+    catalog = load_catalog(REPO_ROOT / "sae_assets" / "catalog" / "catalog.yaml")
+    spec = catalog.entry("smollm2-135m@demo-res").language_model
     return load_language_model(spec, torch.device("cpu"), torch.float32)

@@ -7,7 +7,7 @@ import json
 import dagster as dg
 
 from sae_assets.catalog import Catalog, CatalogError, load_catalog
-from sae_assets.catalog_drop import default_drop_folder
+from sae_assets.catalog.drop_folder import default_drop_folder
 from sae_assets.defs.automation import sensor_status
 from sae_assets.defs.jobs import analyze_sae_job, full_pipeline_job, pipeline_job_name
 from sae_assets.defs.partitions import MODEL_PARTITIONS_NAME, layer_partitions, model_partitions, partition_key

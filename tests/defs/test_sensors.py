@@ -8,7 +8,7 @@ import dagster as dg
 
 from sae_assets.defs.partitions import MODEL_PARTITIONS_NAME
 from sae_assets.defs.sensors import new_sae_sensor
-from tests.test_catalog_drop import drop_sae
+from tests.catalog.test_drop_folder import drop_sae
 
 NEW_ENTRY = """
   smollm2-135m@added:

@@ -118,7 +118,7 @@ def test_missing_catalog_file(tmp_path: Path) -> None:
 def test_readme_catalog_example_is_valid_and_real() -> None:
     import re
 
-    readme = (Path(__file__).resolve().parent.parent / "README.md").read_text()
+    readme = (Path(__file__).resolve().parents[2] / "README.md").read_text()
     snippet = re.search(r"```yaml\n(models:.*?)```", readme, re.S).group(1)
     entry = parse_catalog(snippet).entry("pythia-70m-deduped@res-sm")
     release = get_pretrained_saes_directory()[entry.sae.release]

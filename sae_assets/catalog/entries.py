@@ -1,13 +1,7 @@
-"""The SAE catalog: which SAEs exist, per model key and layer.
+"""Catalog entries: the model keys, their language model, hook, layers and SAE source, parsed from YAML.
 
-The catalog is the single source of truth for partitions. It is a YAML file (default: the
-``catalog.yaml`` beside this module; ``SAE_ASSETS_CATALOG`` points elsewhere) mapping a *model key*
-(a language model plus an SAE family, named as Neuronpedia does: ``gemma-2-2b@gemmascope-res-16k``)
-to the language model, the hook point, the layers that have an SAE, and where each SAE comes from:
-
-- ``saelens``: a SAELens pretrained release + an SAE id template (``layer_{layer}/width_16k/canonical``);
-- ``local``: a directory template holding SAELens directories (``cfg.json`` + weights);
-- ``train``: trained by the platform itself (asset ``trained_sae``), with the SAE's shape given here.
+Parsing keeps a bad entry out with its reason in ``Catalog.errors`` and raises :class:`CatalogError` only for a
+file that is not a catalog at all. Loading (file + drop folder, cached) is :func:`sae_assets.catalog.load_catalog`.
 """
 
 from __future__ import annotations
@@ -15,14 +9,10 @@ from __future__ import annotations
 import os
 import re
 from dataclasses import dataclass, field
-from functools import lru_cache
 from pathlib import Path
 from typing import Any, Literal
 
 import yaml
-
-DEFAULT_CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
-CATALOG_ENV_VAR = "SAE_ASSETS_CATALOG"
 
 # Dagster joins multi-partition dimensions with "|" and ranges/lists use "," "[" "]": keep them out.
 MODEL_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*@[A-Za-z0-9][A-Za-z0-9._\-]*$")
@@ -305,24 +295,3 @@ def parse_catalog(text: str, path: Path | None = None) -> Catalog:
             errors[str(key)] = f"SAE catalog {path}: {e}" if isinstance(e, CatalogError) else (
                 f"SAE catalog {path}: model key {key!r}: {e}")
     return Catalog(entries=entries, path=path, errors=errors)
-
-
-def catalog_path() -> Path:
-    return Path(os.environ.get(CATALOG_ENV_VAR) or DEFAULT_CATALOG_PATH)
-
-
-def load_catalog(path: str | Path | None = None, drop_folder: str | Path | None = None) -> Catalog:
-    """Read the catalog (``SAE_ASSETS_CATALOG`` or the packaged default) plus the SAEs of the drop folder
-    (:mod:`sae_assets.catalog_drop`); re-read when the file or the folder changes."""
-    from sae_assets.catalog_drop import cached_with_drop_folder, default_drop_folder
-
-    p = Path(path) if path is not None else catalog_path()
-    if not p.exists():
-        raise CatalogError(f"SAE catalog {p} does not exist (set {CATALOG_ENV_VAR} to a YAML file).")
-    base = _load_cached(p.resolve(), p.stat().st_mtime_ns)
-    return cached_with_drop_folder(base, Path(drop_folder) if drop_folder is not None else default_drop_folder())
-
-
-@lru_cache(maxsize=8)
-def _load_cached(path: Path, _mtime_ns: int) -> Catalog:
-    return parse_catalog(path.read_text(), path)

@@ -19,7 +19,7 @@ from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
-from sae_assets.catalog import Catalog, CatalogEntry, CatalogError, SaeSourceSpec, validate_model_key
+from sae_assets.catalog.entries import Catalog, CatalogEntry, CatalogError, SaeSourceSpec, validate_model_key
 
 DROP_ENV_VAR = "SAE_ASSETS_SAE_DROP"
 WEIGHTS_FILE = "sae_weights.safetensors"
@@ -30,7 +30,7 @@ def default_drop_folder() -> Path:
     if os.environ.get(DROP_ENV_VAR):
         return Path(os.environ[DROP_ENV_VAR]).expanduser()
     home = os.environ.get("DAGSTER_HOME")
-    home_dir = Path(home).expanduser() if home else Path(__file__).resolve().parent.parent / "dagster_home"
+    home_dir = Path(home).expanduser() if home else Path(__file__).resolve().parents[2] / "dagster_home"
     return home_dir / "sae_drop"
 
 
