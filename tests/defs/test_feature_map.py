@@ -46,9 +46,10 @@ def test_map_edges_labels_and_json(test_catalog: Path, lake_root: str) -> None:
     feature = pl.Series(range(10), dtype=pl.Int32)
     lake.write_partition("explanations", pl.DataFrame({
         "feature": feature, "description": [SCRIPT] + [f"explained {i}" for i in range(1, 10)]}), MODEL, 1)
+    labelled = [f"labelled {i}" for i in range(5, 15)]  # LLM labels (the table's label_llm and label columns)
     lake.write_partition("feature_labels", pl.DataFrame({
-        "feature": pl.Series(range(5, 15), dtype=pl.Int32), "label": [f"labelled {i}" for i in range(5, 15)]}),
-        MODEL, 1)
+        "feature": pl.Series(range(5, 15), dtype=pl.Int32), "label": labelled, "label_llm": labelled,
+        "label_keywords": pl.Series([None] * 10, dtype=pl.String)}), MODEL, 1)
     density = np.linspace(1e-4, 1e-2, N)
     density[7] = 0.0
     lake.write_partition("feature_stats", pl.DataFrame({"feature": pl.Series(range(N), dtype=pl.Int32),

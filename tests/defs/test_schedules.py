@@ -70,7 +70,9 @@ def test_automation_runs_downstream_of_a_new_sae_and_code_changes_only_cheap_ass
     specs = list(defs.resolve_all_asset_specs())
 
     def definitions(bump: set[str] = frozenset()) -> dg.Definitions:
-        return dg.Definitions(assets=_bump_code_versions(list(defs.assets), bump), resources=default_resources())
+        # The defs-folder loader meets an asset once per module that imports it: one copy each here.
+        unique = list({id(a): a for a in defs.assets or []}.values())
+        return dg.Definitions(assets=_bump_code_versions(unique, bump), resources=default_resources())
 
     def requested(result) -> set[str]:
         return {s.key.to_user_string() for s in specs if str(key) in result.get_requested_partitions(s.key)}

@@ -17,6 +17,7 @@ from typing import Any
 import polars as pl
 
 from sae_assets.core.common.progress import Progress
+from sae_assets.core.labels.choice import LabelChoice, choose_label
 from sae_assets.core.labels.evidence import FeatureEvidence, add_prompt_evidence, gather_evidence
 from sae_assets.core.labels.runs import (
     Encode,
@@ -56,8 +57,8 @@ class BlockedLabels:
     llm: dict[int, tuple[str | None, str | None]] = field(default_factory=dict)
     """(label, error) for the features sent to the LLM that had windows to show."""
     keywords: dict[int, str] = field(default_factory=dict)
-    labels: dict[int, str | None] = field(default_factory=dict)
-    """The LLM label, else the keyword label, else None."""
+    choices: dict[int, LabelChoice] = field(default_factory=dict)
+    """The shown label and its source (:func:`~sae_assets.core.labels.choice.choose_label`)."""
     scores: dict[int, float] = field(default_factory=dict)
     keyword_scores: dict[int, float] = field(default_factory=dict)
     detection: dict[int, float] = field(default_factory=dict)
@@ -99,13 +100,14 @@ def label_in_blocks(examples: pl.DataFrame, indices: list[int], background: Coun
         if not pending and out.llm and all(err is not None for _, err in out.llm.values()):
             first = next(iter(out.llm.values()))[1]
             raise AllLabelCallsFailed(f"Every LLM label call failed; nothing written. First error: {first}")
-        labels = {f: (out.llm.get(f, (None, None))[0] or keywords[f] or None) for f in part}
+        choices = {f: choose_label(out.llm.get(f, (None, None))[0], keywords[f]) for f in part}
+        labels = {f: choice.label for f, choice in choices.items()}
         out.scores |= embedding_scores(vectors, labels, evidence)
         out.keyword_scores |= embedding_scores(vectors, {f: k or None for f, k in keywords.items()}, evidence)
         if settings.llm_detection:
             out.detection |= llm_detection_scores(chat, labels, evidence)
         out.keywords |= keywords
-        out.labels |= labels
+        out.choices |= choices
         out.n_shown |= {f: len(evidence[f].shown) for f in part}
         if on_block is not None:
             on_block(part, evidence)

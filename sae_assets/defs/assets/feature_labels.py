@@ -122,21 +122,20 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
             run = label_in_blocks(examples, indices, background, chat, embedder.encode, settings, prompts, report,
                                   on_block=lambda block, evidence: _export_examples(examples_out, block, evidence))
         labeller_model = labeller.model if config.use_llm else None
-        llm, labels, keywords = run.llm, run.labels, run.keywords
+        llm, choices, keywords = run.llm, run.choices, run.keywords
 
         def error(f: int) -> str | None:
             if not run.n_shown[f]:
                 return "no activating examples"
-            if labels[f] is None and llm.get(f, (None, None))[1] is None:
+            if choices[f].label is None and llm.get(f, (None, None))[1] is None:
                 return ("no label: not sent to the LLM (use_llm / llm_max_features) and no activating token has a "
                         "letter or digit for a keyword label")
             return llm.get(f, (None, None))[1]
 
         frame = pl.DataFrame({
             "feature": indices,
-            "label": [labels[f] for f in indices],
-            "label_source": [("llm" if llm.get(f, (None,))[0] else "keywords" if keywords[f] else None)
-                             for f in indices],
+            "label": [choices[f].label for f in indices],
+            "label_source": [choices[f].source for f in indices],  # the rule: core/labels/choice.py
             "label_llm": [llm.get(f, (None, None))[0] for f in indices],
             "label_keywords": [keywords[f] or None for f in indices],
             "score": [run.scores.get(f) for f in indices],
