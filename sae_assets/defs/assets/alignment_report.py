@@ -4,6 +4,7 @@ import dagster as dg
 import numpy as np
 import polars as pl
 
+from sae_assets.core.alignment.report import layer_summary
 from sae_assets.core.common.plots import lines_png
 from sae_assets.defs.assets.alignment_scores import alignment_scores
 from sae_assets.defs.automation import report_refresh
@@ -12,16 +13,6 @@ from sae_assets.defs.partitions import model_partitions
 from sae_assets.resources.lake import LakeResource
 
 REPORT_FILE = "scoring_results.csv"
-
-
-def layer_summary(scores: pl.DataFrame) -> pl.DataFrame:
-    """``alignment_scores`` rows of one model -> one row per layer × embedding model, ordered by layer."""
-    return (scores.group_by("layer", "embedding_model")
-            .agg(pl.col("ndcg").mean().alias("mean_ndcg"), pl.col("ndcg").median().alias("median_ndcg"),
-                 pl.len().cast(pl.Int32).alias("n_features"),
-                 pl.col("has_explanation").sum().cast(pl.Int32).alias("n_explained"))
-            .with_columns(pl.col("layer").cast(pl.Int32).alias("layer_index"))
-            .sort("layer_index", "embedding_model").drop("layer_index"))
 
 
 @dg.asset(
