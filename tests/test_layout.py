@@ -4,6 +4,8 @@ helper, nothing imports in a circle, and the UI's asset groups are the stages.""
 from __future__ import annotations
 
 import ast
+import importlib
+import re
 from pathlib import Path
 
 from sae_assets.definitions import defs
@@ -73,3 +75,19 @@ def test_no_import_cycles() -> None:
 def test_asset_groups_are_the_stages() -> None:
     groups = {spec.group_name for spec in defs.resolve_all_asset_specs()}
     assert groups == set(STAGES) - {"common"}
+
+
+def test_readme_asset_table_names_code_that_exists() -> None:
+    section = (REPO_ROOT / "README.md").read_text().split("\n## Assets\n")[1].split("\n## ")[0]
+    rows = [line for line in section.splitlines() if re.match(r"\| `\w+`( → `\w+`)? \| ", line)]
+    named: set[str] = set()
+    for row in rows:
+        cells = [c.strip() for c in row.strip("|").split("|")]
+        named.add(re.findall(r"`(\w+)`", cells[0])[-1])
+        refs = re.findall(r"`([\w.]+):([\w.]+)`", cells[2])
+        assert refs, row
+        for module, attr in refs:
+            target = importlib.import_module(f"sae_assets.{module}")
+            for part in attr.split("."):
+                target = getattr(target, part)
+    assert {k.to_user_string() for k in defs.resolve_all_asset_keys()} <= named
