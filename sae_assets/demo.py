@@ -21,6 +21,8 @@ import sys
 import time
 from pathlib import Path
 
+from sae_assets import settings
+
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_DEFAULT = "smollm2-135m@demo-res"
 
@@ -58,8 +60,8 @@ def main(argv: list[str] | None = None) -> int:
                         help="use the assets' own budgets (sized for a GPU) instead of the demo's CPU budgets")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
-    os.environ.setdefault("DAGSTER_HOME", str(REPO_ROOT / "dagster_home"))
-    os.environ["DAGSTER_HOME"] = str(Path(os.environ["DAGSTER_HOME"]).resolve())
+    home = settings.get(settings.DAGSTER_HOME, str(REPO_ROOT / "dagster_home"))
+    os.environ[settings.DAGSTER_HOME] = str(Path(home).resolve())  # the instance's directory, for Dagster
 
     import dagster as dg
 

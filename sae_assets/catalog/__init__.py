@@ -12,10 +12,10 @@ to the language model, the hook point, the layers that have an SAE, and where ea
 
 from __future__ import annotations
 
-import os
 from functools import lru_cache
 from pathlib import Path
 
+from sae_assets import settings
 from sae_assets.catalog.drop_folder import cached_with_drop_folder, default_drop_folder
 from sae_assets.catalog.entries import (
     MODEL_KEY_PATTERN,
@@ -38,11 +38,11 @@ __all__ = ["MODEL_KEY_PATTERN", "Catalog", "CatalogEntry", "CatalogError", "Lang
            "parse_catalog", "parse_entry", "validate_model_key"]
 
 DEFAULT_CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
-CATALOG_ENV_VAR = "SAE_ASSETS_CATALOG"
+CATALOG_ENV_VAR = settings.CATALOG
 
 
 def catalog_path() -> Path:
-    return Path(os.environ.get(CATALOG_ENV_VAR) or DEFAULT_CATALOG_PATH)
+    return Path(settings.nonempty(CATALOG_ENV_VAR) or DEFAULT_CATALOG_PATH)
 
 
 def load_catalog(path: str | Path | None = None, drop_folder: str | Path | None = None) -> Catalog:

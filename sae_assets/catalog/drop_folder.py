@@ -13,23 +13,23 @@ YAML catalog already has) is left out with its reason in ``Catalog.errors``; the
 from __future__ import annotations
 
 import json
-import os
 import re
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
+from sae_assets import settings
 from sae_assets.catalog.entries import Catalog, CatalogEntry, CatalogError, SaeSourceSpec, validate_model_key
 
-DROP_ENV_VAR = "SAE_ASSETS_SAE_DROP"
+DROP_ENV_VAR = settings.SAE_DROP
 WEIGHTS_FILE = "sae_weights.safetensors"
 
 
 def default_drop_folder() -> Path:
     """``SAE_ASSETS_SAE_DROP``, else ``$DAGSTER_HOME/sae_drop``, else the repo's ``dagster_home/sae_drop``."""
-    if os.environ.get(DROP_ENV_VAR):
-        return Path(os.environ[DROP_ENV_VAR]).expanduser()
-    home = os.environ.get("DAGSTER_HOME")
+    if folder := settings.nonempty(DROP_ENV_VAR):
+        return Path(folder).expanduser()
+    home = settings.get(settings.DAGSTER_HOME)
     home_dir = Path(home).expanduser() if home else Path(__file__).resolve().parents[2] / "dagster_home"
     return home_dir / "sae_drop"
 

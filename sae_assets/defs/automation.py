@@ -11,20 +11,16 @@ The entry assets (``trained_sae``, ``sae_decoder``) have none: ``new_sae_sensor`
 Sensors and schedules are running by default; ``SAE_ASSETS_AUTOMATION=stopped`` makes them start stopped.
 """
 
-import os
-
 import dagster as dg
 
+from sae_assets import settings
+
 AC = dg.AutomationCondition
-AUTOMATION_ENV_VAR = "SAE_ASSETS_AUTOMATION"
 
 
 def default_running() -> bool:
     """Sensors and schedules start running unless ``SAE_ASSETS_AUTOMATION=stopped`` (then: start them in the UI)."""
-    value = os.environ.get(AUTOMATION_ENV_VAR, "running").strip().lower()
-    if value not in ("running", "stopped"):
-        raise ValueError(f"{AUTOMATION_ENV_VAR} must be 'running' or 'stopped', not {value!r}")
-    return value == "running"
+    return settings.automation_running()
 
 
 def sensor_status() -> dg.DefaultSensorStatus:

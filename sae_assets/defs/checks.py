@@ -6,25 +6,25 @@ rows); the explained-variance floors (``SAE_ASSETS_MIN_EXPLAINED_VARIANCE``, def
 broken SAE stops the run before the scan or what reads the scan.
 """
 
-import os
 from collections.abc import Callable
 from dataclasses import dataclass
 
 import dagster as dg
 import polars as pl
 
+from sae_assets import settings
 from sae_assets.core.common.progress import Progress, tracked
 from sae_assets.defs.partitions import model_and_layer, model_layer_partitions, model_partitions
 from sae_assets.resources.lake import LakeResource
 
-EV_FLOOR_ENV_VAR = "SAE_ASSETS_MIN_EXPLAINED_VARIANCE"
+EV_FLOOR_ENV_VAR = settings.MIN_EXPLAINED_VARIANCE
 PREVIEW_ROWS = 5
 CHECK_BATCH_ROWS = 4096
 """Rows per block a rule reads (the co-occurrence histograms of a 32k-latent SAE do not fit in memory whole)."""
 
 
 def ev_floor() -> float:
-    return float(os.environ.get(EV_FLOOR_ENV_VAR, "0.5"))
+    return settings.min_explained_variance()
 
 
 def finite_list(column: str) -> pl.Expr:

@@ -9,11 +9,10 @@
 The ``gpu`` pool (one slot: ``dagster_home/dagster.yaml`` or the Helm values) keeps GPU steps one at a time.
 """
 
-import os
-
 import dagster as dg
 
-EXECUTOR_ENV_VAR = "SAE_ASSETS_EXECUTOR"
+from sae_assets import settings
+
 GPU_POOL = "gpu"
 # dagster-k8s reads this op tag when it builds a step's pod: one GPU, on nodes tainted for GPUs.
 GPU_OP_TAGS = {
@@ -27,19 +26,16 @@ GPU_OP_TAGS = {
 
 
 def executor_from_env() -> dg.ExecutorDefinition:
-    kind = os.environ.get(EXECUTOR_ENV_VAR, "in_process").strip().lower()
+    kind = settings.executor_kind()  # in_process, multiprocess or k8s (ValueError otherwise)
     if kind == "in_process":
         return dg.in_process_executor
     if kind == "multiprocess":
-        return dg.multiprocess_executor.configured(
-            {"max_concurrent": int(os.environ.get("SAE_ASSETS_MAX_CONCURRENT", "2"))})
-    if kind == "k8s":
-        try:
-            from dagster_k8s import k8s_job_executor
-        except ImportError as err:
-            raise ImportError(f"{EXECUTOR_ENV_VAR}=k8s needs dagster-k8s: pip install 'sae-assets[k8s]'") from err
-        config = {"max_concurrent": int(os.environ.get("SAE_ASSETS_MAX_CONCURRENT", "8"))}
-        if os.environ.get("SAE_ASSETS_K8S_NAMESPACE"):
-            config["job_namespace"] = os.environ["SAE_ASSETS_K8S_NAMESPACE"]
-        return k8s_job_executor.configured(config)
-    raise ValueError(f"{EXECUTOR_ENV_VAR} must be in_process, multiprocess or k8s, not {kind!r}")
+        return dg.multiprocess_executor.configured({"max_concurrent": settings.max_concurrent(kind)})
+    try:
+        from dagster_k8s import k8s_job_executor
+    except ImportError as err:
+        raise ImportError(f"{settings.EXECUTOR}=k8s needs dagster-k8s: pip install 'sae-assets[k8s]'") from err
+    config = {"max_concurrent": settings.max_concurrent(kind)}
+    if namespace := settings.nonempty(settings.K8S_NAMESPACE):
+        config["job_namespace"] = namespace
+    return k8s_job_executor.configured(config)

@@ -6,17 +6,13 @@ partition, all tagged with the tick (``sae_assets/refresh``): in the UI, filter 
 The ``gpu`` pool and the run queue keep them orderly. Partitions never materialized are not touched.
 """
 
-import os
-
 import dagster as dg
 
+from sae_assets import settings
 from sae_assets.defs.assets.explanations import explanations
 from sae_assets.defs.automation import schedule_status
 from sae_assets.defs.jobs import refresh_explanations_job
 from sae_assets.defs.partitions import MODEL_PARTITIONS_NAME, model_and_layer, partition_key
-
-CRON_ENV_VAR = "SAE_ASSETS_EXPLANATIONS_CRON"
-DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00 UTC
 
 
 def materialized_partitions(instance: dg.DagsterInstance, key: dg.AssetKey) -> tuple[list[dg.MultiPartitionKey],
@@ -35,7 +31,7 @@ def materialized_partitions(instance: dg.DagsterInstance, key: dg.AssetKey) -> t
 
 @dg.schedule(
     name="weekly_explanations_refresh",
-    cron_schedule=os.environ.get(CRON_ENV_VAR, DEFAULT_CRON),
+    cron_schedule=settings.explanations_cron(),  # default: Mondays 03:00 UTC
     job=refresh_explanations_job,
     execution_timezone="UTC",
     default_status=schedule_status(),

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
@@ -11,6 +10,7 @@ import polars as pl
 import pyarrow as pa
 from pydantic import Field
 
+from sae_assets import settings
 from sae_assets.storage import delta
 
 DEFAULT_LAKE_ROOT = "dagster_home/lake"
@@ -18,10 +18,10 @@ DEFAULT_LAKE_ROOT = "dagster_home/lake"
 
 def default_lake_root() -> str:
     """``SAE_ASSETS_LAKE``, else ``$DAGSTER_HOME/lake``, else ``dagster_home/lake``."""
-    if os.environ.get("SAE_ASSETS_LAKE"):
-        return os.environ["SAE_ASSETS_LAKE"]
-    if os.environ.get("DAGSTER_HOME"):
-        return str(Path(os.environ["DAGSTER_HOME"]) / "lake")
+    if lake := settings.nonempty(settings.LAKE):
+        return lake
+    if home := settings.nonempty(settings.DAGSTER_HOME):
+        return str(Path(home) / "lake")
     return DEFAULT_LAKE_ROOT
 
 
@@ -35,7 +35,7 @@ class LakeResource(dg.ConfigurableResource):
     root: str = Field(default_factory=default_lake_root,
                       description="Lake root: a local path or a deltalake URI such as s3://bucket/lake.")
     files_root: str | None = Field(
-        default_factory=lambda: os.environ.get("SAE_ASSETS_FILES") or None,
+        default_factory=lambda: settings.nonempty(settings.FILES),
         description="Local directory for files that are not tables (trained SAE weights, exports); "
         "default: the lake root when it is local. Needed when the lake is on object storage.",
     )

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import json
 import logging
-import os
 import random
 import re
 import time
@@ -28,6 +27,8 @@ from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.fs import DeltaStorageHandler
 from deltalake.transaction import AddAction
+
+from sae_assets import settings
 
 log = logging.getLogger(__name__)
 
@@ -154,8 +155,10 @@ def _table_filesystem(uri: str, storage_options: dict[str, str] | None) -> pafs.
         return pafs.SubTreeFileSystem(uri, pafs.LocalFileSystem())
     scheme, path = uri.split("://", 1)
     if scheme in ("s3", "s3a"):
+        env = settings.aws_environment()
+
         def get(*keys: str) -> str | None:  # the first option set, here or in the environment
-            return next((v for v in (options.get(k) or os.environ.get(k) for k in keys) if v), None)
+            return next((v for v in (options.get(k) or env.get(k) for k in keys) if v), None)
 
         endpoint = get("AWS_ENDPOINT_URL", "AWS_ENDPOINT")
         http = (get("AWS_ALLOW_HTTP") or "").lower() == "true" or (endpoint or "").startswith("http://")

@@ -46,7 +46,8 @@ def _write_tables(lake: LakeResource) -> None:
         "feature": _ints(range(4)), "embedding_model": ["m"] * 4,
         "embedding": pl.Series(vectors, dtype=pl.List(pl.Float32))}), MODEL, 1)
     lake.write_partition("feature_labels", pl.DataFrame({
-        "feature": _ints(range(3)), "label": ["dogs", "", None],
+        "feature": _ints(range(3)), "label": ["dogs", "", None], "label_llm": ["dogs", "", None],
+        "label_keywords": pl.Series([None] * 3, dtype=pl.String),
         "error": pl.Series([None, None, "timeout"], dtype=pl.String)}), MODEL, 1)
 
 
