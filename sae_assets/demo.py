@@ -20,8 +20,12 @@ import os
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from sae_assets import settings
+
+if TYPE_CHECKING:  # dagster is imported when the demo runs (after DAGSTER_HOME is set)
+    import dagster as dg
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
 EMBEDDED_DEFAULT = "smollm2-135m@demo-res"
@@ -39,7 +43,7 @@ DEMO_LABELS_CONFIG = {"llm_max_features": 32}
 DEMO_PROMPTS_CONFIG = {"max_features": 4, "max_steps": 30, "batch_size": 32, "top_k": 32, "continuous_steps": 50}
 
 
-def demo_run_config(job) -> dict:
+def demo_run_config(job: dg.JobDefinition) -> dict:
     ops = {}
     if "activation_scan" in job.graph.node_dict:
         ops["activation_scan"] = {"config": DEMO_SCAN_CONFIG}

@@ -63,7 +63,7 @@ def test_definitions_load_every_object_in_the_defs_folder() -> None:
 def test_ci_runs_the_readme_commands() -> None:
     readme = (REPO_ROOT / "README.md").read_text()
     ci = (REPO_ROOT / ".ci" / "run").read_text()
-    for command in ("bash scripts/setup", ".venv/bin/python -m pytest"):
+    for command in ("bash scripts/setup", ".venv/bin/python -m pytest", ".venv/bin/mypy"):
         assert command in readme and command in ci
 
 

@@ -60,7 +60,7 @@ def _read_layer_dir(key: str, layer_dir: Path) -> DroppedSae:
         raise CatalogError(f"SAE folder {layer_dir}: cfg.json is not readable JSON ({err}).") from err
     if not isinstance(cfg, dict):
         raise CatalogError(f"SAE folder {layer_dir}: cfg.json is not a JSON object.")
-    metadata = cfg.get("metadata") if isinstance(cfg.get("metadata"), dict) else {}
+    metadata = cfg["metadata"] if isinstance(cfg.get("metadata"), dict) else {}
     hook = cfg.get("hook_name") or metadata.get("hook_name")
     d_in = cfg.get("d_in")
     if not isinstance(hook, str) or not isinstance(d_in, int):

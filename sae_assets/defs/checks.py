@@ -117,7 +117,8 @@ def rule_check(rule: Rule, key: dg.AssetKey) -> dg.AssetChecksDefinition:
         table = rule.table or rule.asset
         if (missing := _missing(lake, table)) is not None:
             return missing
-        n_bad, preview = 0, []
+        n_bad = 0
+        preview: list[pl.DataFrame] = []
         rows = lake.scan_partition(table, model, layer).select(pl.len()).collect().item()
         progress = Progress(f"check {rule.name} on {table}", rows, "rows", context.log.info)
         blocks = lake.iter_partition(table, model, layer, batch_rows=CHECK_BATCH_ROWS)  # bounded: one block at a time

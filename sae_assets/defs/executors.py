@@ -35,7 +35,7 @@ def executor_from_env() -> dg.ExecutorDefinition:
         from dagster_k8s import k8s_job_executor
     except ImportError as err:
         raise ImportError(f"{settings.EXECUTOR}=k8s needs dagster-k8s: pip install 'sae-assets[k8s]'") from err
-    config = {"max_concurrent": settings.max_concurrent(kind)}
+    config: dict[str, int | str] = {"max_concurrent": settings.max_concurrent(kind)}
     if namespace := settings.nonempty(settings.K8S_NAMESPACE):
         config["job_namespace"] = namespace
     return k8s_job_executor.configured(config)

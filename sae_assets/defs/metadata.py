@@ -19,7 +19,7 @@ def input_table_versions(context: dg.AssetExecutionContext, lake: LakeResource) 
 
 def table_metadata(result: WriteResult, inputs: dict[str, int | None] | None = None) -> dict[str, dg.MetadataValue]:
     """Row count, URI and Delta version written, and (lineage) the input table versions read."""
-    meta = {
+    meta: dict[str, dg.MetadataValue] = {
         "dagster/row_count": dg.MetadataValue.int(result.num_rows),
         "dagster/uri": dg.MetadataValue.text(result.uri),
         "delta_table_version": dg.MetadataValue.int(result.version),

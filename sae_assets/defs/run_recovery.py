@@ -167,13 +167,13 @@ def reap_dead_runs(instance: dg.DagsterInstance, exclude_run_id: str | None = No
         reaped.append(run.run_id)
     now = time.time()
     for run_id in sorted(_slot_holders(instance) - {exclude_run_id} - set(reaped)):
-        record = instance.get_run_record_by_id(run_id)
-        if record is not None and not record.dagster_run.is_finished:
+        holder = instance.get_run_record_by_id(run_id)
+        if holder is not None and not holder.dagster_run.is_finished:
             continue
-        if record is not None and now - (record.end_time or record.update_timestamp.timestamp()) < FINISHED_RUN_GRACE_S:
+        if holder is not None and now - (holder.end_time or holder.update_timestamp.timestamp()) < FINISHED_RUN_GRACE_S:
             continue
         log.warning("Run %s ended (%s) but still held concurrency slots: freed", run_id,
-                    record.dagster_run.status.value if record else "deleted")
+                    holder.dagster_run.status.value if holder else "deleted")
         if not dry_run:
             free_slots(instance, run_id)
         reaped.append(run_id)
@@ -190,7 +190,7 @@ def on_run_worker_start(context: dg.InitResourceContext) -> None:
     try:
         record_run_worker(instance, run)
         for run_id in reap_dead_runs(instance, exclude_run_id=run.run_id):
-            context.log.warning(f"Freed what run {run_id} held: its process was gone or it had ended")
+            (context.log or log).warning(f"Freed what run {run_id} held: its process was gone or it had ended")
     except Exception:  # noqa: BLE001 (recovery of other runs must never break this one)
         log.exception("Could not check for dead runs; this run goes on")
 
@@ -214,7 +214,8 @@ def main(argv: list[str] | None = None) -> int:
                 fail_run(instance, run, "marked failed by hand (python -m sae_assets.defs.run_recovery --force); "
                          "its concurrency slots freed; re-run the partition")
             free_slots(instance, run.run_id)
-            log.info("Run %s: %s, slots freed", run.run_id, instance.get_run_by_id(run.run_id).status.value)
+            updated = instance.get_run_by_id(run.run_id)
+            log.info("Run %s: %s, slots freed", run.run_id, updated.status.value if updated else "deleted")
             return 0
         reaped = reap_dead_runs(instance, dry_run=args.dry_run)
         log.info("%s %d run(s): %s", "Would reap" if args.dry_run else "Reaped", len(reaped), reaped or "none")

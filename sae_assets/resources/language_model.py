@@ -10,6 +10,7 @@ import importlib.util
 import logging
 import threading
 from pathlib import Path
+from typing import Any
 
 import dagster as dg
 import torch
@@ -36,11 +37,15 @@ def package_dir(package: str) -> Path:
     return Path(next(iter(spec.submodule_search_locations)))
 
 
-def load_hf_model(spec: LanguageModelSpec, dtype: torch.dtype):
+def load_hf_model(spec: LanguageModelSpec, dtype: torch.dtype) -> tuple[Any, Any]:
+    """The Hugging Face model and tokenizer: from a GGUF file (a package's or a local folder's), a local folder or
+    the hub."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    if spec.gguf_package or (spec.local_path and spec.gguf_file):
-        folder = package_dir(spec.gguf_package) if spec.gguf_package else Path(spec.local_path)
+    gguf_folder = package_dir(spec.gguf_package) if spec.gguf_package else (
+        Path(spec.local_path) if spec.local_path else None)
+    if gguf_folder is not None and spec.gguf_file:  # the catalog requires gguf_file with gguf_package
+        folder = gguf_folder
         if not (folder / spec.gguf_file).exists():
             raise ModelLoadError(f"GGUF file {spec.gguf_file!r} not found in {folder}.")
         log.info("Loading %s from GGUF %s (dequantized to %s)", spec.hub_id, folder / spec.gguf_file, dtype)

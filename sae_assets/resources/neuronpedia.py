@@ -87,8 +87,8 @@ class NeuronpediaClient:
             token = root.findtext(f"{_S3_NS}NextContinuationToken") or root.findtext("NextContinuationToken")
             if not truncated or not token:
                 break
-        batches = [k for k in keys if _BATCH.search(k)]
-        return sorted(batches, key=lambda k: int(_BATCH.search(k).group(1)))
+        numbered = {k: int(m.group(1)) for k in keys if (m := _BATCH.search(k))}
+        return sorted(numbered, key=numbered.__getitem__)
 
     def iter_batch(self, key: str) -> Iterator[tuple[int, dict[str, Any]]]:
         """(line number, record) of one gzipped JSONL batch, streamed."""

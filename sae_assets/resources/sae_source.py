@@ -53,10 +53,10 @@ def trained_sae_dir(lake_root: Path, model_key: str, layer: int) -> Path:
     return lake_root / TRAINED_SAE_DIR / model_key / f"layer-{layer}"
 
 
-def saelens_repo_id(release: str) -> str | None:
+def saelens_repo_id(release: str | None) -> str | None:
     from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
-    entry = get_pretrained_saes_directory().get(release)
+    entry = get_pretrained_saes_directory().get(release) if release else None
     return entry.repo_id if entry is not None else None
 
 

@@ -26,7 +26,7 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.fs import DeltaStorageHandler
-from deltalake.transaction import AddAction
+from deltalake.transaction import AddAction, RemoveAction
 
 from sae_assets import settings
 
@@ -193,7 +193,7 @@ def write_partition_batches(
     folder = "/".join(f"{c}={re.sub(r'[^A-Za-z0-9@._-]', '_', values[c])}" for c in PARTITION_COLUMNS)
     if "://" not in uri:
         fs.create_dir(folder, recursive=True)  # object stores have no directories to make
-    actions: list[AddAction] = []
+    actions: list[AddAction | RemoveAction] = []  # adds only: the overwrite removes the old files itself
     writer: pq.ParquetWriter | None = None
     path, rows, size = "", 0, 0
 

@@ -21,6 +21,7 @@ from functools import partial
 from http import HTTPStatus
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from pathlib import Path
+from typing import Any, cast
 from urllib.parse import unquote, urlsplit
 
 from sae_assets.core.feature_map.layout import LAYER_FILE, MANIFEST
@@ -63,11 +64,11 @@ class ViewerHandler(BaseHTTPRequestHandler):
 
     server_version = "sae-assets-viewer"
 
-    def __init__(self, *args, exports: Path, **kwargs) -> None:
+    def __init__(self, *args: Any, exports: Path, **kwargs: Any) -> None:
         self.exports = exports
         super().__init__(*args, **kwargs)
 
-    def log_message(self, format: str, *args) -> None:  # noqa: A002 (the base class's name)
+    def log_message(self, format: str, *args: Any) -> None:  # noqa: A002 (the base class's name)
         log.debug("%s %s", self.address_string(), format % args)
 
     def do_GET(self) -> None:  # noqa: N802 (http.server's name)
@@ -120,5 +121,5 @@ def serve_in_thread(exports: Path | str, host: str = "127.0.0.1", port: int = 0)
     """Start a server on a daemon thread; returns it (``shutdown()`` to stop) and its base URL."""
     server = make_server(exports, host, port)
     threading.Thread(target=server.serve_forever, daemon=True, name="sae-assets-viewer").start()
-    bound_host, bound_port = server.server_address[:2]
+    bound_host, bound_port = cast(str, server.server_address[0]), server.server_address[1]  # AF_INET: str
     return server, f"http://{bound_host}:{bound_port}"

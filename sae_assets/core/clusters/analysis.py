@@ -5,9 +5,10 @@ from __future__ import annotations
 import numpy as np
 import polars as pl
 
-SUMMARY_SCHEMA = {"cluster": pl.Int32, "size": pl.Int32, "n_selected": pl.Int32, "mean_density": pl.Float64,
-                  "mean_max_activation": pl.Float64, "mean_entropy": pl.Float64,
-                  "selected_features": pl.List(pl.Int32), "top_tokens": pl.String}
+SUMMARY_SCHEMA = pl.Schema({"cluster": pl.Int32(), "size": pl.Int32(), "n_selected": pl.Int32(),
+                            "mean_density": pl.Float64(), "mean_max_activation": pl.Float64(),
+                            "mean_entropy": pl.Float64(), "selected_features": pl.List(pl.Int32),
+                            "top_tokens": pl.String()})
 
 
 def select_representatives(labels: np.ndarray, coords: np.ndarray, max_activation: np.ndarray, features: np.ndarray,
@@ -53,7 +54,7 @@ def peak_tokens(examples: pl.DataFrame) -> pl.DataFrame:
 def cluster_top_tokens(examples: pl.DataFrame | None, assignments: pl.DataFrame, top_n: int = 5) -> pl.DataFrame:
     """``cluster``, ``top_tokens``: per cluster of ``assignments`` (``feature``, ``cluster``), its features' most
     frequent peak tokens over their top examples, as ``"tok (count), ..."`` (ties by token, at most ``top_n``)."""
-    schema = {"cluster": pl.Int32, "top_tokens": pl.String}
+    schema = pl.Schema({"cluster": pl.Int32, "top_tokens": pl.String})
     if examples is None or examples.is_empty():
         return pl.DataFrame(schema=schema)
     counts = (peak_tokens(examples)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+from typing import Any
 
 import matplotlib
 
@@ -11,7 +12,7 @@ import matplotlib.pyplot as plt  # noqa: E402
 import numpy as np  # noqa: E402
 
 
-def figure_png(fig) -> bytes:
+def figure_png(fig: Any) -> bytes:
     """Render and close a matplotlib figure."""
     fig.tight_layout()
     buf = io.BytesIO()

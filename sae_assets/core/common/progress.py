@@ -7,7 +7,7 @@ import threading
 import time
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
-from typing import TypeVar
+from typing import Any, TypeVar
 
 T = TypeVar("T")
 Report = Callable[[str], None]
@@ -67,7 +67,7 @@ def heartbeat(report: Report | None, what: str, every_s: float = 9.0) -> Iterato
         return
     lock, done = threading.Lock(), threading.Event()
     start = time.perf_counter()
-    state = {"last": "started", "at": start}
+    state: dict[str, Any] = {"last": "started", "at": start}
 
     def forward(message: str) -> None:
         with lock:

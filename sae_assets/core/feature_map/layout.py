@@ -23,6 +23,7 @@ import warnings
 from collections.abc import Iterable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Literal
 
 import numpy as np
 import polars as pl
@@ -43,11 +44,11 @@ class FeatureMapConfig:
     the global structure, smaller more of the local one."""
     min_dist: float = 0.1
     """UMAP minimum distance between embedded points: smaller packs neighbours tighter."""
-    metric: str = "cosine"
+    metric: Literal["cosine"] = "cosine"
     """Similarity of decoder vectors, for edges and UMAP alike; only ``cosine`` (the exact k-NN's)."""
     seed: int = 0
     """UMAP ``random_state``: the same decoder and seed give the same positions."""
-    init: str = "pca"
+    init: Literal["pca", "spectral", "random"] = "pca"
     """UMAP initial layout: ``pca`` (default here), ``spectral`` (umap-learn's default) or ``random``. PCA is
     deterministic and needs no eigensolver, which warns or fails on a k-NN graph with many components (dead
     and duplicate decoder rows make those); on the 16k benchmark both inits take about as long and reach the
@@ -136,8 +137,8 @@ def build_feature_map(vectors: torch.Tensor | np.ndarray, cfg: FeatureMapConfig,
     """``vectors [n, dim]`` -> one exact k-NN (on ``device``) used for edges and for UMAP's 3-D positions.
     Raises ValueError for NaN/Inf vectors or ``n <= knn_k``. ``report`` gets progress at most every 10 s."""
     start = time.perf_counter()
-    indices, sims = exact_knn(vectors, cfg.knn_k, device=device, report=report)
-    indices, sims = indices.cpu().numpy(), sims.cpu().numpy()
+    knn_indices, knn_sims = exact_knn(vectors, cfg.knn_k, device=device, report=report)
+    indices, sims = knn_indices.cpu().numpy(), knn_sims.cpu().numpy()
     knn_seconds = time.perf_counter() - start
     start = time.perf_counter()
     array = vectors.detach().cpu().numpy() if isinstance(vectors, torch.Tensor) else np.asarray(vectors)
@@ -278,7 +279,9 @@ def layer_entry(path: Path, payload: dict | None = None) -> dict:
     """A manifest line for a layer file: ``layer``, ``file``, ``features``, ``edges``, ``bytes``; counts from
     ``payload`` when given, else from the parsed file."""
     payload = payload if payload is not None else read_json(path)
-    return {"layer": int(LAYER_FILE.match(path.name).group(1)), "file": path.name, "features": len(payload["nodes"]),
+    if (match := LAYER_FILE.match(path.name)) is None:
+        raise ValueError(f"{path.name} is not a layer file (layer-<N>.json[.gz])")
+    return {"layer": int(match.group(1)), "file": path.name, "features": len(payload["nodes"]),
             "edges": len(payload["edges"]), "bytes": path.stat().st_size}
 
 

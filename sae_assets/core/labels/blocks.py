@@ -40,14 +40,19 @@ class AllLabelCallsFailed(RuntimeError):
 @dataclass(frozen=True)
 class LabelSettings:
     n_shown: int = 8
+    """Top-activating windows shown to the labeller."""
     n_holdout: int = 6
+    """Held-out activating windows the label is scored on."""
     use_llm: bool = True
+    """False: keyword labels only."""
     llm_max_features: int | None = None
     """LLM labels for the first this many features of the selection (None: all)."""
     chunk: int = 16
     """Features per labeller call."""
     max_new_tokens: int = 24
+    """Token budget of one LLM label."""
     llm_detection: bool = False
+    """Also score labels with the labeller as a detection judge (one call per held-out window)."""
 
 
 @dataclass
@@ -66,6 +71,11 @@ class BlockedLabels:
     llm_seconds: float = 0.0
     prompts_added: int = 0
     texts_embedded: int = 0
+
+    @property
+    def labels(self) -> dict[int, str | None]:
+        """The shown label of each feature (None: no label)."""
+        return {f: choice.label for f, choice in self.choices.items()}
 
 
 def label_in_blocks(examples: pl.DataFrame, indices: list[int], background: Counter[str], chat: Any,

@@ -12,10 +12,11 @@ from typing import Any
 
 import numpy as np
 
-from sae_assets.core.common.progress import Progress
+from sae_assets.core.common.progress import Progress, Report
 from sae_assets.core.labels.evidence import FeatureEvidence
 from sae_assets.core.labels.labelling import (
     LabelParseError,
+    Window,
     auroc,
     background_totals,
     detection_messages,
@@ -27,12 +28,11 @@ from sae_assets.core.labels.labelling import (
 )
 
 Encode = Callable[[list[str]], np.ndarray]
-Report = Callable[[str], None]
 
 
 def activating_tokens(ev: FeatureEvidence, fraction: float = 0.3) -> list[str]:
     """Tokens of the shown windows where the feature is above ``fraction`` of the window's peak."""
-    out = []
+    out: list[str] = []
     for w in ev.shown:
         peak = max(w.activations, default=0.0)
         out.extend(t for t, a in zip(w.tokens, w.activations, strict=True) if peak > 0 and a > fraction * peak)
@@ -107,18 +107,18 @@ def llm_detection_scores(chat: Any, labels: dict[int, str | None],
 def embedding_scores(encode: Encode, labels: dict[int, str | None],
                      evidence: dict[int, FeatureEvidence]) -> dict[int, float]:
     """feature -> embedding AUROC of its label: held-out activating vs non-activating windows."""
-    def key(w) -> str:
+    def key(w: Window) -> str:
         return " ".join(w.text().split())
 
     scored = [f for f, label in labels.items() if label and evidence[f].positives and evidence[f].negatives]
     if not scored:
         return {}
     texts = sorted({key(w) for f in scored for w in evidence[f].positives + evidence[f].negatives})
-    vectors = encode(texts + [labels[f] for f in scored])
+    vectors = encode(texts + [label for f in scored if (label := labels[f])])  # every scored f has one
     index = {t: i for i, t in enumerate(texts)}
     label_vec = dict(zip(scored, vectors[len(texts) :], strict=True))
 
-    def rows(windows):
+    def rows(windows: list[Window]) -> np.ndarray:
         return vectors[[index[key(w)] for w in windows]]
 
     return {f: embedding_detection_score(label_vec[f], rows(evidence[f].positives), rows(evidence[f].negatives))

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Literal
 
 
 @dataclass(frozen=True)
@@ -19,13 +19,14 @@ class PromptOptConfig:
     fluency_weight: float = 0.0
     """EPO fluency penalty: objective = activation - fluency_weight * (mean next-token CE of the prompt).
     0 disables it, and the forward stops at the hook's layer."""
-    position: str = "last"
+    position: Literal["last", "any"] = "last"
     """``last``: the activation at the last prompt token; ``any``: the maximum over prompt tokens."""
     patience: int = 20
     """Stop early after this many steps without an improvement larger than ``min_improvement``."""
-    restarts: int = 0
+    restarts: int = 2
     """Discrete: when the search plateaus (``patience``) with steps left, start again from a new random prompt
-    up to this many times, keeping the best prompt found (GCG's single swaps get stuck in local optima)."""
+    up to this many times, keeping the best prompt found (GCG's single swaps get stuck in local optima); 0: one
+    search."""
     min_improvement: float = 1e-4
     """Smallest gain of the objective that resets ``patience``."""
     seed: int = 0
@@ -34,7 +35,7 @@ class PromptOptConfig:
     """Continuous: Adam learning rate on the input embeddings, relative to the mean token-embedding norm."""
     continuous_steps: int = 200
     """Continuous: Adam steps."""
-    projection: str = "cosine"
+    projection: Literal["cosine", "l2"] = "cosine"
     """Continuous: nearest token embedding by ``cosine`` similarity or ``l2`` distance."""
     report_every_s: float = 10.0
     """Seconds between progress messages."""

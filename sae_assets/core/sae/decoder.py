@@ -6,6 +6,8 @@ import numpy as np
 import polars as pl
 import torch
 
+from sae_assets.core.common.list_columns import list_matrix
+
 
 def decoder_frame(w_dec: torch.Tensor) -> pl.DataFrame:
     """``w_dec [d_sae, d_in]`` -> columns ``feature`` (int32), ``decoder`` (list<f32>), ``decoder_norm``.
@@ -29,6 +31,4 @@ def decoder_frame(w_dec: torch.Tensor) -> pl.DataFrame:
 def decoder_matrix(frame: pl.DataFrame) -> torch.Tensor:
     """Inverse of :func:`decoder_frame`: ``[d_sae, d_in]`` float32, rows ordered by ``feature``."""
     frame = frame.sort("feature")
-    d_in = frame["decoder"].list.len().max()
-    arr = frame["decoder"].list.to_array(d_in).to_numpy()
-    return torch.from_numpy(np.array(arr, dtype=np.float32, copy=True))
+    return torch.from_numpy(list_matrix(frame["decoder"], np.float32))

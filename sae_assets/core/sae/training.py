@@ -29,14 +29,19 @@ Report = Callable[[str], None]
 @dataclass(frozen=True)
 class SaeTrainingConfig:
     architecture: Literal["topk", "jumprelu"]
+    """SAELens training SAE: TopK, or JumpReLU with a quadratic L0 penalty."""
     d_sae: int
+    """Latents (SAE width)."""
     k: int
     """TopK: latents kept per token. JumpReLU: the target L0 of the quadratic sparsity loss."""
     training_samples: int
     """Activation vectors the trainer consumes (passes over the collected tokens x tokens)."""
     batch_size: int = 1024
-    lr: float = 5e-4
+    """Activation vectors per training step."""
+    lr: float = 1e-3
+    """Adam learning rate: warmed up, constant, then decayed linearly to a tenth of it."""
     seed: int = 0
+    """Seeds the SAE's initialization and the shuffling of the activations."""
 
 
 @torch.no_grad()

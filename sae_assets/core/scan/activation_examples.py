@@ -36,6 +36,7 @@ class ExampleConfig:
     radius: int = 16
     """Tokens kept on each side of the peak."""
     seed: int = 0
+    """Seeds the reservoir, quantile and random-window draws."""
 
 
 Window = Callable[[torch.Tensor, torch.Tensor], tuple[torch.Tensor, torch.Tensor]]

@@ -49,6 +49,7 @@ class ScanConfig:
     """Tokens per batch (uniformly drawn) on which the SAE's reconstruction is decoded for explained
     variance; 0 decodes every token."""
     seed: int = 0
+    """Seeds the ``reconstruction_sample`` draw."""
     examples: ExampleConfig = field(default_factory=ExampleConfig)
     chunk_documents: int = 512
     """Documents read ahead and sorted by length before batching."""
@@ -128,9 +129,10 @@ class Scanner:
         self.encode = CheckedEncoder(sae)
 
     @torch.inference_mode()
-    def _encode(self, tokens: torch.Tensor, lengths: torch.Tensor):
-        """Latents ``[b, seq, d_sae]`` (zero at BOS and padding), and hook activations with their
-        reconstructions ``[n, d_in]`` on a uniform sample of the real tokens."""
+    def _encode(self, tokens: torch.Tensor,
+                lengths: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, int]:
+        """Latents ``[b, seq, d_sae]`` (zero at BOS and padding), hook activations with their reconstructions
+        ``[n, d_in]`` on a uniform sample of the real tokens, and the number of real tokens."""
         acts = self.model.hook_activations(tokens, self.hook_name)  # [b, seq, d_in]
         pos = torch.arange(tokens.shape[1], device=acts.device)
         valid = (pos >= 1) & (pos < lengths.to(acts.device).unsqueeze(1))  # BOS and padding out

@@ -134,7 +134,7 @@ class CooccurrenceCounter:
 
     def to_frame(self) -> pl.DataFrame:
         """The whole table at once: for tests and small SAEs (writers use :meth:`record_batches`)."""
-        return pl.from_arrow(pa.Table.from_batches(list(self.record_batches()), COOCCURRENCE_SCHEMA))
+        return pl.DataFrame(pa.Table.from_batches(list(self.record_batches()), COOCCURRENCE_SCHEMA))
 
 
 def histogram_batch(rows: torch.Tensor, first: int, n_windows: int) -> pa.RecordBatch:
@@ -162,7 +162,7 @@ def dense_counts(batches: pl.DataFrame | Iterable[pl.DataFrame | pa.RecordBatch]
     from record batches of it one at a time (so the table is never held whole)."""
     c = torch.zeros((d_sae, d_sae), dtype=torch.int32, device=device)
     for batch in [batches] if isinstance(batches, pl.DataFrame) else batches:
-        frame = batch if isinstance(batch, pl.DataFrame) else pl.from_arrow(batch)
+        frame = batch if isinstance(batch, pl.DataFrame) else pl.DataFrame(batch)
         features = frame["feature"].to_numpy().astype(np.int64)
         lengths = frame["partners"].list.len().to_numpy().astype(np.int64)
         rows = torch.from_numpy(np.repeat(features, lengths)).to(device)

@@ -70,14 +70,15 @@ def _quantile_rows(c: ExampleCollector) -> pl.DataFrame:
 def _random_rows(c: ExampleCollector) -> pl.DataFrame:
     drawn = (c.random_key > float("-inf")).cpu().numpy()
     acts = c.random_acts.cpu().numpy()[drawn]  # [n, width, d_sae]
-    w, f = np.meshgrid(np.arange(acts.shape[0]), np.arange(c.d_sae), indexing="ij")
-    w, f = w.reshape(-1), f.reshape(-1)
+    grid_w, grid_f = np.meshgrid(np.arange(acts.shape[0]), np.arange(c.d_sae), indexing="ij")
+    w, f = grid_w.reshape(-1), grid_f.reshape(-1)
     return _rows(f, w, np.full(w.shape, -1), acts.max(axis=1).reshape(-1),
                  c.random_doc.cpu().numpy()[drawn][w], c.random_pos.cpu().numpy()[drawn][w],
                  acts.transpose(0, 2, 1).reshape(-1, c.width), c.random_tokens.cpu().numpy()[drawn][w], "random")
 
 
-def _rows(feature, rank, quantile, activation, doc, pos, acts, tokens, kind: str) -> pl.DataFrame:
+def _rows(feature: np.ndarray, rank: np.ndarray, quantile: np.ndarray, activation: np.ndarray, doc: np.ndarray,
+          pos: np.ndarray, acts: np.ndarray, tokens: np.ndarray, kind: str) -> pl.DataFrame:
     """Rows of one kind; windows are trimmed to the positions inside the document."""
     tokens = np.asarray(tokens, dtype=np.int32)
     acts = np.asarray(acts, dtype=np.float32).reshape(tokens.shape)

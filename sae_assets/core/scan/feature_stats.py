@@ -9,6 +9,7 @@ Low entropy: the feature fires in few documents; high: spread over many (seed 00
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import polars as pl
 import torch
@@ -26,7 +27,7 @@ class ReconstructionSummary:
 
 class FeatureStatsAccumulator:
     def __init__(self, d_sae: int, d_in: int, device: torch.device, threshold: float = 0.0) -> None:
-        f64 = dict(dtype=torch.float64, device=device)
+        f64: dict[str, Any] = {"dtype": torch.float64, "device": device}
         self.threshold = threshold
         self.n_tokens = 0
         self.n_reconstructed = 0

@@ -3,6 +3,7 @@ feature_profiles."""
 
 import time
 from collections.abc import Iterator
+from typing import Any
 
 import dagster as dg
 import numpy as np
@@ -21,6 +22,7 @@ from sae_assets.defs.automation import on_new_inputs
 from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
 from sae_assets.defs.metadata import input_table_versions, md_text, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
+from sae_assets.defs.run_config import ConfigPair, core_config
 from sae_assets.resources.corpus import CorpusError, CorpusResource
 from sae_assets.resources.device import DeviceResource
 from sae_assets.resources.lake import LakeResource
@@ -29,31 +31,45 @@ from sae_assets.resources.sae_source import SaeLoadError, SaeSourceResource
 
 
 class ActivationScanConfig(dg.Config):
+    """Defaults of the fields shared with :class:`ScanConfig` and :class:`ExampleConfig` are theirs."""
+
     max_tokens: int | None = Field(default=262_144, description="Stop after this many tokens (None: whole corpus).")
     max_documents: int | None = Field(default=None, description="Stop after this many documents.")
-    context_size: int = Field(default=1024, description="Tokens per document, BOS included (SFAL: 1,024).")
-    window: int = Field(default=256, description="Co-occurrence window k in tokens (SFAL: 256).")
-    batch_tokens: int = Field(default=8192, description="Padded tokens per forward; halves on CUDA OOM.")
+    context_size: int = Field(default=ScanConfig.context_size,
+                              description="Tokens per document, BOS included (SFAL: 1,024).")
+    window: int = Field(default=ScanConfig.window, description="Co-occurrence window k in tokens (SFAL: 256).")
+    batch_tokens: int = Field(default=ScanConfig.batch_tokens,
+                              description="Padded tokens per forward; halves on CUDA OOM.")
     dtype: str | None = Field(default=None, description="Language-model dtype; default: the device resource's.")
-    activation_threshold: float = 0.0
-    top_k: int = Field(default=20, description="Top-activating documents kept per feature.")
-    n_quantiles: int = Field(default=10, description="Activation bins for quantile examples.")
-    per_quantile: int = Field(default=2, description="Examples drawn from each quantile bin.")
-    reservoir: int = Field(default=64, description="Activating documents sampled per feature for quantiles.")
-    n_random: int = Field(default=10, description="Random windows shared by all features.")
-    radius: int = Field(default=16, description="Tokens kept on each side of an example's peak.")
-    profile_documents: int = Field(default=1024, ge=1, description="Documents (the corpus's first) whose "
-                                   "per-feature activation mass is stored in feature_profiles (for clustering).")
-    seed: int = 0
+    activation_threshold: float = Field(default=ScanConfig.activation_threshold,
+                                        description="A feature is active on a token when its activation exceeds this.")
+    top_k: int = Field(default=ExampleConfig.top_k, description="Top-activating documents kept per feature.")
+    n_quantiles: int = Field(default=ExampleConfig.n_quantiles, description="Activation bins for quantile examples.")
+    per_quantile: int = Field(default=ExampleConfig.per_quantile, description="Examples drawn from each quantile bin.")
+    reservoir: int = Field(default=ExampleConfig.reservoir,
+                           description="Activating documents sampled per feature for quantiles.")
+    n_random: int = Field(default=ExampleConfig.n_random, description="Random windows shared by all features.")
+    radius: int = Field(default=ExampleConfig.radius, description="Tokens kept on each side of an example's peak.")
+    profile_documents: int = Field(default=ScanConfig.profile_documents, ge=1, description="Documents (the corpus's "
+                                   "first) whose per-feature activation mass is stored in feature_profiles (for "
+                                   "clustering).")
+    seed: int = Field(default=ScanConfig.seed, description="Seeds the example sampling and the tokens the SAE's "
+                      "reconstruction is measured on.")
 
     def scan_config(self) -> ScanConfig:
-        return ScanConfig(
-            context_size=self.context_size, window=self.window, batch_tokens=self.batch_tokens,
-            activation_threshold=self.activation_threshold, profile_documents=self.profile_documents,
-            examples=ExampleConfig(top_k=self.top_k, n_quantiles=self.n_quantiles, per_quantile=self.per_quantile,
-                                   reservoir=self.reservoir, n_random=self.n_random, radius=self.radius,
-                                   seed=self.seed),
-        )
+        return core_config(self, ScanConfig, examples=core_config(self, ExampleConfig))
+
+
+SCAN_CONFIG = ConfigPair(
+    ActivationScanConfig, ScanConfig,
+    asset_only={"max_tokens": "the corpus budget: the asset stops reading documents",
+                "max_documents": "the corpus budget: the asset stops reading documents",
+                "dtype": "loading the language model"},
+    core_only={"examples": "built from the asset's ExampleConfig fields (EXAMPLE_CONFIG)",
+               "reconstruction_sample": "sampling of the explained-variance estimate, not a run budget",
+               "chunk_documents": "read-ahead of the length sort, a throughput detail"},
+)
+EXAMPLE_CONFIG = ConfigPair(ActivationScanConfig, ExampleConfig)
 
 
 def _documents(lm: LanguageModel, texts: tuple[str, ...],
@@ -118,7 +134,7 @@ def activation_scan(
     language_model: LanguageModelResource,
     sae_source: SaeSourceResource,
     corpus: CorpusResource,
-):
+) -> Iterator[dg.MaterializeResult]:
     location = resolve_partition(context)
     inputs = input_table_versions(context, lake)
     # The heartbeat repeats the last message when a stretch (model load, table writes) is quiet for 9 s.
@@ -158,7 +174,7 @@ def activation_scan(
             COOCCURRENCE_SCHEMA, location.model_key, location.layer)
     write_s = time.perf_counter() - t0
     density = result.feature_stats["density"].to_numpy()
-    scan_meta = {"tokens_scanned": rec.n_tokens, "documents": result.n_documents,
+    scan_meta: dict[str, Any] = {"tokens_scanned": rec.n_tokens, "documents": result.n_documents,
                  "scan_seconds": round(result.seconds, 1), "write_seconds": round(write_s, 1),
                  "tokens_per_second": round(rec.n_tokens / max(result.seconds, 1e-9), 1),
                  "batch_tokens": result.batch_tokens, "corpus": corpus.dataset}

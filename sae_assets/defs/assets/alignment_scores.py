@@ -9,6 +9,7 @@ import torch
 from pydantic import Field
 
 from sae_assets.core.alignment.sfal import DEFAULT_TOP_N, sfal_ndcg
+from sae_assets.core.common.list_columns import list_matrix
 from sae_assets.core.common.progress import Progress, tracked
 from sae_assets.core.scan.cooccurrence import dense_counts
 from sae_assets.defs.assets.explanation_embeddings import explanation_embeddings
@@ -56,10 +57,9 @@ def alignment_scores(context: dg.AssetExecutionContext, config: AlignmentConfig,
     frames, summary = [], {}
     for name, group in embeddings.group_by("embedding_model", maintain_order=True):
         name = name[0]
-        dim = group["embedding"].list.len().max()
-        vectors = torch.zeros((d, dim), dtype=torch.float64, device=dev)  # SFAL: no explanation -> zeros
+        matrix = list_matrix(group["embedding"], np.float64)
+        vectors = torch.zeros((d, matrix.shape[1]), dtype=torch.float64, device=dev)  # SFAL: no explanation -> 0
         rows = torch.from_numpy(group["feature"].to_numpy().astype(np.int64)).to(dev)
-        matrix = np.array(group["embedding"].list.to_array(dim).to_numpy(), dtype=np.float64)
         vectors[rows] = torch.from_numpy(matrix).to(dev)
         ndcg = sfal_ndcg(counts, n_windows, vectors, top_n=config.top_n, report=context.log.info).cpu().numpy()
         frames.append(pl.DataFrame({"feature": pl.Series(range(d), dtype=pl.Int32),

@@ -13,7 +13,7 @@ from sae_assets.defs.automation import cheap_refresh
 from sae_assets.defs.metadata import input_table_versions, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.resources.lake import LakeResource
-from sae_assets.resources.neuronpedia import NeuronpediaError, NeuronpediaResource
+from sae_assets.resources.neuronpedia import NeuronpediaClient, NeuronpediaError, NeuronpediaResource
 
 
 class ExplanationsConfig(dg.Config):
@@ -26,7 +26,8 @@ class ExplanationsConfig(dg.Config):
         default=None, description="Fetch only these features through the API instead of the bulk exports.")
 
 
-def _from_neuronpedia(context, client, model_id: str, source_id: str, config: ExplanationsConfig) -> list[dict]:
+def _from_neuronpedia(context: dg.AssetExecutionContext, client: NeuronpediaClient, model_id: str, source_id: str,
+                      config: ExplanationsConfig) -> list[dict]:
     records: list[dict] = []
     if config.api_features is not None:
         for index in config.api_features:

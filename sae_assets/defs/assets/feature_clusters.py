@@ -10,38 +10,53 @@ from pydantic import Field
 
 from sae_assets.core.clusters.clustering import ClusterConfig, cluster_features
 from sae_assets.core.clusters.plot import cluster_scatter_png
+from sae_assets.core.common.list_columns import list_matrix
 from sae_assets.core.common.progress import heartbeat
 from sae_assets.defs.automation import cheap_refresh
 from sae_assets.defs.metadata import input_table_versions, md_text, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
+from sae_assets.defs.run_config import ConfigPair, core_config
 from sae_assets.resources.lake import LakeResource
 
 VECTOR_TABLES = {"profile": ("feature_profiles", "profile"), "decoder": ("sae_decoder", "decoder")}
 
 
 class FeatureClustersConfig(dg.Config):
+    """Defaults of the fields shared with :class:`ClusterConfig` are its defaults (see ``CLUSTER_CONFIG``)."""
+
     representation: Literal["profile", "decoder"] = Field(
         default="profile", description="Cluster features by their activation profile over the scanned documents "
         "(feature_profiles) or by their decoder vector (sae_decoder).")
-    entropy_threshold_low: float | None = Field(default=0.5, description="Lowest activation_entropy kept.")
-    entropy_threshold_high: float | None = Field(default=None, description="Highest activation_entropy kept.")
-    sparsity_min: float | None = Field(default=1e-5, description="Lowest density kept (dead features never are).")
-    sparsity_max: float | None = Field(default=0.05, description="Highest density kept.")
-    pca_components: int | None = Field(default=50, description="PCA dimensions before UMAP.")
-    n_neighbors: int = Field(default=15, description="UMAP n_neighbors.")
-    min_dist: float = Field(default=0.1, description="UMAP min_dist.")
-    metric: str = Field(default="cosine", description="UMAP metric.")
-    method: Literal["dbscan", "hdbscan"] = Field(default="hdbscan", description="Clustering algorithm.")
-    eps: float = Field(default=0.5, description="DBSCAN eps in the 2-D map.")
-    min_samples: int = Field(default=5, description="DBSCAN/HDBSCAN min_samples.")
-    min_cluster_size: int = Field(default=10, description="HDBSCAN min_cluster_size.")
-    features_per_cluster: int = Field(default=3, description="Targets selected per cluster.")
+    entropy_threshold_low: float | None = Field(default=ClusterConfig.entropy_threshold_low,
+                                                description="Lowest activation_entropy kept.")
+    entropy_threshold_high: float | None = Field(default=ClusterConfig.entropy_threshold_high,
+                                                 description="Highest activation_entropy kept.")
+    sparsity_min: float | None = Field(default=ClusterConfig.sparsity_min,
+                                       description="Lowest density kept (dead features never are).")
+    sparsity_max: float | None = Field(default=ClusterConfig.sparsity_max, description="Highest density kept.")
+    pca_components: int | None = Field(default=ClusterConfig.pca_components, description="PCA dimensions before UMAP.")
+    n_neighbors: int = Field(default=ClusterConfig.n_neighbors, description="UMAP n_neighbors.")
+    min_dist: float = Field(default=ClusterConfig.min_dist, description="UMAP min_dist.")
+    metric: str = Field(default=ClusterConfig.metric, description="UMAP metric.")
+    method: Literal["dbscan", "hdbscan"] = Field(default=ClusterConfig.method, description="Clustering algorithm.")
+    eps: float = Field(default=ClusterConfig.eps, description="DBSCAN eps in the 2-D map.")
+    min_samples: int = Field(default=ClusterConfig.min_samples, description="DBSCAN/HDBSCAN min_samples.")
+    min_cluster_size: int = Field(default=ClusterConfig.min_cluster_size, description="HDBSCAN min_cluster_size.")
+    features_per_cluster: int = Field(default=ClusterConfig.features_per_cluster,
+                                      description="Targets selected per cluster.")
     selection: Literal["max_activation", "centroid"] = Field(
-        default="max_activation", description="Targets: highest max activation, or closest to the centroid.")
-    seed: int = 0
+        default=ClusterConfig.selection, description="Targets: highest max activation, or closest to the centroid.")
+    seed: int = Field(default=ClusterConfig.seed, description="Seed of PCA and UMAP.")
 
     def cluster_config(self) -> ClusterConfig:
-        return ClusterConfig(**self.model_dump(exclude={"representation"}))
+        return core_config(self, ClusterConfig)
+
+
+CLUSTER_CONFIG = ConfigPair(
+    FeatureClustersConfig, ClusterConfig,
+    asset_only={"representation": "which table's vectors the asset reads (feature_profiles or sae_decoder)"},
+    core_only={"n_components": "the asset's table and plot are the 2-D map (x, y): the core default 2"},
+)
 
 
 def _summary_markdown(summary: pl.DataFrame, n: int = 20) -> str:
@@ -84,8 +99,7 @@ def feature_clusters(context: dg.AssetExecutionContext, config: FeatureClustersC
             raise dg.Failure(f"{model} layer {layer}: feature_stats has {stats.height} rows and {table} "
                              f"{vectors_frame.height}; re-materialize activation_scan and sae_decoder for this "
                              "partition.")
-        dim = int(vectors_frame[column].list.len().max())
-        vectors = vectors_frame[column].list.to_array(dim).to_numpy()
+        vectors = list_matrix(vectors_frame[column])
         examples = (lake.scan_partition("activation_examples", model, layer).filter(pl.col("kind") == "top")
                     .select("feature", "kind", "tokens", "token_position", "window_start")
                     .collect())

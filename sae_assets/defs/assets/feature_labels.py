@@ -17,6 +17,7 @@ from sae_assets.defs.automation import on_new_inputs
 from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
 from sae_assets.defs.metadata import input_table_versions, md_text, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
+from sae_assets.defs.run_config import ConfigPair, core_config
 from sae_assets.resources.embedder import EmbedderResource
 from sae_assets.resources.labeller import LabellerResource
 from sae_assets.resources.lake import LakeResource
@@ -31,20 +32,35 @@ LABEL_SCHEMA = {
 
 
 class FeatureLabelsConfig(dg.Config):
+    """Defaults of the fields shared with :class:`LabelSettings` are its defaults (see ``LABEL_CONFIG``)."""
+
     feature_indices: list[int] | None = Field(default=None,
                                               description="Features to label (default: all with examples).")
     features_file: str | None = Field(default=None, description='JSON {"feature_indices": [...], "scores": [...]}')
     max_features: int | None = Field(default=None, description="Label at most this many (after the selection).")
-    n_shown: int = Field(default=8, description="Top-activating windows shown to the labeller.")
-    n_holdout: int = Field(default=6, description="Held-out activating windows the label is scored on.")
-    use_llm: bool = Field(default=True, description="False: keyword labels only.")
-    llm_max_features: int | None = Field(default=None, description="LLM labels for at most this many features "
-                                         "(the first of the selection); the others keep their keyword labels.")
-    chunk: int = Field(default=16, description="Features per labeller call batch (progress is logged per chunk).")
+    n_shown: int = Field(default=LabelSettings.n_shown, description="Top-activating windows shown to the labeller.")
+    n_holdout: int = Field(default=LabelSettings.n_holdout,
+                           description="Held-out activating windows the label is scored on.")
+    use_llm: bool = Field(default=LabelSettings.use_llm, description="False: keyword labels only.")
+    llm_max_features: int | None = Field(default=LabelSettings.llm_max_features, description="LLM labels for at "
+                                         "most this many features (the first of the selection); the others keep "
+                                         "their keyword labels.")
+    chunk: int = Field(default=LabelSettings.chunk,
+                       description="Features per labeller call batch (progress is logged per chunk).")
     use_optimized_prompts: bool = Field(default=False, description="Also show the labeller this partition's "
                                         "optimized prompts (materialize optimized_prompts first).")
-    llm_detection: bool = Field(default=False, description="Also score labels with the labeller as a detection "
-                                "judge (yes/no per held-out window; AUROC): one LLM call per window.")
+    llm_detection: bool = Field(default=LabelSettings.llm_detection, description="Also score labels with the "
+                                "labeller as a detection judge (yes/no per held-out window; AUROC): one LLM call "
+                                "per window.")
+
+
+LABEL_CONFIG = ConfigPair(
+    FeatureLabelsConfig, LabelSettings,
+    asset_only={"feature_indices": "feature selection", "features_file": "feature selection (a JSON file)",
+                "max_features": "feature selection",
+                "use_optimized_prompts": "whether the asset reads the optimized_prompts table"},
+    core_only={"max_new_tokens": "the labeller resource's (a property of the labelling model)"},
+)
 
 
 def _export_examples(out: TextIO, features: list[int], evidence: dict[int, FeatureEvidence]) -> None:
@@ -106,9 +122,7 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
                              "materialize optimized_prompts first.")
         prompts = (lake.scan_partition("optimized_prompts", model, layer)
                    .select("feature", "tokens", "position_activations").collect())
-    settings = LabelSettings(n_shown=config.n_shown, n_holdout=config.n_holdout, use_llm=config.use_llm,
-                             llm_max_features=config.llm_max_features, chunk=config.chunk,
-                             max_new_tokens=labeller.max_new_tokens, llm_detection=config.llm_detection)
+    settings = core_config(config, LabelSettings, max_new_tokens=labeller.max_new_tokens)
     export_dir = lake.local_dir("exports", "feature_labels", model, f"layer-{layer}")
     staged = export_dir / f".feature_examples.jsonl.{os.getpid()}.tmp"
     try:

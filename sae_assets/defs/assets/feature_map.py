@@ -8,6 +8,7 @@ import polars as pl
 import torch
 from pydantic import Field
 
+from sae_assets.core.common.list_columns import list_matrix
 from sae_assets.core.common.plots import figure_png
 from sae_assets.core.common.progress import heartbeat
 from sae_assets.core.feature_map.layout import (
@@ -23,27 +24,40 @@ from sae_assets.core.feature_map.layout import (
     stage_file,
     write_manifest,
 )
+from sae_assets.core.labels.choice import choose_label
 from sae_assets.defs.automation import cheap_refresh
 from sae_assets.defs.metadata import input_table_versions, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
+from sae_assets.defs.run_config import ConfigPair, core_config
 from sae_assets.resources.device import DeviceResource
 from sae_assets.resources.lake import LakeResource
 
 
 class FeatureMapRunConfig(dg.Config):
-    n_neighbors: int = Field(default=15, description="UMAP n_neighbors (the point itself included).")
-    min_dist: float = Field(default=0.1, description="UMAP min_dist.")
-    metric: Literal["cosine"] = Field(default="cosine", description="Similarity of decoder vectors (cosine only).")
-    seed: int = Field(default=0, description="UMAP random_state.")
+    """Defaults are :class:`FeatureMapConfig`'s (see ``FEATURE_MAP_CONFIG``)."""
+
+    n_neighbors: int = Field(default=FeatureMapConfig.n_neighbors,
+                             description="UMAP n_neighbors (the point itself included).")
+    min_dist: float = Field(default=FeatureMapConfig.min_dist, description="UMAP min_dist.")
+    metric: Literal["cosine"] = Field(default=FeatureMapConfig.metric,
+                                      description="Similarity of decoder vectors (cosine only).")
+    seed: int = Field(default=FeatureMapConfig.seed, description="UMAP random_state.")
     init: Literal["pca", "spectral", "random"] = Field(
-        default="pca", description="UMAP initial layout (spectral: umap-learn's default, slower at 16k features).")
-    k_edges: int = Field(default=25, description="Nearest neighbours of each feature considered as edges.")
-    edge_threshold: float = Field(default=0.25, description="Lowest cosine similarity kept as an edge.")
-    precision: int = Field(default=4, description="Float digits in the JSON (decimals; density: significant).")
-    gzip: bool = Field(default=False, description="Write layer-N.json.gz instead of layer-N.json.")
+        default=FeatureMapConfig.init,
+        description="UMAP initial layout (spectral: umap-learn's default, slower at 16k features).")
+    k_edges: int = Field(default=FeatureMapConfig.k_edges,
+                         description="Nearest neighbours of each feature considered as edges.")
+    edge_threshold: float = Field(default=FeatureMapConfig.edge_threshold,
+                                  description="Lowest cosine similarity kept as an edge.")
+    precision: int = Field(default=FeatureMapConfig.precision,
+                           description="Float digits in the JSON (decimals; density: significant).")
+    gzip: bool = Field(default=FeatureMapConfig.gzip, description="Write layer-N.json.gz instead of layer-N.json.")
 
     def feature_map_config(self) -> FeatureMapConfig:
-        return FeatureMapConfig(**self.model_dump())
+        return core_config(self, FeatureMapConfig)
+
+
+FEATURE_MAP_CONFIG = ConfigPair(FeatureMapRunConfig, FeatureMapConfig)
 
 
 def _by_feature(lake: LakeResource, model: str, layer: int, table: str, column: str,
@@ -51,18 +65,21 @@ def _by_feature(lake: LakeResource, model: str, layer: int, table: str, column: 
     """Feature -> ``column`` of the partition's rows of ``table`` (those matching ``keep``); {} without the table."""
     if lake.missing_tables(table):
         return {}
-    frame = lake.scan_partition(table, model, layer)
-    frame = (frame if keep is None else frame.filter(keep)).select("feature", column).collect()
+    lazy = lake.scan_partition(table, model, layer)
+    frame = (lazy if keep is None else lazy.filter(keep)).select("feature", column).collect()
     return dict(zip(frame["feature"].to_list(), frame[column].to_list(), strict=True))
 
 
 def _labels(lake: LakeResource, model: str, layer: int) -> dict[int, str]:
-    """Feature -> label: the explanation's description, else the platform's feature_labels label."""
-    def given(column: str) -> pl.Expr:
-        return pl.col(column).is_not_null() & (pl.col(column) != "")
-
-    return (_by_feature(lake, model, layer, "feature_labels", "label", given("label"))
-            | _by_feature(lake, model, layer, "explanations", "description", given("description")))
+    """Feature -> the shown label (:func:`~sae_assets.core.labels.choice.choose_label`) from the partition's
+    explanations and feature_labels, those materialized."""
+    explanation = _by_feature(lake, model, layer, "explanations", "description",  # a feature may have several
+                              pl.col("description").is_not_null() & (pl.col("description") != ""))
+    llm = _by_feature(lake, model, layer, "feature_labels", "label_llm")
+    keywords = _by_feature(lake, model, layer, "feature_labels", "label_keywords")
+    features = explanation.keys() | llm.keys() | keywords.keys()
+    choices = {f: choose_label(llm.get(f), keywords.get(f), explanation.get(f)) for f in features}
+    return {f: c.label for f, c in choices.items() if c.label is not None}
 
 
 def _preview_png(coords: np.ndarray, density: np.ndarray, title: str) -> bytes:
@@ -111,8 +128,7 @@ def feature_map(context: dg.AssetExecutionContext, config: FeatureMapRunConfig, 
     decoder = lake.scan_partition("sae_decoder", model, layer).select("feature", "decoder").sort("feature").collect()
     if decoder.is_empty():
         raise dg.Failure(f"{where}: no sae_decoder rows for this partition; materialize sae_decoder first.")
-    dim = int(decoder["decoder"].list.len().max())
-    vectors = np.asarray(decoder["decoder"].list.to_array(dim).to_numpy(), dtype=np.float32)
+    vectors = list_matrix(decoder["decoder"], np.float32)
     features = decoder["feature"].to_numpy()
     try:
         with heartbeat(context.log.info, where) as report:  # UMAP's graph is silent for tens of seconds at 32k

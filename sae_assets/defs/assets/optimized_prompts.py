@@ -1,6 +1,7 @@
 """``optimized_prompts``: token sequences optimized to maximally activate the selected target features."""
 
 import time
+from collections.abc import Callable
 from typing import Literal
 
 import dagster as dg
@@ -17,46 +18,64 @@ from sae_assets.defs.automation import on_new_inputs
 from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
 from sae_assets.defs.metadata import input_table_versions, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
+from sae_assets.defs.run_config import ConfigPair, core_config
 from sae_assets.resources.lake import LakeResource
 from sae_assets.resources.language_model import LanguageModelResource
 from sae_assets.resources.sae_source import SaeLoadError, SaeSourceResource
 
-PROMPT_SCHEMA = {
-    "feature": pl.Int32, "method": pl.String, "token_ids": pl.List(pl.Int64), "tokens": pl.List(pl.String),
-    "text": pl.String, "activation": pl.Float64, "dataset_max_activation": pl.Float64, "ratio": pl.Float64,
-    "cross_entropy": pl.Float64, "steps": pl.Int32, "stopped_early": pl.Boolean,
-    "trajectory": pl.List(pl.Float64), "position_activations": pl.List(pl.Float64), "seconds": pl.Float64,
-}
+PROMPT_SCHEMA = pl.Schema({
+    "feature": pl.Int32(), "method": pl.String(), "token_ids": pl.List(pl.Int64), "tokens": pl.List(pl.String),
+    "text": pl.String(), "activation": pl.Float64(), "dataset_max_activation": pl.Float64(), "ratio": pl.Float64(),
+    "cross_entropy": pl.Float64(), "steps": pl.Int32(), "stopped_early": pl.Boolean(),
+    "trajectory": pl.List(pl.Float64), "position_activations": pl.List(pl.Float64), "seconds": pl.Float64(),
+})
 
 
 class OptimizedPromptsConfig(dg.Config):
+    """Defaults of the fields shared with :class:`PromptOptConfig` are its defaults (see ``PROMPT_CONFIG``)."""
+
     feature_indices: list[int] | None = Field(default=None, description="Targets (default: feature_clusters' "
                                               "selected features).")
     max_features: int | None = Field(default=None, description="Optimize at most this many targets.")
     methods: list[str] = Field(
         default=["discrete", "continuous"], description="discrete: GCG/EPO token swaps; continuous: the seed's "
         "embedding optimization projected to the nearest tokens.")
-    length: int = Field(default=8, description="Prompt tokens (BOS not counted).")
-    max_steps: int = Field(default=100, description="Discrete optimization steps.")
-    top_k: int = Field(default=64, description="Candidate tokens per position (gradient top-k).")
-    batch_size: int = Field(default=128, description="Candidate swaps evaluated per step (halves on CUDA OOM).")
-    fluency_weight: float = Field(default=0.0, description="EPO: objective = activation - weight * prompt CE.")
-    position: Literal["last", "any"] = Field(default="last", description="Activation at the last token, or max.")
-    patience: int = Field(default=20, description="Early stop after this many steps without improvement.")
-    restarts: int = Field(default=2, description="Discrete: random restarts when the search plateaus with steps "
-                          "left (the best prompt is kept).")
-    continuous_steps: int = Field(default=200, description="Adam steps of the continuous method.")
-    lr: float = Field(default=0.05, description="Continuous: Adam learning rate (relative to embedding norm).")
+    length: int = Field(default=PromptOptConfig.length, description="Prompt tokens (BOS not counted).")
+    max_steps: int = Field(default=PromptOptConfig.max_steps, description="Discrete optimization steps.")
+    top_k: int = Field(default=PromptOptConfig.top_k, description="Candidate tokens per position (gradient top-k).")
+    batch_size: int = Field(default=PromptOptConfig.batch_size,
+                            description="Candidate swaps evaluated per step (halves on CUDA OOM).")
+    fluency_weight: float = Field(default=PromptOptConfig.fluency_weight,
+                                  description="EPO: objective = activation - weight * prompt CE.")
+    position: Literal["last", "any"] = Field(default=PromptOptConfig.position,
+                                             description="Activation at the last token, or max.")
+    patience: int = Field(default=PromptOptConfig.patience,
+                          description="Early stop after this many steps without improvement.")
+    restarts: int = Field(default=PromptOptConfig.restarts, description="Discrete: random restarts when the "
+                          "search plateaus with steps left (the best prompt is kept).")
+    continuous_steps: int = Field(default=PromptOptConfig.continuous_steps,
+                                  description="Adam steps of the continuous method.")
+    lr: float = Field(default=PromptOptConfig.lr,
+                      description="Continuous: Adam learning rate (relative to embedding norm).")
+    projection: Literal["cosine", "l2"] = Field(default=PromptOptConfig.projection, description="Continuous: "
+                                                "nearest token embedding by cosine similarity or L2 distance.")
     dtype: str | None = Field(default=None, description="Language-model dtype; default: the device resource's.")
     heatmaps: int = Field(default=8, description="Targets shown as token heatmaps in metadata.")
-    seed: int = 0
+    seed: int = Field(default=PromptOptConfig.seed, description="Seeds the random initial prompt and the "
+                      "candidate sampling (combined with the feature index).")
 
     def prompt_config(self) -> PromptOptConfig:
-        return PromptOptConfig(length=self.length, max_steps=self.max_steps, top_k=self.top_k,
-                               batch_size=self.batch_size, fluency_weight=self.fluency_weight,
-                               position=self.position, patience=self.patience, restarts=self.restarts,
-                               seed=self.seed, lr=self.lr,
-                               continuous_steps=self.continuous_steps)
+        return core_config(self, PromptOptConfig)
+
+
+PROMPT_CONFIG = ConfigPair(
+    OptimizedPromptsConfig, PromptOptConfig,
+    asset_only={"feature_indices": "target selection (default: feature_clusters' table)",
+                "max_features": "target selection", "methods": "an argument of optimize_features",
+                "dtype": "loading the language model", "heatmaps": "materialization metadata"},
+    core_only={"min_improvement": "a numerical tolerance of the early stop, not a run budget",
+               "report_every_s": "progress cadence; the asset's heartbeat keeps its log within 10 s"},
+)
 
 
 def _targets(config: OptimizedPromptsConfig, lake: LakeResource, model: str, layer: int) -> list[int]:
@@ -72,7 +91,8 @@ def _targets(config: OptimizedPromptsConfig, lake: LakeResource, model: str, lay
     return targets[: config.max_features] if config.max_features is not None else targets
 
 
-def _frame(results: list[OptimizedPrompt], dataset_max: dict[int, float], decode) -> pl.DataFrame:
+def _frame(results: list[OptimizedPrompt], dataset_max: dict[int, float],
+           decode: Callable[[list[int]], str]) -> pl.DataFrame:
     rows = []
     for r in results:
         top = dataset_max.get(r.feature)
@@ -145,11 +165,14 @@ def optimized_prompts(context: dg.AssetExecutionContext, config: OptimizedPrompt
     by_method = {}
     for (method,), group in frame.group_by("method", maintain_order=True):
         ratio = group["ratio"].drop_nulls().to_numpy()
-        by_method[method] = {"targets": group.height, "mean_activation": round(float(group["activation"].mean()), 4),
+        activation, cross_entropy, steps_per_s = group.select(
+            pl.col("activation").mean(), pl.col("cross_entropy").mean(),
+            pl.col("steps").sum() / pl.col("seconds").sum()).row(0)
+        by_method[method] = {"targets": group.height, "mean_activation": round(float(activation), 4),
                              "reached_dataset_max": round(float(np.mean(ratio >= 1)) if ratio.size else 0.0, 4),
                              "mean_ratio": round(float(ratio.mean()) if ratio.size else 0.0, 4),
-                             "mean_cross_entropy": round(float(group["cross_entropy"].mean() or 0.0), 3),
-                             "steps_per_second": round(float(group["steps"].sum() / group["seconds"].sum()), 2)}
+                             "mean_cross_entropy": round(float(cross_entropy or 0.0), 3),
+                             "steps_per_second": round(float(steps_per_s), 2)}
         context.log.info("%s: %s", method, by_method[method])
     curves = {f"{r['feature']} {r['method']}": (np.arange(len(r["trajectory"])), np.array(r["trajectory"]))
               for r in frame.head(12).iter_rows(named=True)}

@@ -14,6 +14,7 @@ from sae_assets.core.sae.training import SaeTrainingConfig, collect_activations,
 from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
 from sae_assets.defs.metadata import input_table_versions, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
+from sae_assets.defs.run_config import ConfigPair, core_config
 from sae_assets.resources.corpus import CorpusError, CorpusResource
 from sae_assets.resources.device import DeviceResource
 from sae_assets.resources.lake import LakeResource
@@ -23,16 +24,30 @@ from sae_assets.resources.sae_source import SaeSourceResource
 
 class TrainedSaeConfig(dg.Config):
     """Training budget. Defaults finish a layer of the embedded default in about a minute on 2 CPU
-    cores; on a GPU raise ``training_tokens`` (and ``epochs``) by orders of magnitude."""
+    cores; on a GPU raise ``training_tokens`` (and ``epochs``) by orders of magnitude. Defaults of the fields
+    shared with :class:`SaeTrainingConfig` are its defaults (see ``TRAINING_CONFIG``)."""
 
     training_tokens: int = Field(default=65_536, description="Activation vectors collected for training.")
     eval_tokens: int = Field(default=8_192, description="Held-out activation vectors for the metrics.")
     epochs: float = Field(default=6.0, description="Passes over the training activations.")
     context_size: int = Field(default=128, description="Tokens per context, BOS included (BOS not trained on).")
     lm_batch_size: int = Field(default=16, description="Contexts per language-model forward.")
-    batch_size: int = Field(default=1024, description="Activation vectors per SAE training step.")
-    lr: float = Field(default=1e-3, description="Adam learning rate (constant, warm-up, linear decay).")
-    seed: int = 0
+    batch_size: int = Field(default=SaeTrainingConfig.batch_size,
+                            description="Activation vectors per SAE training step.")
+    lr: float = Field(default=SaeTrainingConfig.lr, description="Adam learning rate (constant, warm-up, linear decay).")
+    seed: int = Field(default=SaeTrainingConfig.seed, description="Seeds the SAE's initialization and the "
+                      "shuffling of the training activations.")
+
+
+TRAINING_CONFIG = ConfigPair(
+    TrainedSaeConfig, SaeTrainingConfig,
+    asset_only={"training_tokens": "activations the asset collects (x epochs: training_samples)",
+                "eval_tokens": "held-out activations the asset evaluates on",
+                "epochs": "x training_tokens: training_samples",
+                "context_size": "how the asset packs corpus contexts", "lm_batch_size": "activation collection"},
+    core_only={"architecture": "the catalog entry's sae.train", "d_sae": "the catalog entry's sae.train",
+               "k": "the catalog entry's sae.train", "training_samples": "training_tokens x epochs"},
+)
 
 
 @dg.asset(
@@ -84,11 +99,8 @@ def trained_sae(
     collect_s = time.perf_counter() - t0
     train_acts, eval_acts = acts[: config.training_tokens], acts[config.training_tokens :]
 
-    training = SaeTrainingConfig(
-        architecture=spec.architecture, d_sae=spec.d_sae, k=spec.k,
-        training_samples=int(config.training_tokens * config.epochs),
-        batch_size=config.batch_size, lr=config.lr, seed=config.seed,
-    )
+    training = core_config(config, SaeTrainingConfig, architecture=spec.architecture, d_sae=spec.d_sae, k=spec.k,
+                           training_samples=int(config.training_tokens * config.epochs))
     t0 = time.perf_counter()
     sae = train_sae(train_acts, training, location.hook_name, entry.language_model.hub_id,
                     device.torch_device(), context.log.info)

@@ -14,7 +14,7 @@ from sae_assets.core.prompts.optimize import PromptOptConfig, optimize_discrete,
 from tests.builders import build_tiny_lm, build_topk_sae
 
 HOOK = "blocks.1.hook_resid_post"
-FAST = dict(max_steps=30, top_k=8, batch_size=32, patience=10)
+FAST = dict(max_steps=30, top_k=8, batch_size=32, patience=10, restarts=0)  # one search per call
 
 
 @pytest.fixture(scope="module")
@@ -61,7 +61,7 @@ def test_reaches_the_brute_force_optimum_of_two_token_prompts(lm, sae) -> None:
     pairs = torch.tensor(list(itertools.product(range(50), repeat=2)))
     with torch.inference_mode():
         best = sae.encode(lm.hook_activations(pairs, HOOK))[:, -1].amax(0)
-    cfg = PromptOptConfig(length=2, max_steps=40, top_k=8, batch_size=32, patience=15)
+    cfg = PromptOptConfig(length=2, max_steps=40, top_k=8, batch_size=32, patience=15, restarts=0)
     features = [f for f in range(12) if best[f] > 0][:8]
     ratios = [optimize_discrete(lm, HOOK, sae, f, cfg).activation / float(best[f]) for f in features]
     assert len(ratios) == 8 and min(ratios) > 0.75, ratios
@@ -98,7 +98,7 @@ def test_early_stop_on_a_plateau(lm) -> None:
     with torch.no_grad():
         sae.W_enc[:, 3] = 0
         sae.b_enc[3] = 10.0
-    result = optimize_discrete(lm, HOOK, sae, 3, PromptOptConfig(length=4, max_steps=50, patience=4))
+    result = optimize_discrete(lm, HOOK, sae, 3, PromptOptConfig(length=4, max_steps=50, patience=4, restarts=0))
     assert result.stopped_early and result.steps == 4
     assert result.trajectory == pytest.approx([result.activation] * 5)
     assert result.activation == pytest.approx(10.0 - float(sae.b_dec.detach() @ sae.W_enc[:, 3].detach()), abs=1e-4)
