@@ -15,10 +15,10 @@ import torch
 import torch.nn.functional as F
 
 from sae_assets.core.common.language_model import LanguageModel, hook_layer
+from sae_assets.core.common.progress import Report
 from sae_assets.core.prompts.config import OptimizedPrompt, PromptOptConfig
 
 log = logging.getLogger(__name__)
-Report = Callable[[str], None]
 Scores = tuple[torch.Tensor, torch.Tensor, torch.Tensor]  # activation, surrogate, CE: each [batch]
 
 

@@ -7,7 +7,7 @@ passes as ``training_samples`` asks. Host memory is ``n_tokens x d_in x 4`` byte
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterator
+from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Literal
 
@@ -20,10 +20,8 @@ from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 from sae_lens.training.sae_trainer import SAETrainer
 
 from sae_assets.core.common.language_model import LanguageModel
-from sae_assets.core.common.progress import Progress
+from sae_assets.core.common.progress import Progress, Report
 from sae_assets.core.sae.token_contexts import batches
-
-Report = Callable[[str], None]
 
 
 @dataclass(frozen=True)

@@ -18,7 +18,7 @@ from typing import Any, Protocol
 import polars as pl
 import torch
 
-from sae_assets.core.common.progress import Progress
+from sae_assets.core.common.progress import Progress, Report
 from sae_assets.core.scan.activation_examples import ExampleCollector, ExampleConfig
 from sae_assets.core.scan.cooccurrence import CooccurrenceCounter, window_presence
 from sae_assets.core.scan.encode import CheckedEncoder
@@ -27,7 +27,6 @@ from sae_assets.core.scan.feature_profiles import DocumentProfiles
 from sae_assets.core.scan.feature_stats import FeatureStatsAccumulator, ReconstructionSummary
 
 log = logging.getLogger(__name__)
-Report = Callable[[str], None]
 Document = tuple[int, list[int]]  # (doc_index, token ids starting with BOS)
 
 

@@ -1,1 +1,1 @@
-"""Software-defined assets, one module per stage."""
+"""Software-defined assets, one module per asset (the scan's four tables: ``activation_scan``)."""
