@@ -41,15 +41,14 @@ def main(argv: list[str] | None = None) -> int:
     if not models:
         log.warning("No manifest.json under %s yet: materialize feature_map (the demo does) and reload.", exports)
     server = make_server(exports, args.host, args.port)
-    host, port = server.server_address[:2]
     model = args.model or (models[0] if models else "")
-    log.info("Serving %s (%d models) at http://%s:%d/?model=%s", exports, len(models), host, port, quote(model))
+    log.info("Serving %s (%d models) at %s/?model=%s", exports, len(models), server.url, quote(model))
     try:
-        server.serve_forever()
-    except KeyboardInterrupt:
+        server.run()  # uvicorn: until Ctrl-C (or SIGTERM), then a clean shutdown
+    except KeyboardInterrupt:  # uvicorn re-raises the signal it handled
         pass
     finally:
-        server.server_close()
+        server.socket.close()
     return 0
 
 
