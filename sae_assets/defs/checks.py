@@ -90,9 +90,18 @@ RULES = [
     Rule("feature_map", "edges_valid", "Edges (table feature_map_edges) are cosines in [-1, 1], no self-edges.",
          lambda: ~pl.col("similarity").is_between(-1.0001, 1.0001) | (pl.col("source") == pl.col("target")),
          ("source", "target", "similarity"), table="feature_map_edges", may_be_empty=True),
+    Rule("logit_effects", "ranked_logit_effects", "Each feature has as many promoted and suppressed ids, tokens and "
+         "finite values (at least one); promoted values descend, suppressed values ascend.",
+         lambda: ~finite_list("promoted_values") | ~finite_list("suppressed_values")
+         | ~(pl.col("promoted_ids").list.len() > 0)
+         | pl.any_horizontal(pl.col(c).list.len() != pl.col("promoted_ids").list.len() for c in (
+             "promoted_tokens", "promoted_values", "suppressed_ids", "suppressed_tokens", "suppressed_values"))
+         | pl.col("promoted_values").list.eval(pl.element().diff() > 0).list.any()
+         | pl.col("suppressed_values").list.eval(pl.element().diff() < 0).list.any(),
+         ("feature", "promoted_values", "suppressed_values")),
 ]
 # Per-feature tables: exactly one row per SAE feature (the partition's sae_decoder rows).
-ONE_ROW_PER_FEATURE = ["feature_stats", "feature_profiles", "feature_clusters", "feature_map"]
+ONE_ROW_PER_FEATURE = ["feature_stats", "feature_profiles", "feature_clusters", "feature_map", "logit_effects"]
 
 
 def _partition(context: dg.AssetCheckExecutionContext) -> tuple[str, int]:

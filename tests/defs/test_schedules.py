@@ -50,8 +50,8 @@ def test_refresh_job_and_automation_conditions() -> None:
     labels = {spec.key.to_user_string(): spec.automation_condition.get_label() if spec.automation_condition else None
               for spec in defs.resolve_all_asset_specs()}
     assert labels["trained_sae"] is None and labels["sae_decoder"] is None  # started by new_sae_sensor / users
-    assert {labels[k] for k in ("feature_stats", "cooccurrence", "feature_labels", "optimized_prompts")} == {
-        "on_new_inputs"}  # GPU work: never re-run only because code changed
+    assert {labels[k] for k in ("feature_stats", "cooccurrence", "feature_labels", "optimized_prompts",
+                                "logit_effects")} == {"on_new_inputs"}  # GPU work: never re-run only for code
     assert {labels[k] for k in ("feature_clusters", "explanation_embeddings", "alignment_scores", "feature_map")} == {
         "cheap_refresh"}
     assert labels["alignment_report"] == "report_refresh"

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import re
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Literal
 
 import torch
 
@@ -21,6 +21,24 @@ def hook_layer(hook_name: str) -> int:
     if match is None:
         raise ValueError(f"Hook {hook_name!r} is not inside a transformer block ('blocks.<n>.<hook>').")
     return int(match.group(1))
+
+
+NormKind = Literal["layer", "rms"]
+_NORM_KINDS: dict[str, NormKind] = {"LN": "layer", "LNPre": "layer", "RMS": "rms", "RMSPre": "rms"}
+
+
+@dataclass(frozen=True)
+class Unembedding:
+    """The model's unembedding and the final norm in front of it, as loaded (nothing folded).
+
+    ``w_u [d_model, vocab]``; ``norm_scale [d_model]``: the final norm's elementwise scale as it multiplies the
+    normalized residual (Gemma's RMSNorm: ``1 + w``), None where the norm has no weight (none, or already folded);
+    ``norm_kind``: ``layer`` (LayerNorm: also subtracts the mean over d_model), ``rms`` or None (no final norm).
+    """
+
+    w_u: torch.Tensor
+    norm_scale: torch.Tensor | None
+    norm_kind: NormKind | None
 
 
 @dataclass
@@ -57,6 +75,21 @@ class LanguageModel:
     def token_strings(self, ids: list[int]) -> list[str]:
         """Each token id decoded on its own (spaces kept), for display in example windows."""
         return [self.tokenizer.decode([i]) for i in ids]
+
+    def unembedding(self) -> Unembedding:
+        """``W_U [d_model, vocab]`` and the final norm's weight, from a ``TransformerBridge`` (the HF model's
+        ``lm_head.weight`` transposed and ``model.norm.weight``, tied embeddings included) or a
+        ``HookedTransformer`` (``W_U``, ``ln_final.w``). Tensors on the model's device, in its dtype."""
+        cfg = self.model.cfg
+        w_u = self.model.W_U
+        kind = _NORM_KINDS.get(str(getattr(cfg, "normalization_type", None)))
+        weight = getattr(getattr(self.model, "ln_final", None), "w", None) if kind is not None else None
+        scale = None
+        if isinstance(weight, torch.Tensor):
+            scale = weight.detach()
+            if getattr(cfg, "rmsnorm_uses_offset", False):  # Gemma: x / rms(x) * (1 + w)
+                scale = 1.0 + scale
+        return Unembedding(w_u=w_u.detach(), norm_scale=scale, norm_kind=kind)
 
     def check_hook(self, hook_name: str) -> None:
         layer = hook_layer(hook_name)

@@ -1,1 +1,1 @@
-"""The SAE itself: training, metrics, the decoder table, token contexts."""
+"""The SAE itself: training, metrics, the decoder table, token contexts, logit effects."""
