@@ -1,7 +1,10 @@
-"""Serve the feature-map viewer on 127.0.0.1.
+"""Serve the feature-map viewer on 127.0.0.1, with the feature page's JSON API over the lake.
 
     python -m sae_assets.viewer                       # the lake's exports/feature_map, http://127.0.0.1:8050
     python -m sae_assets.viewer --exports DIR --port 0 --model smollm2-135m@demo-res
+    python -m sae_assets.viewer --lake s3://bucket/lake   # /api/feature and /api/search read this lake
+
+--lake defaults to the platform's lake (SAE_ASSETS_LAKE, else $DAGSTER_HOME/lake, else dagster_home/lake).
 """
 
 from __future__ import annotations
@@ -17,10 +20,19 @@ from sae_assets.viewer.server import list_models, make_server, plotly_js
 log = logging.getLogger("sae_assets.viewer")
 
 
-def default_exports() -> Path:
+def default_lake() -> str:
+    """The lake the platform uses (the ``lake`` resource's default root)."""
+    from sae_assets.resources.lake import default_lake_root
+
+    return default_lake_root()
+
+
+def default_exports(lake: str | None = None) -> Path:
+    """``<files>/exports/feature_map`` of ``lake`` (default: the platform's)."""
     from sae_assets.resources.lake import LakeResource
 
-    return LakeResource().local_dir("exports", "feature_map")
+    resource = LakeResource() if lake is None else LakeResource(root=lake)
+    return resource.local_dir("exports", "feature_map")
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -29,6 +41,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1: this machine only)")
     parser.add_argument("--port", type=int, default=8050, help="port (0: any free port)")
     parser.add_argument("--model", help="model key to open first")
+    parser.add_argument("--lake", help="lake root (a path or a deltalake URI) the feature API reads (default: "
+                        "SAE_ASSETS_LAKE, else $DAGSTER_HOME/lake, else dagster_home/lake)")
     args = parser.parse_args(argv)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s", stream=sys.stderr)
     try:
@@ -36,13 +50,19 @@ def main(argv: list[str] | None = None) -> int:
     except FileNotFoundError as err:
         log.error("%s", err)
         return 2
-    exports = (args.exports or default_exports()).expanduser().resolve()
+    lake = args.lake or default_lake()
+    try:
+        exports = (args.exports or default_exports(lake)).expanduser().resolve()
+    except ValueError as err:  # a remote lake without SAE_ASSETS_FILES: no local exports directory
+        log.error("%s Or pass --exports.", err)
+        return 2
     models = list_models(exports)
     if not models:
         log.warning("No manifest.json under %s yet: materialize feature_map (the demo does) and reload.", exports)
-    server = make_server(exports, args.host, args.port)
+    server = make_server(exports, args.host, args.port, lake_root=lake)
     model = args.model or (models[0] if models else "")
-    log.info("Serving %s (%d models) at %s/?model=%s", exports, len(models), server.url, quote(model))
+    log.info("Serving %s (%d models) at %s/?model=%s; feature API over the lake %s", exports, len(models),
+             server.url, quote(model), lake)
     try:
         server.run()  # uvicorn: until Ctrl-C (or SIGTERM), then a clean shutdown
     except KeyboardInterrupt:  # uvicorn re-raises the signal it handled

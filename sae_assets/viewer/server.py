@@ -7,6 +7,8 @@ Routes (GET and HEAD; another method on a route is 405, any other path 404):
   ``/data/models.json``          ``{"models": [...]}``: directories of the exports root holding a manifest.json
   ``/data/<model>/<file>``       ``manifest.json`` and ``layer-N.json`` / ``layer-N.json.gz`` (served with
                                  ``Content-Encoding: gzip``: the browser decompresses)
+  ``/api/feature``, ``/api/search``  the feature page's JSON, read from the lake (:mod:`sae_assets.viewer.api`;
+                                 only when the app is given a lake root)
 Path parameters are matched by converters (a model key as the catalog spells it, a manifest or layer file name,
 no ``/``), then looked up: the model must be one :func:`list_models` lists and the file, symlinks followed, must
 lie inside the root. Nothing else under the exports root is served, and a request cannot leave the root.
@@ -36,6 +38,8 @@ from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sae_assets.catalog.entries import MODEL_KEY_PATTERN
 from sae_assets.core.feature_map.layout import LAYER_FILE, MANIFEST
+from sae_assets.viewer.api import FeatureApi
+from sae_assets.viewer.feature_data import FeatureReader
 
 log = logging.getLogger(__name__)
 STATIC = Path(__file__).resolve().parent / "static"
@@ -179,18 +183,22 @@ class SecurityHeaders:
         await self.app(scope, receive, send_with_headers)
 
 
-def build_app(exports: Path) -> Starlette:
-    """The viewer's ASGI app over the feature-map exports root (``<files>/exports/feature_map``)."""
+def build_app(exports: Path, lake_root: str | None = None,
+              storage_options: dict[str, str] | None = None) -> Starlette:
+    """The viewer's ASGI app over the feature-map exports root (``<files>/exports/feature_map``); with a lake root
+    (a path or a deltalake URI), also the feature page's API under ``/api``."""
     data_routes = Router([Route("/models.json", models, methods=["GET"]),
                           Route("/{model:viewer_model}/{name:viewer_data_file}", data, methods=["GET"])],
                          redirect_slashes=False)
-    app = Starlette(routes=[Route("/", index, methods=["GET"]),
-                            Route("/static/{name:viewer_static}", static, methods=["GET"]),
-                            Route("/vendor/plotly.min.js", vendor_plotly, methods=["GET"]),
-                            Mount("/data", app=data_routes)],
-                    middleware=[Middleware(SecurityHeaders)])
+    routes = [Route("/", index, methods=["GET"]), Route("/static/{name:viewer_static}", static, methods=["GET"]),
+              Route("/vendor/plotly.min.js", vendor_plotly, methods=["GET"]), Mount("/data", app=data_routes)]
+    reader = FeatureReader(lake_root, storage_options) if lake_root is not None else None
+    if reader is not None:
+        routes.append(Mount("/api", app=FeatureApi(reader).router()))
+    app = Starlette(routes=routes, middleware=[Middleware(SecurityHeaders)])
     app.router.redirect_slashes = False  # "/data/models.json/" is not found, not redirected
     app.state.exports = Path(exports).expanduser().resolve()
+    app.state.reader = reader
     return app
 
 
@@ -201,7 +209,8 @@ class ViewerServer:
     :meth:`shutdown` (tests, notebooks), as does ``with ViewerServer(...).start():``.
     """
 
-    def __init__(self, exports: Path | str, host: str = "127.0.0.1", port: int = 8050) -> None:
+    def __init__(self, exports: Path | str, host: str = "127.0.0.1", port: int = 8050,
+                 lake_root: str | None = None) -> None:
         family = socket.AF_INET6 if ":" in host else socket.AF_INET
         self.socket = socket.socket(family, socket.SOCK_STREAM)
         try:
@@ -210,7 +219,7 @@ class ViewerServer:
         except OSError:
             self.socket.close()
             raise
-        self.app = build_app(Path(exports))
+        self.app = build_app(Path(exports), lake_root)
         # log_config=None: uvicorn's loggers propagate to the caller's logging setup; no access log (as before).
         config = uvicorn.Config(self.app, log_config=None, access_log=False, lifespan="on",
                                 headers=[("server", "sae-assets-viewer")], timeout_graceful_shutdown=5)
@@ -261,12 +270,14 @@ class ViewerServer:
         self.shutdown()
 
 
-def make_server(exports: Path | str, host: str = "127.0.0.1", port: int = 8050) -> ViewerServer:
+def make_server(exports: Path | str, host: str = "127.0.0.1", port: int = 8050,
+                lake_root: str | None = None) -> ViewerServer:
     """A server bound to ``host:port`` (port 0: any free port; read ``server.url``); not yet serving."""
-    return ViewerServer(exports, host, port)
+    return ViewerServer(exports, host, port, lake_root)
 
 
-def serve_in_thread(exports: Path | str, host: str = "127.0.0.1", port: int = 0) -> tuple[ViewerServer, str]:
+def serve_in_thread(exports: Path | str, host: str = "127.0.0.1", port: int = 0,
+                    lake_root: str | None = None) -> tuple[ViewerServer, str]:
     """Start a server on a daemon thread; returns it (``shutdown()`` to stop) and its base URL."""
-    server = make_server(exports, host, port).start()
+    server = make_server(exports, host, port, lake_root).start()
     return server, server.url
