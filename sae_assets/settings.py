@@ -35,6 +35,7 @@ EXECUTOR = "SAE_ASSETS_EXECUTOR"
 MAX_CONCURRENT = "SAE_ASSETS_MAX_CONCURRENT"
 K8S_NAMESPACE = "SAE_ASSETS_K8S_NAMESPACE"
 DAGSTER_HOME = "DAGSTER_HOME"
+VIEWER_URL = "SAE_ASSETS_VIEWER_URL"
 # deltalake's names for S3 access; the lake's S3 filesystem reads them when its storage_options do not.
 AWS_SETTINGS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
                 "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT", "AWS_ALLOW_HTTP")
@@ -45,6 +46,7 @@ DEFAULT_LABELLER_MODEL = "gpt-4o-mini"
 DEFAULT_AUTOMATION = "running"
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00 UTC
 DEFAULT_MIN_EXPLAINED_VARIANCE = 0.5
+DEFAULT_VIEWER_URL = "http://127.0.0.1:8050"  # python -m sae_assets.viewer's default address
 EXECUTOR_KINDS = ("in_process", "multiprocess", "k8s")
 DEFAULT_MAX_CONCURRENT = {"multiprocess": 2, "k8s": 8}
 
@@ -90,6 +92,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(MAX_CONCURRENT, ", ".join(f"`{n}` ({kind})" for kind, n in DEFAULT_MAX_CONCURRENT.items()),
             "steps at once with the `multiprocess` or `k8s` executor"),
     Setting(K8S_NAMESPACE, "unset (the run's)", "namespace of the step Jobs (`k8s` executor)"),
+    Setting(VIEWER_URL, f"`{DEFAULT_VIEWER_URL}`",
+            "where `python -m sae_assets.viewer` serves: the feature map's and labels' metadata link there"),
     Setting(DAGSTER_HOME, "unset (the demo: `dagster_home/`)",
             "Dagster's instance directory (runs, schedules, logs); the lake and the drop folder default under it"),
     Setting("AWS_ACCESS_KEY_ID", "unset",
@@ -135,6 +139,11 @@ def automation_running() -> bool:
     if value not in ("running", "stopped"):
         raise ValueError(f"{AUTOMATION} must be 'running' or 'stopped', not {value!r}")
     return value == "running"
+
+
+def viewer_url() -> str:
+    """The viewer's base URL, without a trailing slash."""
+    return get(VIEWER_URL, DEFAULT_VIEWER_URL).rstrip("/")
 
 
 def explanations_cron() -> str:

@@ -3,9 +3,11 @@
 from __future__ import annotations
 
 import base64
+from urllib.parse import urlencode
 
 import dagster as dg
 
+from sae_assets import settings
 from sae_assets.resources.lake import LakeResource
 from sae_assets.storage.delta import WriteResult
 
@@ -34,6 +36,12 @@ def md_text(text: str | None) -> str:
     no line breaks, no HTML."""
     return ((text or "").replace("|", "\\|").replace("<", "&lt;").replace(">", "&gt;")
             .replace("\n", "⏎"))
+
+
+def viewer_link(model: str, layer: int, feature: int | None = None) -> dg.MetadataValue:
+    """A link to the viewer (``SAE_ASSETS_VIEWER_URL``) on this partition's map, or on one feature's page."""
+    query = {"model": model, "layer": layer} | ({"feature": feature} if feature is not None else {})
+    return dg.MetadataValue.url(f"{settings.viewer_url()}/?{urlencode(query)}")
 
 
 def png_markdown(png: bytes, alt: str) -> dg.MetadataValue:

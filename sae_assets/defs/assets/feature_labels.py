@@ -15,7 +15,7 @@ from sae_assets.core.labels.evidence import EVIDENCE_COLUMNS, FeatureEvidence, r
 from sae_assets.core.labels.labelling import background_counts_series
 from sae_assets.defs.automation import on_new_inputs
 from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
-from sae_assets.defs.metadata import input_table_versions, md_text, table_metadata
+from sae_assets.defs.metadata import input_table_versions, md_text, table_metadata, viewer_link
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.defs.run_config import ConfigPair, core_config
 from sae_assets.resources.embedder import EmbedderResource
@@ -181,6 +181,7 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
         "mean_score_keywords": float(np.nanmean(list(keyword_scores.values()))) if keyword_scores else float("nan"),
         "mean_score_llm_detection": float(np.nanmean(list(detection.values()))) if detection else float("nan"),
         "features_labelled": len(indices),
+        "viewer": viewer_link(model, layer),  # python -m sae_assets.viewer: the map, each feature's page
         "optimized_prompts_shown": run.prompts_added,
         "windows_embedded": run.texts_embedded,
         "llm_errors": sum(1 for _, err in llm.values() if err),

@@ -26,7 +26,7 @@ from sae_assets.core.feature_map.layout import (
 )
 from sae_assets.core.labels.choice import choose_label
 from sae_assets.defs.automation import cheap_refresh
-from sae_assets.defs.metadata import input_table_versions, png_markdown, table_metadata
+from sae_assets.defs.metadata import input_table_versions, png_markdown, table_metadata, viewer_link
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.defs.run_config import ConfigPair, core_config
 from sae_assets.resources.device import DeviceResource
@@ -176,6 +176,7 @@ def feature_map(context: dg.AssetExecutionContext, config: FeatureMapRunConfig, 
         "knn_seconds": round(fmap.knn_seconds, 2),
         "umap_seconds": round(fmap.umap_seconds, 2),
         "n_labelled": int(nodes["label"].is_not_null().sum()),
+        "viewer": viewer_link(model, layer),  # python -m sae_assets.viewer; a point opens its feature page
         "n_clustered": int(nodes["cluster"].is_not_null().sum()),
         "json": dg.MetadataValue.path(str(layer_path)),
         "json_bytes": layer_path.stat().st_size,
