@@ -2,7 +2,7 @@
 
 Writes every table the page reads into a temporary lake with the storage functions the assets use, at realistic
 sizes and in the writers' row order: activation_examples ~50 rows per feature (20 top, 10 quantile bins x 2,
-10 random; 33-token windows; top and random rows rank-major as ``examples_frame`` writes them), cooccurrence a few
+10 random; 33-token windows; grouped by feature as ``examples_frame`` writes them), cooccurrence a few
 hundred partners per feature (record batches of 128 rows), explanation embeddings 16,384 x 384, 25 decoder edges
 per feature, logit effects (batches of 4,096), labels, explanations, stats, scores, clusters, a few prompts.
 Then times ``page()`` cold (a fresh reader: caches empty; the OS page cache holds the files just written) and
@@ -61,7 +61,7 @@ def _example_rows(rng: np.random.Generator, vocab: pl.Series, feature: np.ndarra
 
 
 def examples(n: int, rng: np.random.Generator) -> pl.DataFrame:
-    """20 top, 10 quantile bins x 2, 10 random rows per feature, in ``examples_frame``'s order."""
+    """20 top, 10 quantile bins x 2, 10 random rows per feature, in ``examples_frame``'s order (by feature)."""
     vocab = _vocabulary()
     rank, feature = np.meshgrid(np.arange(20), np.arange(n), indexing="ij")  # rank-major, as _top_rows
     top = _example_rows(rng, vocab, feature.ravel(), rank.ravel(), None, "top", 0.3)
@@ -70,7 +70,7 @@ def examples(n: int, rng: np.random.Generator) -> pl.DataFrame:
                              "quantile", 0.2)
     rank, feature = np.meshgrid(np.arange(10), np.arange(n), indexing="ij")  # window-major, as _random_rows
     random = _example_rows(rng, vocab, feature.ravel(), rank.ravel(), None, "random", 0.02)
-    return pl.concat([top, quantile, random])
+    return pl.concat([top, quantile, random]).sort("feature", maintain_order=True)  # grouped by feature, as written
 
 
 def cooccurrence_batches(n: int, seed: int, partners: int = 300) -> Callable[[], Iterator[pa.RecordBatch]]:

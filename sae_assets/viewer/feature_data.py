@@ -153,8 +153,8 @@ class FeatureReader:
         if part is None:
             gone = s.missing("activation_examples", *_where(parts))
             return {**gone, "_histogram": {**gone, "source": "activation examples"}}
-        # The table is not sorted by feature (top and random rows are rank-major), so parquet statistics cannot
-        # prune it: DataFusion decodes only the matching rows of the list columns.
+        # DataFusion decodes only the matching rows of the list columns; the scan writes the table grouped by
+        # feature, so those rows sit in few pages (tables written before that are read alike, only slower).
         rows = self.tables.query(part, EXAMPLE_COLUMNS, f"feature = {int(feature)}")
         if rows.is_empty():
             gone = s.none("activation_examples", feature)

@@ -14,7 +14,9 @@ EXAMPLE_COLUMNS = ["feature", "kind", "rank", "quantile", "activation", "doc_ind
 
 
 def examples_frame(collector: ExampleCollector, token_strings: Callable[[list[int]], list[str]]) -> pl.DataFrame:
-    """All examples as rows; ``token_strings`` maps token ids to display strings."""
+    """All examples as rows, grouped by feature (top, quantile, random within a feature), so a reader of one
+    feature's rows (the viewer's feature page) touches few pages of the table; ``token_strings`` maps token ids
+    to display strings."""
     frame = pl.concat([_top_rows(collector), _quantile_rows(collector), _random_rows(collector)], how="vertical")
     ids = frame["token_ids"].explode().drop_nulls().unique().sort().to_list()
     mapping = pl.DataFrame({"id": pl.Series(ids, dtype=pl.Int32),
@@ -22,7 +24,8 @@ def examples_frame(collector: ExampleCollector, token_strings: Callable[[list[in
     strings = (frame.select(pl.int_range(pl.len()).alias("row"), "token_ids").explode("token_ids")
                .join(mapping, left_on="token_ids", right_on="id", how="left", maintain_order="left")
                .group_by("row", maintain_order=True).agg(pl.col("str").alias("tokens")))
-    return frame.with_columns(strings.sort("row")["tokens"]).select(EXAMPLE_COLUMNS)
+    frame = frame.with_columns(strings.sort("row")["tokens"]).select(EXAMPLE_COLUMNS)
+    return frame.sort("feature", maintain_order=True)
 
 
 def _top_rows(c: ExampleCollector) -> pl.DataFrame:
