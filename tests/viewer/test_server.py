@@ -47,8 +47,9 @@ def assert_security_headers(headers: Mapping[str, str]) -> None:
 
 def test_routes_content_types_and_security_headers(client: TestClient) -> None:
     js, json_type = "text/javascript; charset=utf-8", "application/json"
-    expected = {"/": "text/html; charset=utf-8", "/static/viewer.js": js, "/vendor/plotly.min.js": js,
-                "/static/viewer.css": "text/css; charset=utf-8", "/data/models.json": json_type,
+    expected = {"/": "text/html; charset=utf-8", "/static/viewer.js": js, "/static/feature_page.js": js,
+                "/vendor/plotly.min.js": js, "/static/viewer.css": "text/css; charset=utf-8",
+                "/data/models.json": json_type,
                 f"/data/{MODEL}/manifest.json": json_type, f"/data/{MODEL}/layer-2.json": json_type}
     for path, content_type in expected.items():
         response = client.get(path)

@@ -1,15 +1,19 @@
 // The feature-map viewer: loads /data/<model>/manifest.json and a layer-N.json, draws its features in 3-D
-// with plotly.js, and shows labels on hover, search and click.
+// with plotly.js, and shows labels on hover, search and click; a click, a search result or a neighbour opens
+// the feature's page (feature_page.js, loaded before this file).
 // Labels come from outside (Neuronpedia, LLMs): they are only ever set with textContent, never as HTML,
 // and plotly's own hover labels (which render a subset of HTML) are switched off.
 "use strict";
+/* global FeaturePage */
 
 const PALETTE = ["#1f77b4", "#ff7f0e", "#2ca02c", "#d62728", "#9467bd", "#8c564b", "#e377c2", "#bcbd22",
   "#17becf", "#393b79", "#637939", "#8c6d31", "#843c39", "#7b4173", "#3182bd", "#e6550d"];
 const NOISE = "#c8c8c8";
 const MAX_RESULTS = 50;
+const SEARCH_DELAY_MS = 200;
 
-const state = { model: null, manifest: null, layer: null, nodes: [], edges: new Map(), webgl: false, selected: null };
+const state = { model: null, manifest: null, layer: null, nodes: [], edges: new Map(), byId: new Map(), webgl: false,
+  selected: null, found: [], searchSeq: 0, searchTimer: null };
 const $ = (id) => document.getElementById(id);
 
 function setText(el, value) { el.textContent = value == null ? "" : String(value); }
@@ -92,6 +96,7 @@ async function loadLayer(layer) {
   clearSelection();
   await draw();
   search($("search").value);
+  follow(FeaturePage.current());
   setText($("status"), `${data.nodes.length} features, ${data.edges.length} edges` + (state.webgl ? "" : " (no WebGL: x, y only)"));
   document.body.dataset.layer = String(layer);
   document.body.dataset.ready = "1";
@@ -126,21 +131,93 @@ function listItem(list, text, onClick) {
   return li;
 }
 
-function search(query) {
-  const q = (query || "").trim().toLowerCase();
-  const found = q ? state.nodes.flatMap((n, i) => (n.label && n.label.toLowerCase().includes(q) ? [i] : [])) : [];
+// The map's model and layer, else (no map loaded) those of the open feature page.
+function where() {
+  if (state.model && state.layer != null) return { model: state.model, layer: state.layer };
+  const open = FeaturePage.current();
+  return open ? { model: open.model, layer: open.layer } : null;
+}
+
+function openFeature(feature) {
+  const at = where();
+  if (at) FeaturePage.open({ ...at, feature });
+}
+
+// The map follows the page: the feature's point selected when the page is of the map's model and layer.
+function follow(target) {
+  if (!target || target.model !== state.model || target.layer !== state.layer) return;
+  const i = state.byId.get(target.feature);
+  if (i !== undefined && i !== state.selected) select(i);
+}
+
+function showResults(visible) { $("results-box").hidden = !visible; }
+
+// The results list: features as links to their pages; `source` says whose labels matched (the lake or the map).
+function listResults(items, total, source, note) {
   const results = $("results");
   results.replaceChildren();
-  for (const i of found.slice(0, MAX_RESULTS)) listItem(results, nodeName(state.nodes[i]), () => select(i));
-  if (found.length > MAX_RESULTS) {
+  const at = where();
+  for (const { feature, label } of items.slice(0, MAX_RESULTS)) {
+    const li = document.createElement("li");
+    const text = FeaturePage.featureName(feature, label);
+    li.appendChild(at ? FeaturePage.link({ ...at, feature }, text, () => showResults(false))
+      : document.createTextNode(text));
+    results.appendChild(li);
+  }
+  if (total > items.length || items.length > MAX_RESULTS) {
     const more = document.createElement("li");
-    setText(more, `… and ${found.length - MAX_RESULTS} more`);
+    setText(more, `… and ${total - Math.min(items.length, MAX_RESULTS)} more`);
     results.appendChild(more);
   }
+  setText($("results-note"), note);
+  Object.assign(results.dataset, { count: String(total), source });
+}
+
+// The lake's search (/api/search: labels and explanations of every feature, or an index); kept only when it is
+// still the latest query. Without a lake partition the map's matches stay, with the reason.
+async function searchLake(q, seq) {
+  const at = where();
+  if (!at) return;
+  const params = new URLSearchParams({ model: at.model, layer: String(at.layer), q });
+  let body = null, error = null;
+  try {
+    const response = await fetch(`/api/search?${params}`, { cache: "no-store" });
+    body = await response.json().catch(() => null);
+    if (!response.ok || !body || !Array.isArray(body.results)) error = (body && body.error) || `HTTP ${response.status}`;
+  } catch (err) {
+    error = err.message;
+  }
+  if (seq !== state.searchSeq) return;
+  if (error !== null) {
+    setText($("results-note"), `lake search unavailable (${error}): the map's labels matched`);
+    $("results").dataset.lake = "error";
+    return;
+  }
+  listResults(body.results, body.total, "lake", `${body.total} in the lake (labels and explanations)`);
+  $("results").dataset.lake = "ok";
+}
+
+// The map's matches drawn as the highlight trace.
+function highlight(found) {
+  if (!state.nodes.length) return;
   const points = found.map((i) => state.nodes[i]);
   Plotly.restyle($("plot"), { ...Object.fromEntries(Object.entries(axes(points)).map(([k, v]) => [k, [v]])),
     customdata: [found] }, [1]);
-  results.dataset.count = String(found.length);
+}
+
+// Labels of the map matching `query` (at once: listed and highlighted), then the lake's search (after a pause
+// in typing) replaces the list.
+function search(query) {
+  const q = (query || "").trim().toLowerCase();
+  const found = q ? state.nodes.flatMap((n, i) => (n.label && n.label.toLowerCase().includes(q) ? [i] : [])) : [];
+  const seq = ++state.searchSeq;
+  clearTimeout(state.searchTimer);
+  state.found = found;
+  listResults(found.map((i) => ({ feature: state.nodes[i].id, label: state.nodes[i].label })), found.length, "map",
+    q ? `${found.length} on the map` : "");
+  delete $("results").dataset.lake;
+  highlight(found);
+  if (q) state.searchTimer = setTimeout(() => searchLake(query.trim(), seq), SEARCH_DELAY_MS);
   return found;
 }
 
@@ -165,7 +242,10 @@ function select(index) {
   for (const e of state.edges.get(node.id) || []) {
     const j = state.byId.get(e.target);
     if (j === undefined) continue;
-    listItem(list, `${nodeName(state.nodes[j])} (${e.similarity.toFixed(3)})`, () => select(j));
+    listItem(list, `${nodeName(state.nodes[j])} (${e.similarity.toFixed(3)})`, () => {
+      select(j);
+      openFeature(state.nodes[j].id);
+    });
     chain.push(node, state.nodes[j], null);
   }
   const gap = { position: [null, null, null] };
@@ -181,9 +261,19 @@ function pointIndex(event) {
   return p && p.customdata != null ? p.customdata : null;
 }
 
+function bindSearch() {
+  const box = $("search");
+  box.addEventListener("input", (ev) => { search(ev.target.value); showResults(!!ev.target.value.trim()); });
+  box.addEventListener("focus", () => showResults(!!box.value.trim()));
+  box.addEventListener("keydown", (ev) => { if (ev.key === "Escape") showResults(false); });
+  document.addEventListener("click", (ev) => { if (!ev.target.closest(".search-wrap")) showResults(false); });
+}
+
 async function main() {
   state.webgl = hasWebGL();
   const plot = $("plot");
+  FeaturePage.init({ onShow: follow });  // a deep link ?model=&layer=&feature= opens its page at once
+  bindSearch();
   const { models } = await getJSON("/data/models.json");
   if (!models.length) { setText($("status"), "no feature maps exported yet: materialize feature_map"); return; }
   for (const m of models) option($("model"), m, m);
@@ -192,11 +282,18 @@ async function main() {
   await loadModel($("model").value);
   plot.on("plotly_hover", (ev) => hover(pointIndex(ev), ev.event && ev.event.clientX, ev.event && ev.event.clientY));
   plot.on("plotly_unhover", () => hover(null));
-  plot.on("plotly_click", (ev) => { const i = pointIndex(ev); if (i != null) select(i); });
+  plot.on("plotly_click", (ev) => {
+    const i = pointIndex(ev);
+    if (i == null) return;
+    select(i);
+    openFeature(state.nodes[i].id);
+  });
   $("model").addEventListener("change", (ev) => loadModel(ev.target.value));
   $("layer").addEventListener("change", (ev) => loadLayer(Number(ev.target.value)));
-  $("colour").addEventListener("change", () => draw().then(() => search($("search").value)));
-  $("search").addEventListener("input", (ev) => search(ev.target.value));
+  $("colour").addEventListener("change", () => draw().then(() => {
+    highlight(state.found);
+    if (state.selected != null) select(state.selected);
+  }));
 }
 
 window.saeViewer = { state, search, select, hover };
