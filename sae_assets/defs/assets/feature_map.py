@@ -26,6 +26,7 @@ from sae_assets.core.feature_map.layout import (
 )
 from sae_assets.core.labels.choice import choose_label
 from sae_assets.defs.automation import cheap_refresh
+from sae_assets.defs.inputs import partition_decoder
 from sae_assets.defs.metadata import input_table_versions, png_markdown, table_metadata, viewer_link
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.defs.run_config import ConfigPair, core_config
@@ -60,14 +61,22 @@ class FeatureMapRunConfig(dg.Config):
 FEATURE_MAP_CONFIG = ConfigPair(FeatureMapRunConfig, FeatureMapConfig)
 
 
+def _columns_by_feature(lake: LakeResource, model: str, layer: int, table: str, columns: list[str],
+                        keep: pl.Expr | None = None) -> list[dict]:
+    """Per column, feature -> its value in the partition's rows of ``table`` (those matching ``keep``), from one
+    read; {} for each without the table."""
+    if lake.missing_tables(table):
+        return [{} for _ in columns]
+    lazy = lake.scan_partition(table, model, layer)
+    frame = (lazy if keep is None else lazy.filter(keep)).select("feature", *columns).collect()
+    features = frame["feature"].to_list()
+    return [dict(zip(features, frame[c].to_list(), strict=True)) for c in columns]
+
+
 def _by_feature(lake: LakeResource, model: str, layer: int, table: str, column: str,
                 keep: pl.Expr | None = None) -> dict:
     """Feature -> ``column`` of the partition's rows of ``table`` (those matching ``keep``); {} without the table."""
-    if lake.missing_tables(table):
-        return {}
-    lazy = lake.scan_partition(table, model, layer)
-    frame = (lazy if keep is None else lazy.filter(keep)).select("feature", column).collect()
-    return dict(zip(frame["feature"].to_list(), frame[column].to_list(), strict=True))
+    return _columns_by_feature(lake, model, layer, table, [column], keep)[0]
 
 
 def _labels(lake: LakeResource, model: str, layer: int) -> dict[int, str]:
@@ -75,8 +84,7 @@ def _labels(lake: LakeResource, model: str, layer: int) -> dict[int, str]:
     explanations and feature_labels, those materialized."""
     explanation = _by_feature(lake, model, layer, "explanations", "description",  # a feature may have several
                               pl.col("description").is_not_null() & (pl.col("description") != ""))
-    llm = _by_feature(lake, model, layer, "feature_labels", "label_llm")
-    keywords = _by_feature(lake, model, layer, "feature_labels", "label_keywords")
+    llm, keywords = _columns_by_feature(lake, model, layer, "feature_labels", ["label_llm", "label_keywords"])
     features = explanation.keys() | llm.keys() | keywords.keys()
     choices = {f: choose_label(llm.get(f), keywords.get(f), explanation.get(f)) for f in features}
     return {f: c.label for f, c in choices.items() if c.label is not None}
@@ -119,15 +127,11 @@ def feature_map(context: dg.AssetExecutionContext, config: FeatureMapRunConfig, 
     inputs = input_table_versions(context, lake)
     model, layer = location.model_key, location.layer
     where = f"feature_map {model} layer {layer}"
-    if lake.missing_tables("sae_decoder"):
-        raise dg.Failure(f"{where}: the sae_decoder table does not exist; materialize sae_decoder first.")
     try:
         cfg = config.feature_map_config()
     except ValueError as err:
         raise dg.Failure(f"{where} config: {err}") from err
-    decoder = lake.scan_partition("sae_decoder", model, layer).select("feature", "decoder").sort("feature").collect()
-    if decoder.is_empty():
-        raise dg.Failure(f"{where}: no sae_decoder rows for this partition; materialize sae_decoder first.")
+    decoder = partition_decoder(lake, model, layer, where)
     vectors = list_matrix(decoder["decoder"], np.float32)
     features = decoder["feature"].to_numpy()
     try:

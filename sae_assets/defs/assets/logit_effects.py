@@ -23,6 +23,7 @@ from sae_assets.core.sae.logit_effects import (
 from sae_assets.defs.assets.sae_decoder import sae_decoder
 from sae_assets.defs.automation import on_new_inputs
 from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
+from sae_assets.defs.inputs import partition_decoder
 from sae_assets.defs.metadata import input_table_versions, md_text, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.defs.run_config import ConfigPair, core_config
@@ -98,11 +99,7 @@ def logit_effects(context: dg.AssetExecutionContext, config: LogitEffectsRunConf
     inputs = input_table_versions(context, lake)
     model, layer = location.model_key, location.layer
     where = f"logit_effects {model} layer {layer}"
-    if lake.missing_tables("sae_decoder"):
-        raise dg.Failure(f"{where}: the sae_decoder table does not exist; materialize sae_decoder first.")
-    decoder = lake.scan_partition("sae_decoder", model, layer).select("feature", "decoder").sort("feature").collect()
-    if decoder.is_empty():
-        raise dg.Failure(f"{where}: no sae_decoder rows for this partition; materialize sae_decoder first.")
+    decoder = partition_decoder(lake, model, layer, where)
     w_dec = decoder_matrix(decoder)
     features = decoder["feature"].to_numpy()
     bad = int((~w_dec.isfinite().all(dim=1)).sum())
