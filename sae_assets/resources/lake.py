@@ -25,10 +25,6 @@ def default_lake_root() -> str:
     return DEFAULT_LAKE_ROOT
 
 
-def is_local_uri(uri: str) -> bool:
-    return "://" not in uri or uri.startswith("file://")
-
-
 class LakeResource(dg.ConfigurableResource):
     """Where every asset's Delta table lives: ``<root>/<asset name>``."""
 
@@ -46,9 +42,7 @@ class LakeResource(dg.ConfigurableResource):
 
     @property
     def root_uri(self) -> str:
-        if is_local_uri(self.root):
-            return str(Path(self.root.removeprefix("file://")).expanduser().resolve())
-        return self.root.rstrip("/")
+        return delta.root_uri(self.root)
 
     def table_uri(self, asset_name: str) -> str:
         return delta.table_uri(self.root_uri, asset_name)
@@ -57,7 +51,7 @@ class LakeResource(dg.ConfigurableResource):
         """A local directory for files that are not tables (e.g. SAE weights): ``files_root`` or the lake root."""
         if self.files_root:
             base = Path(self.files_root).expanduser().resolve()
-        elif is_local_uri(self.root):
+        elif delta.is_local_uri(self.root):
             base = Path(self.root_uri)
         else:
             raise ValueError(

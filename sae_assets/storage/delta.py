@@ -17,6 +17,7 @@ import time
 import uuid
 from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
+from pathlib import Path
 
 import polars as pl
 import pyarrow as pa
@@ -44,6 +45,18 @@ class WriteResult:
     version: int
     """Table version this write committed (or the latest one after it, under concurrent writers)."""
     num_rows: int
+
+
+def is_local_uri(uri: str) -> bool:
+    return "://" not in uri or uri.startswith("file://")
+
+
+def root_uri(root: str) -> str:
+    """A lake root as tables are addressed under it: a local one as an absolute path (``~`` expanded,
+    ``file://`` dropped), a URI as given without a trailing slash."""
+    if is_local_uri(root):
+        return str(Path(root.removeprefix("file://")).expanduser().resolve())
+    return root.rstrip("/")
 
 
 def table_uri(root: str, asset_name: str) -> str:

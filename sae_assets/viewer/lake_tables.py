@@ -14,14 +14,13 @@ import threading
 from collections import OrderedDict
 from collections.abc import Callable, Hashable
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any, TypeVar
 
 import polars as pl
 from deltalake import DeltaTable, QueryBuilder
 from deltalake.exceptions import DeltaError
 
-from sae_assets.storage.delta import open_table, partition_predicate, table_uri
+from sae_assets.storage.delta import open_table, partition_predicate, root_uri, table_uri
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -33,13 +32,6 @@ TABLE_ASSET = {"feature_map_edges": "feature_map"}
 def asset_of(table: str) -> str:
     """The asset that writes ``table``: what to materialize when it is missing."""
     return TABLE_ASSET.get(table, table)
-
-
-def normalize_root(root: str) -> str:
-    """A local lake root as an absolute path (``~`` expanded, ``file://`` dropped); a URI as given, no trailing /."""
-    if "://" not in root or root.startswith("file://"):
-        return str(Path(root.removeprefix("file://")).expanduser().resolve())
-    return root.rstrip("/")
 
 
 @dataclass(frozen=True)
@@ -72,7 +64,7 @@ class LakeTables:
     """Tables of the lake at ``root`` (a path or a deltalake URI); see the module docstring."""
 
     def __init__(self, root: str, storage_options: dict[str, str] | None = None, cache_size: int = 32) -> None:
-        self.root = normalize_root(root)
+        self.root = root_uri(root)
         self.storage_options = storage_options or None
         self.cache_size = cache_size
         self._lock = threading.Lock()
