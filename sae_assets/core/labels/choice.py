@@ -24,7 +24,9 @@ class LabelChoice:
 def choose_label(llm: str | None = None, keywords: str | None = None,
                  explanation: str | None = None) -> LabelChoice:
     """The shown label among a feature's candidates (see the module docstring for the order)."""
-    for source, value in (("explanation", explanation), ("llm", llm), ("keywords", keywords)):
+    candidates: tuple[tuple[LabelSource, str | None], ...] = (
+        ("explanation", explanation), ("llm", llm), ("keywords", keywords))
+    for source, value in candidates:
         if value:
-            return LabelChoice(value, source)  # type: ignore[arg-type]  # source is one of LabelSource
+            return LabelChoice(value, source)
     return LabelChoice(None, None)
