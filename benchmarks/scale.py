@@ -45,7 +45,8 @@ from tests.neuronpedia_server import NeuronpediaServer  # noqa: E402
 
 NOTES = {"tokens_per_second": "tok/s", "l0": "L0", "explained_variance": "EV", "features_labelled": "labelled",
          "labels_per_second": "labels/s", "features_explained": "explained", "n_kept": "kept", "n_clusters": "clusters",
-         "targets": "targets", "knn_seconds": "knn s", "umap_seconds": "umap s", "mean_ndcg": "NDCG"}
+         "targets": "targets", "knn_seconds": "knn s", "umap_seconds": "umap s", "mean_ndcg": "NDCG",
+         "records": "records", "wins_explanation": "Neuronpedia wins"}
 
 
 def child(key: str, layer: int, tokens: int | None) -> None:

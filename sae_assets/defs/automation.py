@@ -7,7 +7,10 @@
   asset's code version changed.
 - ``report_refresh`` (model-level reports over all layers): when any layer's input updated, whatever layers
   are missing (a model has SAEs at some layers only).
-The entry assets (``trained_sae``, ``sae_decoder``) have none: ``new_sae_sensor`` and users start them.
+The entry assets (``trained_sae``, ``sae_decoder``, ``neuronpedia_explanations``) have none: ``new_sae_sensor``,
+the jobs, the weekly schedule and users start them. ``neuronpedia_explanations`` is an optional input
+(:data:`OPTIONAL_INPUTS`): the conditions neither wait for it nor re-run a partition when it changes (a model
+without Neuronpedia explanations is labelled without them; a Neuronpedia refresh does not re-run the LLM labels).
 Sensors and schedules are running by default; ``SAE_ASSETS_AUTOMATION=stopped`` makes them start stopped.
 """
 
@@ -31,16 +34,19 @@ def schedule_status() -> dg.DefaultScheduleStatus:
     return dg.DefaultScheduleStatus.RUNNING if default_running() else dg.DefaultScheduleStatus.STOPPED
 
 
+OPTIONAL_INPUTS = dg.AssetSelection.assets("neuronpedia_explanations")
+
+
 def on_new_inputs() -> dg.AutomationCondition:
-    return AC.eager().with_label("on_new_inputs")
+    return AC.eager().ignore(OPTIONAL_INPUTS).with_label("on_new_inputs")
 
 
 def cheap_refresh() -> dg.AutomationCondition:
     # Dagster types since_last_handled's self as AssetKey | AssetCheckKey; an asset's condition is fine.
     code_changed = (AC.code_version_changed().since_last_handled()  # type: ignore[misc]
-                    & ~AC.any_deps_missing()
-                    & ~AC.any_deps_in_progress() & ~AC.in_progress())
-    return (AC.eager() | code_changed).with_label("cheap_refresh")
+                    & ~AC.any_deps_missing().ignore(OPTIONAL_INPUTS)
+                    & ~AC.any_deps_in_progress().ignore(OPTIONAL_INPUTS) & ~AC.in_progress())
+    return (AC.eager().ignore(OPTIONAL_INPUTS) | code_changed).with_label("cheap_refresh")
 
 
 def report_refresh() -> dg.AutomationCondition:

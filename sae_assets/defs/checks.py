@@ -72,6 +72,18 @@ RULES = [
     Rule("feature_labels", "labels_non_empty", "Every label without an error is non-empty text.",
          lambda: pl.col("error").is_null() & (pl.col("label").fill_null("").str.strip_chars() == ""),
          ("feature", "label", "error")),
+    Rule("feature_labels", "label_is_best_candidate", "Each label is the candidate its label_source names, and its "
+         "score is the highest of the candidates' scores (core/labels/choice.py).",
+         lambda: pl.col("label").is_not_null() & (
+             (pl.col("label") != pl.when(pl.col("label_source") == "llm").then("label_llm")
+              .when(pl.col("label_source") == "keywords").then("label_keywords")
+              .when(pl.col("label_source") == "explanation").then("label_explanation")).fill_null(True)
+             | (pl.col("score") < pl.max_horizontal("score_llm", "score_keywords", "score_explanation")).fill_null(
+                 False)),
+         ("feature", "label", "label_source", "score")),
+    Rule("neuronpedia_explanations", "records_valid", "Every record names a feature (>= 0) and has a description.",
+         lambda: (pl.col("feature") < 0) | pl.col("description").is_null(), ("feature", "description"),
+         may_be_empty=True),
     Rule("explanations", "descriptions_non_empty", "Each explanation has a non-empty description.",
          lambda: pl.col("description").fill_null("").str.strip_chars() == "", ("feature", "description")),
     Rule("explanation_embeddings", "finite_unit_embeddings", "Embeddings are finite and L2-normalized.",

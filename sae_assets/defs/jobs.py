@@ -7,6 +7,7 @@ import dagster as dg
 from sae_assets.defs.assets.activation_scan import activation_scan
 from sae_assets.defs.assets.alignment_report import alignment_report
 from sae_assets.defs.assets.explanations import explanations
+from sae_assets.defs.assets.neuronpedia_explanations import neuronpedia_explanations
 from sae_assets.defs.assets.sae_decoder import sae_decoder
 from sae_assets.defs.assets.trained_sae import trained_sae
 from sae_assets.defs.partitions import model_layer_partitions, model_partitions
@@ -37,8 +38,10 @@ scan_activations_job = dg.define_asset_job(
 # Everything per model × layer below an SAE's decoder: the path for pretrained SAEs (SAELens releases such as
 # GemmaScope / LlamaScope, local directories, the drop folder). full_pipeline is trained_sae + the same: the README
 # demo's job. Model-level reports have other partitions and run in their own job once the layers are done.
+# Neuronpedia's explanations (label candidates) are read in the same run: empty for models without them.
 MODEL_LEVEL = dg.AssetSelection.assets(alignment_report)
-ANALYSIS = dg.AssetSelection.assets(sae_decoder).downstream() - MODEL_LEVEL
+ANALYSIS = (dg.AssetSelection.assets(sae_decoder).downstream() | dg.AssetSelection.assets(neuronpedia_explanations)) \
+    - MODEL_LEVEL
 analyze_sae_job = dg.define_asset_job(
     "analyze_sae",
     selection=ANALYSIS,
@@ -72,11 +75,14 @@ model_reports_job = dg.define_asset_job(
 
 refresh_explanations_job = dg.define_asset_job(
     "refresh_explanations",
-    selection=dg.AssetSelection.assets(explanations).downstream() - MODEL_LEVEL,
+    selection=(dg.AssetSelection.assets(neuronpedia_explanations) | dg.AssetSelection.assets(explanations).downstream())
+    - MODEL_LEVEL,
     partitions_def=model_layer_partitions,
-    description="Re-read a partition's explanations (Neuronpedia exports, or the platform's labels) and refresh "
-    "what depends on them: embeddings, SFAL scores, the feature map. The weekly schedule runs it for every "
-    "partition whose explanations were materialized; the model reports follow by automation.",
+    description="Re-read a partition's Neuronpedia explanations and its explanations (Neuronpedia's, or the "
+    "platform's labels) and refresh what depends on them: embeddings, SFAL scores, the feature map. The weekly "
+    "schedule runs it for every partition whose explanations were materialized; the model reports follow by "
+    "automation. feature_labels is not re-run (its LLM labels are the slow part): materialize it to re-score "
+    "Neuronpedia's new explanations as label candidates.",
 )
 
 jobs = [train_and_publish_sae_job, publish_sae_job, scan_activations_job, analyze_sae_job, full_pipeline_job,

@@ -22,7 +22,7 @@ import numpy as np
 import polars as pl
 
 from sae_assets.core.common.list_columns import list_matrix
-from sae_assets.core.labels.choice import choose_label
+from sae_assets.core.labels.choice import shown_label
 from sae_assets.viewer import sections as s
 from sae_assets.viewer.lake_tables import LakeTables, Partition
 
@@ -31,7 +31,10 @@ log = logging.getLogger(__name__)
 TABLES = ("sae_decoder", "feature_stats", "feature_labels", "explanations", "activation_examples", "logit_effects",
           "feature_map_edges", "cooccurrence", "explanation_embeddings", "alignment_scores", "feature_clusters",
           "optimized_prompts")
-LABEL_COLUMNS = ["label", "label_source", "label_llm", "label_keywords", "score", "score_keywords", "error"]
+LABEL_COLUMNS = ["label", "label_source", "score", "label_llm", "score_llm", "label_keywords", "score_keywords",
+                 "label_explanation", "score_explanation", "error"]
+TEXT_COLUMNS = ("description", "label", "label_llm", "label_keywords", "label_explanation")
+"""What search matches: the explanation and every label candidate."""
 EXPLANATION_COLUMNS = ["description", "explanation_type", "explainer_model", "source"]
 STATS_COLUMNS = ["density", "max_activation", "mean_activation", "activation_entropy", "n_docs_active",
                  "n_tokens_active"]
@@ -51,8 +54,8 @@ class NotFound(LookupError):
 
 @dataclass(frozen=True)
 class LabelIndex:
-    """A partition's shown labels (``choose_label``: explanation, else LLM label, else keywords) and the lowercased
-    text of every label and explanation, for neighbour names and search."""
+    """A partition's shown labels (``shown_label``: feature_labels.label, else the explanation) and the lowercased
+    text of every label candidate and explanation, for neighbour names and search."""
 
     labels: dict[int, str]
     text: pl.DataFrame
@@ -279,20 +282,18 @@ def _label_index(explanations: Partition | None, labelled: Partition | None) -> 
                                      .unique("feature", keep="first", maintain_order=True)
                                      .select(pl.col("feature").cast(pl.Int64), "description"))
     if labelled is not None:
-        candidates["labels"] = labelled.rows(["feature", "label_llm", "label_keywords", "label"], pl.lit(True)).select(
-            pl.col("feature").cast(pl.Int64), "label_llm", "label_keywords", "label")
+        candidates["labels"] = labelled.rows(["feature", *TEXT_COLUMNS[1:]], pl.lit(True)).select(
+            pl.col("feature").cast(pl.Int64), *TEXT_COLUMNS[1:])
     if not candidates:
         return LabelIndex({}, pl.DataFrame(schema={"feature": pl.Int64, "text": pl.String}))
     frames = list(candidates.values())
     joined = frames[0] if len(frames) == 1 else frames[0].join(frames[1], on="feature", how="full", coalesce=True)
-    joined = joined.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in
-                                 ("description", "label_llm", "label_keywords", "label") if c not in joined.columns)
+    joined = joined.with_columns(pl.lit(None, dtype=pl.String).alias(c) for c in TEXT_COLUMNS
+                                 if c not in joined.columns)
     labels = {}
-    for f, llm, keywords, explanation in joined.select("feature", "label_llm", "label_keywords",
-                                                       "description").iter_rows():
-        choice = choose_label(llm, keywords, explanation)
-        if choice.label is not None:
-            labels[int(f)] = choice.label
-    text = joined.select("feature", pl.concat_str("description", "label", "label_llm", "label_keywords",
-                                                  separator="\n", ignore_nulls=True).str.to_lowercase().alias("text"))
+    for f, label, explanation in joined.select("feature", "label", "description").iter_rows():
+        if (shown := shown_label(label, explanation)) is not None:
+            labels[int(f)] = shown
+    text = joined.select("feature", pl.concat_str(*TEXT_COLUMNS, separator="\n", ignore_nulls=True)
+                         .str.to_lowercase().alias("text"))
     return LabelIndex(labels, text.filter(pl.col("text") != "").sort("feature"))

@@ -15,6 +15,7 @@ from sae_assets.defs.assets.alignment_scores import alignment_scores
 from sae_assets.defs.assets.explanation_embeddings import explanation_embeddings
 from sae_assets.defs.assets.explanations import explanations
 from sae_assets.defs.assets.feature_labels import feature_labels
+from sae_assets.defs.assets.neuronpedia_explanations import neuronpedia_explanations
 from sae_assets.defs.assets.sae_decoder import sae_decoder
 from sae_assets.defs.assets.trained_sae import trained_sae
 from sae_assets.defs.partitions import register_models
@@ -37,28 +38,48 @@ def test_neuronpedia_explanations_and_a_corrupt_batch(test_catalog: Path, lake_r
     with dg.instance_for_test() as instance, NeuronpediaServer(batches, faults={"/": [429]}) as server:
         register_models(instance, [GEMMA])
         np_resource = NeuronpediaResource(s3_url=server.url, api_url=server.url, backoff_s=0.01)
-        ok = materialize(instance, lake_root, GEMMA, 12, assets=(explanations,), neuronpedia=np_resource,
-                         extra_ops={"explanations": {"config": {"preferred_models": ["o1"]}}})
+        ok = materialize(instance, lake_root, GEMMA, 12, assets=(neuronpedia_explanations, explanations),
+                         neuronpedia=np_resource, extra_ops={"explanations": {"config": {"preferred_models": ["o1"]}}})
         assert ok.success
+        raw = pl.read_delta(f"{lake_root}/neuronpedia_explanations")  # every record, as published
+        assert sorted(raw["description"].to_list()) == ["one", "one again", "two", "zero"]
         table = pl.read_delta(f"{lake_root}/explanations").sort("feature")
         assert table["description"].to_list() == ["zero", "one again", "two"]
         assert table["n_alternatives"].to_list() == [0, 1, 0] and set(table["source"]) == {"neuronpedia"}
-        version = ok.asset_materializations_for_node("explanations")[0].metadata["delta_table_version"].value
+        meta = ok.asset_materializations_for_node("neuronpedia_explanations")[0].metadata
+        assert meta["records"].value == 4 and meta["features_explained"].value == 3
+        version = meta["delta_table_version"].value
 
         server.files[f"{PREFIX}batch-1.jsonl.gz"] = gzip.compress(b'{"index": "5", "description": "x"}\n' * 50)[:40]
-        bad = materialize(instance, lake_root, GEMMA, 12, assets=(explanations,), neuronpedia=np_resource)
+        bad = materialize(instance, lake_root, GEMMA, 12, assets=(neuronpedia_explanations,), neuronpedia=np_resource)
         assert "truncated or not gzip" in failure_text(bad) and "Nothing was written" in failure_text(bad)
-        assert pl.read_delta(f"{lake_root}/explanations").height == 3
+        assert pl.read_delta(f"{lake_root}/neuronpedia_explanations").height == 4
         from deltalake import DeltaTable
-        assert DeltaTable(f"{lake_root}/explanations").version() == version
+        assert DeltaTable(f"{lake_root}/neuronpedia_explanations").version() == version
 
 
 def test_unreachable_neuronpedia_writes_nothing(test_catalog: Path, lake_root: str) -> None:
     with dg.instance_for_test() as instance:
         register_models(instance, [GEMMA])
-        result = materialize(instance, lake_root, GEMMA, 3, assets=(explanations,))
+        result = materialize(instance, lake_root, GEMMA, 3, assets=(neuronpedia_explanations,))
         assert "failed after 1 attempts" in failure_text(result)
         assert lake_tables(lake_root) == []
+        unread = materialize(instance, lake_root, GEMMA, 3, assets=(explanations,))
+        assert "materialize neuronpedia_explanations for gemma-2-2b@gemmascope-res-16k layer 3 first" in \
+            failure_text(unread)
+
+
+def test_a_model_without_neuronpedia_ids_has_no_neuronpedia_explanations(test_catalog: Path, lake_root: str) -> None:
+    model = "smollm2-135m@test-res"
+    with dg.instance_for_test() as instance:
+        register_models(instance, [model])
+        result = materialize(instance, lake_root, model, 1, assets=(neuronpedia_explanations,))
+        assert result.success and pl.read_delta(f"{lake_root}/neuronpedia_explanations").is_empty()
+        meta = result.asset_materializations_for_node("neuronpedia_explanations")[0].metadata
+        assert "has no Neuronpedia ids in the catalog" in meta["origin"].value
+        forced = materialize(instance, lake_root, model, 1, assets=(explanations,),
+                             extra_ops={"explanations": {"config": {"source": "neuronpedia"}}})
+        assert "has no Neuronpedia ids in the catalog; use source 'labels'" in failure_text(forced)
 
 
 @pytest.mark.slow

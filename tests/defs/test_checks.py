@@ -45,10 +45,16 @@ def _write_tables(lake: LakeResource) -> None:
     lake.write_partition("explanation_embeddings", pl.DataFrame({
         "feature": _ints(range(4)), "embedding_model": ["m"] * 4,
         "embedding": pl.Series(vectors, dtype=pl.List(pl.Float32))}), MODEL, 1)
-    lake.write_partition("feature_labels", pl.DataFrame({
-        "feature": _ints(range(3)), "label": ["dogs", "", None], "label_llm": ["dogs", "", None],
-        "label_keywords": pl.Series([None] * 3, dtype=pl.String),
-        "error": pl.Series([None, None, "timeout"], dtype=pl.String)}), MODEL, 1)
+    lake.write_partition("feature_labels", pl.DataFrame({  # 3: not the best score; 4: not its source's candidate
+        "feature": _ints(range(5)), "label": ["dogs", "", None, "cats", "x"],
+        "label_source": ["llm", "llm", None, "keywords", "explanation"],
+        "score": [0.7, None, None, 0.5, 0.6], "label_llm": ["dogs", "", None, "feline", None],
+        "score_llm": [0.7, None, None, 0.9, None], "label_keywords": ["dog", None, None, "cats", None],
+        "score_keywords": [0.5, None, None, 0.5, None], "label_explanation": [None, None, None, None, "y"],
+        "score_explanation": [None, None, None, None, 0.6],
+        "error": [None, None, "timeout", None, None]}, schema_overrides={"label_explanation": pl.String,
+                                                                          "score_explanation": pl.Float64}),
+        MODEL, 1)
 
 
 def test_rules_flag_bad_rows_and_pass_good_ones(test_catalog: Path, lake_root: str) -> None:
@@ -75,6 +81,7 @@ def test_rules_flag_bad_rows_and_pass_good_ones(test_catalog: Path, lake_root: s
         ("explanations", "descriptions_non_empty"): False,
         ("explanation_embeddings", "finite_unit_embeddings"): False,
         ("feature_labels", "labels_non_empty"): False,
+        ("feature_labels", "label_is_best_candidate"): False,
         ("feature_map", "finite_positions"): True,
         ("feature_map", "edges_valid"): True,
         ("feature_map", "one_row_per_feature"): True,
@@ -84,6 +91,7 @@ def test_rules_flag_bad_rows_and_pass_good_ones(test_catalog: Path, lake_root: s
     assert bad_rows[("cooccurrence", "valid_counts")] == 2
     assert bad_rows[("explanation_embeddings", "finite_unit_embeddings")] == 2  # NaN, and norm 2
     assert bad_rows[("feature_labels", "labels_non_empty")] == 1  # the error row is not a missing label
+    assert bad_rows[("feature_labels", "label_is_best_candidate")] == 2
     assert outcome[("feature_stats", "one_row_per_feature")].metadata["d_sae"].value == N
 
 

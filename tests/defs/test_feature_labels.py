@@ -12,11 +12,13 @@ from deltalake import DeltaTable
 
 from sae_assets.defs.assets.activation_scan import activation_scan
 from sae_assets.defs.assets.feature_labels import feature_labels
+from sae_assets.defs.assets.neuronpedia_explanations import RECORD_SCHEMA
 from sae_assets.defs.assets.sae_decoder import sae_decoder
 from sae_assets.defs.assets.trained_sae import trained_sae
 from sae_assets.defs.partitions import register_models
 from sae_assets.resources.device import DeviceResource
 from sae_assets.resources.labeller import LabellerResource
+from sae_assets.resources.lake import LakeResource
 from tests.chat_server import ChatServer
 from tests.defs.helpers import failure_text, materialize
 
@@ -41,14 +43,36 @@ def test_labels_scores_exports_and_bad_input(test_catalog: Path, lake_root: str,
         labelled = table.filter(pl.col("error").is_null())
         assert labelled.height > 0
         assert all(0 < len(label.split()) <= 9 for label in labelled["label_llm"])
-        assert (labelled["label_source"] == "llm").all() and (labelled["label"] == labelled["label_llm"]).all()
-        assert labelled["score"].drop_nulls().is_between(0, 1).all()
+        _assert_best_candidate_shown(table)
+        assert labelled["score"].drop_nulls().is_between(0, 1).all() and table["label_explanation"].null_count() == 6
         meta = first.asset_materializations_for_node("feature_labels")[0].metadata
         exported = Path(meta["feature_labels_json"].value)
         rows = json.loads(exported.read_text())
         assert [r["feature_index"] for r in rows] == table.sort("feature")["feature"].to_list()
         lines = Path(meta["feature_examples_jsonl"].value).read_text().splitlines()
         assert len(lines) == 6 and "examples" in json.loads(lines[0])
+        assert meta["wins_llm"].value + meta["wins_keywords"].value == labelled.height
+        assert meta["wins_explanation"].value == 0 and 0 <= meta["mean_score_keywords"].value <= 1
+
+        # Neuronpedia's explanations, where the partition has them, are scored as a third candidate.
+        f0, f1 = table["feature"].to_list()[:2]
+        LakeResource(root=lake_root).write_partition("neuronpedia_explanations", pl.DataFrame(
+            {"feature": [f0, f0, f1], "description": ["numbers and dates", "  ", "words about places"],
+             "explanation_type": ["oai_token-act-pair"] * 3, "explainer_model": ["gpt-4o-mini"] * 3,
+             "created_at": [""] * 3}, schema=RECORD_SCHEMA), MODEL, 1)
+        with_np = materialize(instance, lake_root, MODEL, 1, assets=(feature_labels,),
+                              labels={"max_features": 6, "use_llm": False})
+        assert with_np.success
+        table = pl.read_delta(f"{lake_root}/feature_labels").sort("feature")
+        _assert_best_candidate_shown(table)
+        explained = table.filter(pl.col("label_explanation").is_not_null())
+        assert dict(explained.select("feature", "label_explanation").iter_rows()) == {
+            f0: "numbers and dates", f1: "words about places"}  # the blank one is no candidate
+        assert explained["score_explanation"].is_between(0, 1).all()
+        meta = with_np.asset_materializations_for_node("feature_labels")[0].metadata
+        assert meta["wins_llm"].value == 0 and meta["wins_explanation"].value == (table["label_source"] ==
+                                                                                  "explanation").sum()
+        assert 0 <= meta["mean_score_explanation"].value <= 1
 
         # The seed's JSON selection form, labelled through an OpenAI-compatible endpoint.
         features = table["feature"].to_list()[:3]
@@ -85,6 +109,15 @@ def test_labels_scores_exports_and_bad_input(test_catalog: Path, lake_root: str,
         empty = materialize(instance, lake_root, MODEL, 1, assets=(feature_labels,), labels={"feature_indices": []})
         assert "The feature selection is empty" in failure_text(empty)
         assert DeltaTable(f"{lake_root}/feature_labels").version() == version  # nothing written by failures
+
+
+def _assert_best_candidate_shown(table: pl.DataFrame) -> None:
+    """Every row's label is the candidate its source names, with the highest score of its candidates."""
+    for row in table.filter(pl.col("label").is_not_null()).iter_rows(named=True):
+        assert row["label"] == row[f"label_{row['label_source']}"]
+        scores = [row[f"score_{s}"] for s in ("llm", "keywords", "explanation") if row[f"label_{s}"]]
+        finite = [s for s in scores if s is not None]
+        assert row["score"] == (max(finite) if finite else None)
 
 
 def test_labels_need_a_scan_first(test_catalog: Path, lake_root: str) -> None:

@@ -46,9 +46,9 @@ def test_map_edges_labels_and_json(test_catalog: Path, lake_root: str) -> None:
     feature = pl.Series(range(10), dtype=pl.Int32)
     lake.write_partition("explanations", pl.DataFrame({
         "feature": feature, "description": [SCRIPT] + [f"explained {i}" for i in range(1, 10)]}), MODEL, 1)
-    labelled = [f"labelled {i}" for i in range(5, 15)]  # LLM labels (the table's label_llm and label columns)
+    labelled = [f"labelled {i}" for i in range(5, 15)]  # feature_labels' chosen labels
     lake.write_partition("feature_labels", pl.DataFrame({
-        "feature": pl.Series(range(5, 15), dtype=pl.Int32), "label": labelled, "label_llm": labelled,
+        "feature": pl.Series(range(5, 15), dtype=pl.Int32), "label": labelled, "label_llm": ["llm"] * 10,
         "label_keywords": pl.Series([None] * 10, dtype=pl.String)}), MODEL, 1)
     density = np.linspace(1e-4, 1e-2, N)
     density[7] = 0.0
@@ -65,7 +65,8 @@ def test_map_edges_labels_and_json(test_catalog: Path, lake_root: str) -> None:
         nodes = pl.read_delta(f"{lake_root}/feature_map").sort("feature")
         assert nodes.height == N and nodes["x"].dtype == pl.Float32 and nodes["density"].dtype == pl.Float64
         labels = nodes["label"].to_list()
-        assert labels[0] == SCRIPT and labels[5] == "explained 5" and labels[12] == "labelled 12"
+        assert labels[0] == SCRIPT and labels[5] == "labelled 5" and labels[12] == "labelled 12"  # the chosen
+        # label, else (features never labelled) the explanation
         assert labels[20] is None and nodes["density"][7] == 0.0
         assert np.isfinite(nodes.select("x", "y", "z").to_numpy()).all()
         assert nodes["cluster"].to_list()[:12] == [-1, 0, 1] * 3 + [0, None, None]

@@ -35,6 +35,7 @@ PAIRS: list[ConfigPair] = list({id(v): v for m in MODULES for v in vars(m).value
 NO_CORE_CONFIG = {
     "AlignmentConfig": "one argument of sfal_ndcg; its default is the core's DEFAULT_TOP_N",
     "ExplanationsConfig": "where the asset reads explanations from (I/O)",
+    "NeuronpediaExplanationsConfig": "which features the asset fetches (I/O)",
     "ExplanationEmbeddingsConfig": "which embedding models the asset loads (a resource's input)",
 }
 

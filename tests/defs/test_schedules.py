@@ -43,13 +43,14 @@ def test_refreshes_only_materialized_partitions(test_catalog: Path, capsys) -> N
 
 def test_refresh_job_and_automation_conditions() -> None:
     job = defs.resolve_job_def("refresh_explanations")
-    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {
-        "explanations", "explanation_embeddings", "alignment_scores", "feature_map"}
+    assert {k.to_user_string() for k in job.asset_layer.selected_asset_keys} == {  # not the LLM labels
+        "neuronpedia_explanations", "explanations", "explanation_embeddings", "alignment_scores", "feature_map"}
     assert weekly_explanations_refresh.cron_schedule == "0 3 * * 1"
     assert weekly_explanations_refresh.default_status == dg.DefaultScheduleStatus.RUNNING
     labels = {spec.key.to_user_string(): spec.automation_condition.get_label() if spec.automation_condition else None
               for spec in defs.resolve_all_asset_specs()}
     assert labels["trained_sae"] is None and labels["sae_decoder"] is None  # started by new_sae_sensor / users
+    assert labels["neuronpedia_explanations"] is None  # by the jobs and the weekly schedule
     assert {labels[k] for k in ("feature_stats", "cooccurrence", "feature_labels", "optimized_prompts",
                                 "logit_effects")} == {"on_new_inputs"}  # GPU work: never re-run only for code
     assert {labels[k] for k in ("feature_clusters", "explanation_embeddings", "alignment_scores", "feature_map")} == {
@@ -83,8 +84,10 @@ def test_automation_runs_downstream_of_a_new_sae_and_code_changes_only_cheap_ass
         assert requested(first) == set()  # nothing upstream yet
         instance.report_runless_asset_event(dg.AssetMaterialization("sae_decoder", partition=key))
         second = dg.evaluate_automation_conditions(defs=definitions(), instance=instance, cursor=first.cursor)
-        downstream = {s.key.to_user_string() for s in specs} - {"trained_sae", "sae_decoder", "alignment_report"}
-        assert requested(second) == downstream  # the chain below a new decoder, in one request
+        downstream = {s.key.to_user_string() for s in specs} - {"trained_sae", "sae_decoder", "alignment_report",
+                                                                "neuronpedia_explanations"}
+        assert requested(second) == downstream  # the chain below a new decoder, in one request, not waiting for
+        # Neuronpedia's explanations (an optional input: the demo's models have none)
 
         everything = [s.key for s in specs if s.key.to_user_string() != "alignment_report"]
         for asset_key in everything:
@@ -94,6 +97,10 @@ def test_automation_runs_downstream_of_a_new_sae_and_code_changes_only_cheap_ass
         instance.report_runless_asset_event(dg.AssetMaterialization("alignment_report", partition=MODEL))
         settled = dg.evaluate_automation_conditions(defs=definitions(), instance=instance, cursor=report.cursor)
         assert requested(settled) == set()
+        instance.report_runless_asset_event(dg.AssetMaterialization("neuronpedia_explanations", partition=key))
+        refreshed = dg.evaluate_automation_conditions(defs=definitions(), instance=instance, cursor=settled.cursor)
+        assert requested(refreshed) == set()  # new Neuronpedia explanations re-run no labels (refresh job's work)
+        settled = refreshed
 
         bumped = definitions({"feature_stats", "feature_labels", "feature_map", "alignment_scores"})
         changed = dg.evaluate_automation_conditions(defs=bumped, instance=instance, cursor=settled.cursor)

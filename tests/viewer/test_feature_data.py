@@ -72,12 +72,20 @@ def embeddings(seed: int = 0) -> np.ndarray:
     return vectors / np.linalg.norm(vectors, axis=1, keepdims=True)
 
 
-def write_labels(lake: LakeResource, prefix: str = "label", layer: int = LAYER) -> None:
-    labels = [SCRIPT if f == 1 else f"{prefix} {f}" for f in range(N - 4)]  # the last 4 features have none
+def write_labels(lake: LakeResource, prefix: str = "label", layer: int = LAYER,
+                 explained: str | None = "Explained") -> None:
+    """feature_labels for features 0..N-5 (the last 4 have none): LLM labels "{prefix} f" (feature 1's is SCRIPT)
+    scoring 0.75, unscored keyword labels, and explanations "{explained} f" scoring 0.9, which win."""
+    n = N - 4
+    llm = [SCRIPT if f == 1 else f"{prefix} {f}" for f in range(n)]
+    explanation = [None if explained is None else f"{explained} {f}" for f in range(n)]
     lake.write_partition("feature_labels", pl.DataFrame({
-        "feature": _ints(range(N - 4)), "label": labels, "label_source": ["llm"] * (N - 4), "label_llm": labels,
-        "label_keywords": [f"kw{f}" for f in range(N - 4)], "score": [0.75] * (N - 4),
-        "score_keywords": [float("nan")] * (N - 4), "error": pl.Series([None] * (N - 4), dtype=pl.String)}),
+        "feature": _ints(range(n)), "label": explanation if explained else llm,
+        "label_source": ["explanation" if explained else "llm"] * n, "score": [0.9 if explained else 0.75] * n,
+        "label_llm": llm, "score_llm": [0.75] * n, "label_keywords": [f"kw{f}" for f in range(n)],
+        "score_keywords": [float("nan")] * n, "label_explanation": explanation,
+        "score_explanation": [0.9 if explained else None] * n, "error": [None] * n},
+        schema_overrides={"label_explanation": pl.String, "score_explanation": pl.Float64, "error": pl.String}),
         MODEL, layer)
 
 
@@ -151,10 +159,11 @@ def test_every_section_from_its_table(reader: FeatureReader) -> None:
     sections = page["sections"]
     assert list(sections) == list(SECTIONS) and {s["status"] for s in sections.values()} == {"ok"}
     assert (page["model"], page["layer"], page["feature"], page["n_features"]) == (MODEL, LAYER, 4, N)
-    assert page["label"] == "Explained 4"  # choose_label: the explanation first
+    assert page["label"] == "Explained 4"  # feature_labels.label: the best-scoring candidate
     labels = sections["labels"]
-    assert (labels["label"], labels["label_keywords"], labels["score"], labels["score_keywords"]) == \
-        ("label 4", "kw4", 0.75, None)  # NaN is null in JSON
+    assert (labels["label"], labels["label_source"], labels["score"], labels["label_llm"], labels["score_llm"]) == \
+        ("Explained 4", "explanation", 0.9, "label 4", 0.75)
+    assert (labels["label_keywords"], labels["score_keywords"]) == ("kw4", None)  # NaN is null in JSON
     assert labels["explanations"] == {"status": "ok", "rows": [{"description": "Explained 4", "explanation_type": "oai",
                                                                 "explainer_model": "gpt", "source": "neuronpedia"}]}
     assert sections["stats"] == {"status": "ok", "density": 0.004, "max_activation": 4.0, "mean_activation": 1.5,
@@ -230,7 +239,7 @@ def test_features_without_rows_get_none_and_labels_fall_back(reader: FeatureRead
     assert sections["labels"]["explanations"]["status"] == "none"
     assert sections["cooccurring"]["status"] == "ok" and sections["cooccurring"]["partners"] == []
     assert reader.page(MODEL, LAYER, N - 3)["label"] == "Explained 21"  # explanation only
-    assert reader.page(MODEL, LAYER, 1)["sections"]["labels"]["label"] == SCRIPT
+    assert reader.page(MODEL, LAYER, 1)["sections"]["labels"]["label_llm"] == SCRIPT
 
 
 def test_missing_tables_name_the_asset_to_materialize(tmp_path: Path) -> None:
@@ -281,14 +290,15 @@ def test_rewritten_tables_are_seen_and_caches_follow_versions(tmp_path: Path) ->
     lake = write_lake(str(tmp_path / "lake"))
     reader = FeatureReader(str(tmp_path / "lake"), cache_size=4)
     before = reader.page(MODEL, LAYER, 6)["sections"]
-    write_labels(lake, prefix="renamed")
-    write_explanations(lake, {5: "new words"})
+    write_labels(lake, prefix="renamed", explained=None)  # relabelled without explanation candidates
+    write_explanations(lake, {5: "new words", 21: "only explained"})
     write_embeddings(lake, seed=1)
     after = reader.page(MODEL, LAYER, 6)["sections"]
-    assert before["labels"]["label"] == "label 6" and after["labels"]["label"] == "renamed 6"
+    assert before["labels"]["label"] == "Explained 6" and after["labels"]["label"] == "renamed 6"
     assert after["decoder_neighbours"]["neighbours"][0] == {"feature": 7, "similarity": 0.9, "label": "renamed 7"}
-    assert reader.page(MODEL, LAYER, 4)["sections"]["decoder_neighbours"]["neighbours"][0]["label"] == "new words"
-    assert reader.search(MODEL, LAYER, "new words")["results"] == [{"feature": 5, "label": "new words"}]
+    assert reader.page(MODEL, LAYER, 4)["sections"]["decoder_neighbours"]["neighbours"][0]["label"] == "renamed 5"
+    assert reader.search(MODEL, LAYER, "new words")["results"] == [{"feature": 5, "label": "renamed 5"}]
+    assert reader.search(MODEL, LAYER, "only explained")["results"] == [{"feature": 21, "label": "only explained"}]
     vectors = embeddings(1)[: N - 2]
     sims = vectors @ vectors[6]
     sims[6] = -np.inf

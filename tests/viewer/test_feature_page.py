@@ -40,8 +40,9 @@ def _set(column: str, where: pl.Expr, value: Any) -> pl.Expr:
 def hostile_feature_1(lake: LakeResource) -> None:
     """Feature 1's label, keyword label, explanation, example tokens, a logit token and a prompt hold HTML."""
     one = pl.col("feature") == 1
-    _rewrite(lake, "feature_labels", lambda f: f.with_columns(
-        _set("label", one, PWN_SCRIPT), _set("label_llm", one, PWN_SCRIPT), _set("label_keywords", one, PWN_IMG)))
+    _rewrite(lake, "feature_labels", lambda f: f.with_columns(  # the explanation wins, as for every feature
+        _set("label", one, PWN_IMG), _set("label_llm", one, PWN_SCRIPT), _set("label_keywords", one, PWN_SCRIPT),
+        _set("label_explanation", one, PWN_IMG)))
     _rewrite(lake, "explanations", lambda f: f.with_columns(_set("description", one, PWN_IMG)))
     rows = examples_frame().to_dicts()
     for row in rows:
@@ -130,16 +131,18 @@ def test_deep_link_opens_every_section(page: Any, site: str) -> None:
     wait_for_feature(page, 4)
     assert page.is_visible("#feature")
     assert page.text_content("#feature-title") == "Feature 4"
-    assert page.text_content("#feature-label") == "Explained 4"  # the explanation first, as choose_label
+    assert page.text_content("#feature-label") == "Explained 4"  # the best-scoring candidate
     assert page.text_content("#feature-where") == f"{MODEL} · layer {LAYER} of {N} features"
     statuses = page.eval_on_selector_all("#feature .fp-section", "els => els.map(e => [e.dataset.section, "
                                                                  "e.dataset.status])")
     assert sorted(map(tuple, statuses)) == sorted((name, "ok") for name in SECTIONS)
 
     # labels: the chosen one with source and score, the candidates with theirs, the explanations
-    assert page.text_content(f"{section('labels')} .chosen") == "label 4 — source llm, score 0.75"
-    assert [texts(page, f"{section('labels')} .candidates tr:nth-child({i}) td") for i in (2, 3)] == [
-        ["LLM label", "label 4", "0.75"], ["keyword label", "kw4", "n/a"]]
+    assert page.text_content(f"{section('labels')} .chosen") == "Explained 4 — source explanation, score 0.9"
+    assert [texts(page, f"{section('labels')} .candidates tr:nth-child({i}) td") for i in (2, 3, 4)] == [
+        ["LLM label", "label 4", "0.75"], ["keyword label", "kw4", "n/a"],
+        ["Neuronpedia explanation", "Explained 4", "0.9"]]
+    assert texts(page, f"{section('labels')} .candidates tr.winner td:first-child") == ["Neuronpedia explanation"]
     assert texts(page, f"{section('labels')} .explanations li") == ["Explained 4 (oai, gpt, neuronpedia)"]
     facts = dict(zip(texts(page, f"{section('stats')} dt"), texts(page, f"{section('stats')} dd"), strict=True))
     assert facts == {"density": "0.004", "max activation": "4", "mean activation": "1.5", "entropy": "2",
@@ -258,8 +261,8 @@ def test_html_in_labels_tokens_and_prompts_is_text(page: Any, site: str) -> None
     page.goto(deep_link(site, 1))
     wait_for_feature(page, 1)
     assert page.text_content("#feature-label") == PWN_IMG
-    assert page.text_content(f"{section('labels')} .chosen strong") == PWN_SCRIPT
-    assert texts(page, f"{section('labels')} .candidates td:nth-child(2)") == [PWN_SCRIPT, PWN_IMG]
+    assert page.text_content(f"{section('labels')} .chosen strong") == PWN_IMG
+    assert texts(page, f"{section('labels')} .candidates td:nth-child(2)") == [PWN_SCRIPT, PWN_SCRIPT, PWN_IMG]
     assert texts(page, f"{section('labels')} .explanations li > span:first-child") == [PWN_IMG]
     first = page.locator(f"{section('examples')} .example").first
     assert first.locator(".tok").all_text_contents() == [PWN_SCRIPT, PWN_IMG, "c", "d", "e"]

@@ -1,4 +1,4 @@
-"""Labelling every feature of an SAE in blocks: evidence, keyword and LLM labels, detection scores.
+"""Labelling every feature of an SAE in blocks: evidence, keyword and LLM labels, their scores, the chosen label.
 
 The windows of a block of features are the only ones held as Python objects (at 32k latents all of them would
 take several GB), each distinct window text is embedded once (:class:`~sae_assets.core.labels.runs.TextVectors`),
@@ -17,12 +17,13 @@ from typing import Any
 import polars as pl
 
 from sae_assets.core.common.progress import Progress
-from sae_assets.core.labels.choice import LabelChoice, choose_label
+from sae_assets.core.labels.choice import Candidate, LabelChoice, choose_label
 from sae_assets.core.labels.evidence import FeatureEvidence, add_prompt_evidence, gather_evidence
 from sae_assets.core.labels.runs import (
     Encode,
     Report,
     TextVectors,
+    best_explanations,
     embedding_scores,
     keyword_labels,
     llm_detection_scores,
@@ -62,9 +63,11 @@ class BlockedLabels:
     llm: dict[int, tuple[str | None, str | None]] = field(default_factory=dict)
     """(label, error) for the features sent to the LLM that had windows to show."""
     keywords: dict[int, str] = field(default_factory=dict)
+    explanations: dict[int, tuple[str, float | None]] = field(default_factory=dict)
+    """The best-scoring of the feature's given explanations, and its score."""
     choices: dict[int, LabelChoice] = field(default_factory=dict)
-    """The shown label and its source (:func:`~sae_assets.core.labels.choice.choose_label`)."""
-    scores: dict[int, float] = field(default_factory=dict)
+    """The shown label, its source and score (:func:`~sae_assets.core.labels.choice.choose_label`)."""
+    llm_scores: dict[int, float] = field(default_factory=dict)
     keyword_scores: dict[int, float] = field(default_factory=dict)
     detection: dict[int, float] = field(default_factory=dict)
     n_shown: dict[int, int] = field(default_factory=dict)
@@ -77,17 +80,25 @@ class BlockedLabels:
         """The shown label of each feature (None: no label)."""
         return {f: choice.label for f, choice in self.choices.items()}
 
+    @property
+    def scores(self) -> dict[int, float]:
+        """The shown label's score, for the features where it has one."""
+        return {f: c.score for f, c in self.choices.items() if c.score is not None}
+
 
 def label_in_blocks(examples: pl.DataFrame, indices: list[int], background: Counter[str], chat: Any,
                     encode: Encode, settings: LabelSettings, prompts: pl.DataFrame | None = None,
                     report: Report | None = None, on_block: Callable[[list[int], dict[int, FeatureEvidence]], None]
-                    | None = None, block: int = BLOCK) -> BlockedLabels:
+                    | None = None, block: int = BLOCK,
+                    explanations: dict[int, list[str]] | None = None) -> BlockedLabels:
     """Label the features ``indices`` from ``examples`` (``activation_examples`` rows, at least
     :data:`~sae_assets.core.labels.evidence.EVIDENCE_COLUMNS`), ``block`` features at a time.
 
     ``chat``: the labeller (needed when ``use_llm`` or ``llm_detection``); ``encode``: the embedder; ``prompts``:
     optimized prompts added to the labeller's evidence; ``on_block(features, evidence)`` is called once per block
-    (e.g. to export the shown windows). Raises :class:`AllLabelCallsFailed` as soon as every LLM call made has failed
+    (e.g. to export the shown windows); ``explanations``: feature -> explanations from elsewhere (Neuronpedia's),
+    scored on the same held-out windows as the LLM and keyword labels, the best of them a third candidate.
+    Raises :class:`AllLabelCallsFailed` as soon as every LLM call made has failed
     and no feature is left to send (the LLM features are the first of ``indices``, so the first blocks)."""
     features = list(dict.fromkeys(indices))
     llm_features = set(indices[: settings.llm_max_features]) if settings.use_llm else set()
@@ -110,10 +121,18 @@ def label_in_blocks(examples: pl.DataFrame, indices: list[int], background: Coun
         if not pending and out.llm and all(err is not None for _, err in out.llm.values()):
             first = next(iter(out.llm.values()))[1]
             raise AllLabelCallsFailed(f"Every LLM label call failed; nothing written. First error: {first}")
-        choices = {f: choose_label(out.llm.get(f, (None, None))[0], keywords[f]) for f in part}
+        llm = {f: out.llm.get(f, (None, None))[0] for f in part}
+        llm_scores = embedding_scores(vectors, llm, evidence)
+        keyword_scores = embedding_scores(vectors, {f: k or None for f, k in keywords.items()}, evidence)
+        explained = best_explanations(vectors, {f: explanations[f] for f in part if f in explanations}, evidence) \
+            if explanations else {}
+        choices = {f: choose_label([
+            Candidate("llm", llm[f], llm_scores.get(f)), Candidate("keywords", keywords[f], keyword_scores.get(f)),
+            Candidate("explanation", *explained.get(f, (None, None)))]) for f in part}
         labels = {f: choice.label for f, choice in choices.items()}
-        out.scores |= embedding_scores(vectors, labels, evidence)
-        out.keyword_scores |= embedding_scores(vectors, {f: k or None for f, k in keywords.items()}, evidence)
+        out.llm_scores |= llm_scores
+        out.keyword_scores |= keyword_scores
+        out.explanations |= explained
         if settings.llm_detection:
             out.detection |= llm_detection_scores(chat, labels, evidence)
         out.keywords |= keywords

@@ -6,8 +6,9 @@ a function ``encode(texts) -> [n, dim]`` normalized), so this module stays free 
 
 from __future__ import annotations
 
+import math
 from collections import Counter
-from collections.abc import Callable
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import numpy as np
@@ -104,7 +105,7 @@ def llm_detection_scores(chat: Any, labels: dict[int, str | None],
     return out
 
 
-def embedding_scores(encode: Encode, labels: dict[int, str | None],
+def embedding_scores(encode: Encode, labels: Mapping[int, str | None],
                      evidence: dict[int, FeatureEvidence]) -> dict[int, float]:
     """feature -> embedding AUROC of its label: held-out activating vs non-activating windows."""
     def key(w: Window) -> str:
@@ -123,3 +124,18 @@ def embedding_scores(encode: Encode, labels: dict[int, str | None],
 
     return {f: embedding_detection_score(label_vec[f], rows(evidence[f].positives), rows(evidence[f].negatives))
             for f in scored}
+
+
+def best_explanations(encode: Encode, explanations: dict[int, Sequence[str]],
+                      evidence: dict[int, FeatureEvidence]) -> dict[int, tuple[str, float | None]]:
+    """feature -> (its best-scoring explanation, that score) among several (Neuronpedia keeps every explainer's),
+    scored like :func:`embedding_scores`; the first explanation, unscored, where none can be scored."""
+    lists = {f: [t for t in texts if t and t.strip()] for f, texts in explanations.items() if f in evidence}
+    best: dict[int, tuple[str, float | None]] = {f: (texts[0], None) for f, texts in lists.items() if texts}
+    for slot in range(max((len(t) for t in lists.values()), default=0)):
+        texts = {f: t[slot] for f, t in lists.items() if len(t) > slot}
+        for f, score in embedding_scores(encode, texts, evidence).items():
+            kept = best[f][1]
+            if math.isfinite(score) and (kept is None or score > kept):
+                best[f] = (texts[f], score)
+    return best

@@ -1,19 +1,19 @@
-"""``explanations``: one explanation per feature, from Neuronpedia's exports/API or the platform's own labels."""
+"""``explanations``: one explanation per feature: Neuronpedia's (``neuronpedia_explanations``) or the platform's
+own label."""
 
-import time
 from typing import Literal
 
 import dagster as dg
 import polars as pl
 from pydantic import Field
 
-from sae_assets.core.alignment.explanations import MalformedRecord, choose_explanations, normalize
+from sae_assets.core.alignment.explanations import choose_explanations
 from sae_assets.defs.assets.feature_labels import feature_labels
+from sae_assets.defs.assets.neuronpedia_explanations import neuronpedia_explanations
 from sae_assets.defs.automation import cheap_refresh
 from sae_assets.defs.metadata import input_table_versions, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.resources.lake import LakeResource
-from sae_assets.resources.neuronpedia import NeuronpediaClient, NeuronpediaError, NeuronpediaResource
 
 
 class ExplanationsConfig(dg.Config):
@@ -22,30 +22,19 @@ class ExplanationsConfig(dg.Config):
     preferred_types: list[str] = Field(default=["oai_token-act-pair"],
                                        description="Neuronpedia explanation types, most preferred first.")
     preferred_models: list[str] = Field(default=[], description="Explainer models, most preferred first.")
-    api_features: list[int] | None = Field(
-        default=None, description="Fetch only these features through the API instead of the bulk exports.")
 
 
-def _from_neuronpedia(context: dg.AssetExecutionContext, client: NeuronpediaClient, model_id: str, source_id: str,
-                      config: ExplanationsConfig) -> list[dict]:
-    records: list[dict] = []
-    if config.api_features is not None:
-        for index in config.api_features:
-            feature = client.feature(model_id, source_id, index)
-            for raw in feature.get("explanations") or []:
-                records.append(normalize({**raw, "index": raw.get("index", index)}, f"API feature {index}"))
-        return records
-    keys = client.list_explanation_batches(model_id, source_id)
-    if not keys:
-        raise NeuronpediaError(f"No explanation exports under {client.export_prefix(model_id, source_id)} "
-                               f"at {client.s3_url}.")
-    last = time.perf_counter()
-    for n, key in enumerate(keys, start=1):
-        records.extend(normalize(r, f"{key} line {line}") for line, r in client.iter_batch(key))
-        if time.perf_counter() - last > 10 or n == len(keys):
-            last = time.perf_counter()
-            context.log.info("Neuronpedia exports: %d/%d batches, %d records", n, len(keys), len(records))
-    return records
+def _from_neuronpedia(lake: LakeResource, model: str, layer: int, config: ExplanationsConfig) -> pl.DataFrame:
+    if lake.missing_tables("neuronpedia_explanations"):
+        raise dg.Failure(f"No neuronpedia_explanations table: materialize neuronpedia_explanations for {model} "
+                         f"layer {layer} first.")
+    records = lake.scan_partition("neuronpedia_explanations", model, layer).select(
+        "feature", "description", "explanation_type", "explainer_model", "created_at").collect()
+    if records.is_empty():
+        raise dg.Failure(f"neuronpedia_explanations holds no explanations for {model} layer {layer}: materialize "
+                         "it (again), or use source 'labels'.")
+    return choose_explanations(records.iter_rows(named=True), "neuronpedia", config.preferred_types,
+                               config.preferred_models)
 
 
 def _from_labels(lake: LakeResource, model: str, layer: int) -> pl.DataFrame:
@@ -64,17 +53,18 @@ def _from_labels(lake: LakeResource, model: str, layer: int) -> pl.DataFrame:
 
 @dg.asset(
     partitions_def=model_layer_partitions,
-    deps=[feature_labels],
+    deps=[neuronpedia_explanations, feature_labels],
     kinds={"polars", "delta"},
     group_name="alignment",
     code_version="1",
     owners=["team:interpretability"],
     automation_condition=cheap_refresh(),
-    description="One explanation per feature: Neuronpedia's bulk exports (or API for a short list), deduplicated "
-    "by explanation type, explainer model, then newest; or the platform's own feature_labels.",
+    description="One explanation per feature: Neuronpedia's (neuronpedia_explanations), one kept per feature by "
+    "explanation type, explainer model, then newest; or the platform's own label (feature_labels.label, the "
+    "best-scoring candidate).",
 )
-def explanations(context: dg.AssetExecutionContext, config: ExplanationsConfig, lake: LakeResource,
-                 neuronpedia: NeuronpediaResource) -> dg.MaterializeResult:
+def explanations(context: dg.AssetExecutionContext, config: ExplanationsConfig,
+                 lake: LakeResource) -> dg.MaterializeResult:
     location = resolve_partition(context)
     inputs = input_table_versions(context, lake)
     entry, model, layer = location.entry, location.model_key, location.layer
@@ -82,14 +72,8 @@ def explanations(context: dg.AssetExecutionContext, config: ExplanationsConfig, 
     if source == "neuronpedia":
         if entry.neuronpedia is None:
             raise dg.Failure(f"{model} has no Neuronpedia ids in the catalog; use source 'labels'.")
-        model_id, source_id = entry.neuronpedia.model_id, entry.neuronpedia.source_id(layer)
-        try:
-            records = _from_neuronpedia(context, neuronpedia.client(), model_id, source_id, config)
-        except (NeuronpediaError, MalformedRecord) as err:
-            raise dg.Failure(f"Neuronpedia explanations for {model_id}/{source_id}: {err} "
-                             "Nothing was written.") from err
-        frame = choose_explanations(records, "neuronpedia", config.preferred_types, config.preferred_models)
-        origin = f"{model_id}/{source_id}"
+        frame = _from_neuronpedia(lake, model, layer, config)
+        origin = f"{entry.neuronpedia.model_id}/{entry.neuronpedia.source_id(layer)}"
     else:
         frame, origin = _from_labels(lake, model, layer), "feature_labels"
     written = lake.write_partition("explanations", frame, model, layer)

@@ -1,4 +1,5 @@
-"""``feature_labels``: LLM and keyword labels from activating examples, with a detection score."""
+"""``feature_labels``: LLM and keyword labels from activating examples and Neuronpedia's explanations, each with
+a held-out detection score; ``label`` is the best-scoring (``core/labels/choice.py``)."""
 
 import json
 import os
@@ -13,6 +14,7 @@ from sae_assets.core.common.progress import heartbeat
 from sae_assets.core.labels.blocks import AllLabelCallsFailed, LabelSettings, label_in_blocks
 from sae_assets.core.labels.evidence import EVIDENCE_COLUMNS, FeatureEvidence, read_selection
 from sae_assets.core.labels.labelling import background_counts_series
+from sae_assets.defs.assets.neuronpedia_explanations import neuronpedia_explanations
 from sae_assets.defs.automation import on_new_inputs
 from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
 from sae_assets.defs.metadata import input_table_versions, md_text, table_metadata, viewer_link
@@ -24,11 +26,13 @@ from sae_assets.resources.lake import LakeResource
 
 SCORE_METHOD = "embedding-auroc"
 LABEL_SCHEMA = {
-    "feature": pl.Int32, "label": pl.String, "label_source": pl.String, "label_llm": pl.String,
-    "label_keywords": pl.String, "score": pl.Float64, "score_keywords": pl.Float64, "score_method": pl.String,
+    "feature": pl.Int32, "label": pl.String, "label_source": pl.String, "score": pl.Float64,
+    "label_llm": pl.String, "score_llm": pl.Float64, "label_keywords": pl.String, "score_keywords": pl.Float64,
+    "label_explanation": pl.String, "score_explanation": pl.Float64, "score_method": pl.String,
     "score_llm_detection": pl.Float64, "n_examples": pl.Int32, "labeller_model": pl.String,
     "selection_score": pl.Float64, "error": pl.String,
 }
+SOURCES = ("llm", "keywords", "explanation")
 
 
 class FeatureLabelsConfig(dg.Config):
@@ -52,13 +56,16 @@ class FeatureLabelsConfig(dg.Config):
     llm_detection: bool = Field(default=LabelSettings.llm_detection, description="Also score labels with the "
                                 "labeller as a detection judge (yes/no per held-out window; AUROC): one LLM call "
                                 "per window.")
+    use_neuronpedia: bool = Field(default=True, description="Score the partition's Neuronpedia explanations "
+                                  "(neuronpedia_explanations, where materialized) as label candidates too.")
 
 
 LABEL_CONFIG = ConfigPair(
     FeatureLabelsConfig, LabelSettings,
     asset_only={"feature_indices": "feature selection", "features_file": "feature selection (a JSON file)",
                 "max_features": "feature selection",
-                "use_optimized_prompts": "whether the asset reads the optimized_prompts table"},
+                "use_optimized_prompts": "whether the asset reads the optimized_prompts table",
+                "use_neuronpedia": "whether the asset reads the neuronpedia_explanations table"},
     core_only={"max_new_tokens": "the labeller resource's (a property of the labelling model)"},
 )
 
@@ -71,17 +78,43 @@ def _export_examples(out: TextIO, features: list[int], evidence: dict[int, Featu
              "max_activation": max(w.activations, default=0.0)} for w in evidence[f].shown]}) + "\n")
 
 
+def _neuronpedia_candidates(context: dg.AssetExecutionContext, lake: LakeResource, model: str,
+                            layer: int) -> dict[int, list[str]]:
+    """Feature -> its distinct Neuronpedia explanations ({} where neuronpedia_explanations lacks the partition)."""
+    if lake.missing_tables("neuronpedia_explanations"):
+        context.log.info("No neuronpedia_explanations table: labelling without Neuronpedia candidates")
+        return {}
+    rows = (lake.scan_partition("neuronpedia_explanations", model, layer).select("feature", "description")
+            .filter(pl.col("description").str.strip_chars() != "").unique(maintain_order=True)
+            .group_by("feature", maintain_order=True).agg("description").collect())
+    return dict(zip(rows["feature"].to_list(), rows["description"].to_list(), strict=True))
+
+
+def _fmt(score: float | None) -> str:
+    return "" if score is None else f"{score:.2f}"
+
+
 def _preview(frame: pl.DataFrame, n: int = 15) -> str:
-    lines = ["| feature | label | keywords | score |", "|---|---|---|---|"]
+    lines = ["| feature | label | source | score | LLM | keywords | Neuronpedia |", "|---|---|---|---|---|---|---|"]
     for r in frame.head(n).iter_rows(named=True):
-        score = "" if r["score"] is None else f"{r['score']:.2f}"
-        lines.append(f"| {r['feature']} | {md_text(r['label'])} | {md_text(r['label_keywords'])} | {score} |")
+        lines.append(f"| {r['feature']} | {md_text(r['label'])} | {r['label_source'] or ''} | {_fmt(r['score'])} | "
+                     f"{_fmt(r['score_llm'])} | {_fmt(r['score_keywords'])} | {_fmt(r['score_explanation'])} |")
     return "\n".join(lines)
+
+
+def _source_metadata(frame: pl.DataFrame) -> dict[str, float | int]:
+    """How often each candidate source won, and each source's mean score over the features it has a score for."""
+    out: dict[str, float | int] = {}
+    for source in SOURCES:
+        out[f"wins_{source}"] = int((frame["label_source"] == source).sum())
+        mean = frame[f"score_{source}"].drop_nulls().drop_nans().mean()
+        out[f"mean_score_{source}"] = float("nan") if mean is None else float(mean)  # type: ignore[arg-type]
+    return out
 
 
 @dg.asset(
     partitions_def=model_layer_partitions,
-    deps=["activation_examples"],
+    deps=["activation_examples", neuronpedia_explanations],
     pool=GPU_POOL,
     op_tags=GPU_OP_TAGS,
     kinds={"torch", "polars", "delta"},
@@ -90,7 +123,8 @@ def _preview(frame: pl.DataFrame, n: int = 15) -> str:
     owners=["team:interpretability"],
     automation_condition=on_new_inputs(),
     description="Per feature: an LLM label (under 10 words) from its top windows, a keyword label (log-odds of "
-    "activating tokens vs all windows), and a detection score (embedding AUROC on held-out windows).",
+    "activating tokens vs all windows) and Neuronpedia's explanations where the partition has them, each with a "
+    "detection score (embedding AUROC on the same held-out windows); label is the best-scoring candidate.",
 )
 def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfig, lake: LakeResource,
                    labeller: LabellerResource, embedder: EmbedderResource) -> dg.MaterializeResult:
@@ -122,6 +156,7 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
                              "materialize optimized_prompts first.")
         prompts = (lake.scan_partition("optimized_prompts", model, layer)
                    .select("feature", "tokens", "position_activations").collect())
+    candidates = _neuronpedia_candidates(context, lake, model, layer) if config.use_neuronpedia else {}
     settings = core_config(config, LabelSettings, max_new_tokens=labeller.max_new_tokens)
     export_dir = lake.local_dir("exports", "feature_labels", model, f"layer-{layer}")
     staged = export_dir / f".feature_examples.jsonl.{os.getpid()}.tmp"
@@ -131,10 +166,11 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
                 open(staged, "w") as examples_out:
             background = background_counts_series(examples["tokens"])
             report(f"{examples.height:,} example windows read, {len(background):,} distinct background tokens; "
-                   f"labelling {len(indices):,} features")
+                   f"labelling {len(indices):,} features ({len(candidates):,} with Neuronpedia explanations)")
             chat = labeller.client() if config.use_llm or config.llm_detection else None
             run = label_in_blocks(examples, indices, background, chat, embedder.encode, settings, prompts, report,
-                                  on_block=lambda block, evidence: _export_examples(examples_out, block, evidence))
+                                  on_block=lambda block, evidence: _export_examples(examples_out, block, evidence),
+                                  explanations=candidates)
         labeller_model = labeller.model if config.use_llm else None
         llm, choices, keywords = run.llm, run.choices, run.keywords
 
@@ -146,15 +182,19 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
                         "letter or digit for a keyword label")
             return llm.get(f, (None, None))[1]
 
+        explained = run.explanations
         frame = pl.DataFrame({
             "feature": indices,
             "label": [choices[f].label for f in indices],
             "label_source": [choices[f].source for f in indices],  # the rule: core/labels/choice.py
+            "score": [choices[f].score for f in indices],
             "label_llm": [llm.get(f, (None, None))[0] for f in indices],
+            "score_llm": [run.llm_scores.get(f) for f in indices],
             "label_keywords": [keywords[f] or None for f in indices],
-            "score": [run.scores.get(f) for f in indices],
             "score_keywords": [run.keyword_scores.get(f) for f in indices],
-            "score_method": [SCORE_METHOD if f in run.scores else None for f in indices],
+            "label_explanation": [explained.get(f, (None, None))[0] for f in indices],
+            "score_explanation": [explained.get(f, (None, None))[1] for f in indices],
+            "score_method": [SCORE_METHOD if choices[f].score is not None else None for f in indices],
             "score_llm_detection": [run.detection.get(f) for f in indices],
             "n_examples": [run.n_shown[f] for f in indices],
             "labeller_model": [labeller_model] * len(indices),
@@ -171,14 +211,16 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
         context.log.info("Added %d optimized prompts to the labeller's evidence", run.prompts_added)
     (export_dir / "feature_labels.json").write_text(json.dumps(
         [{"feature_index": r["feature"], "llm_label": r["label_llm"], "search_label": r["label_keywords"],
-          "label": r["label"], "score": r["score"], "error": r["error"]} for r in frame.iter_rows(named=True)],
+          "explanation": r["label_explanation"], "label": r["label"], "label_source": r["label_source"],
+          "score": r["score"], "score_llm": r["score_llm"], "score_keywords": r["score_keywords"],
+          "score_explanation": r["score_explanation"], "error": r["error"]} for r in frame.iter_rows(named=True)],
         indent=1))
-    scores, keyword_scores, detection = run.scores, run.keyword_scores, run.detection
-    valid = [s for s in scores.values() if np.isfinite(s)]
+    valid = [s for s in run.scores.values() if np.isfinite(s)]
+    detection = run.detection
     return dg.MaterializeResult(metadata={
         **table_metadata(written, inputs),
-        "mean_score": float(np.mean(valid)) if valid else float("nan"),
-        "mean_score_keywords": float(np.nanmean(list(keyword_scores.values()))) if keyword_scores else float("nan"),
+        "mean_score": float(np.mean(valid)) if valid else float("nan"),  # of the shown labels
+        **_source_metadata(frame),
         "mean_score_llm_detection": float(np.nanmean(list(detection.values()))) if detection else float("nan"),
         "features_labelled": len(indices),
         "viewer": viewer_link(model, layer),  # python -m sae_assets.viewer: the map, each feature's page

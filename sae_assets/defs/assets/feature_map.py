@@ -24,7 +24,7 @@ from sae_assets.core.feature_map.layout import (
     stage_file,
     write_manifest,
 )
-from sae_assets.core.labels.choice import choose_label
+from sae_assets.core.labels.choice import shown_label
 from sae_assets.defs.automation import cheap_refresh
 from sae_assets.defs.inputs import partition_decoder
 from sae_assets.defs.metadata import input_table_versions, png_markdown, table_metadata, viewer_link
@@ -80,14 +80,13 @@ def _by_feature(lake: LakeResource, model: str, layer: int, table: str, column: 
 
 
 def _labels(lake: LakeResource, model: str, layer: int) -> dict[int, str]:
-    """Feature -> the shown label (:func:`~sae_assets.core.labels.choice.choose_label`) from the partition's
-    explanations and feature_labels, those materialized."""
+    """Feature -> the shown label (:func:`~sae_assets.core.labels.choice.shown_label`: feature_labels.label, else
+    the partition's explanation), from those materialized."""
     explanation = _by_feature(lake, model, layer, "explanations", "description",  # a feature may have several
                               pl.col("description").is_not_null() & (pl.col("description") != ""))
-    llm, keywords = _columns_by_feature(lake, model, layer, "feature_labels", ["label_llm", "label_keywords"])
-    features = explanation.keys() | llm.keys() | keywords.keys()
-    choices = {f: choose_label(llm.get(f), keywords.get(f), explanation.get(f)) for f in features}
-    return {f: c.label for f, c in choices.items() if c.label is not None}
+    chosen = _by_feature(lake, model, layer, "feature_labels", "label")
+    shown = {f: shown_label(chosen.get(f), explanation.get(f)) for f in explanation.keys() | chosen.keys()}
+    return {f: label for f, label in shown.items() if label is not None}
 
 
 def _preview_png(coords: np.ndarray, density: np.ndarray, title: str) -> bytes:

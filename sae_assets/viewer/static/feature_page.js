@@ -94,12 +94,16 @@ const FeaturePage = (() => {
   }
 
   function renderLabels(s) {
-    const rows = [["LLM label", s.label_llm, s.score], ["keyword label", s.label_keywords, s.score_keywords]];
+    // Every candidate with its held-out detection score; the shown label is the best-scoring (its row is marked).
+    const rows = [["llm", "LLM label", s.label_llm, s.score_llm],
+      ["keywords", "keyword label", s.label_keywords, s.score_keywords],
+      ["explanation", "Neuronpedia explanation", s.label_explanation, s.score_explanation]];
     return [
       el("p", { class: "chosen" }, el("strong", {}, s.label == null ? "(no label)" : s.label),
         ` — source ${s.label_source || "n/a"}, score ${fmt(s.score)}`),
       el("table", { class: "candidates" }, el("tr", {}, el("th", {}, "candidate"), el("th", {}, "text"),
-        el("th", {}, "score")), rows.map(([kind, text, score]) => el("tr", {}, el("td", {}, kind),
+        el("th", {}, "score")), rows.map(([source, kind, text, score]) => el("tr",
+        { class: source === s.label_source ? "winner" : "" }, el("td", {}, kind),
         el("td", {}, text == null ? "—" : text), el("td", {}, fmt(score))))),
       s.error ? el("p", { class: "status error" }, `labelling error: ${s.error}`) : null,
     ];

@@ -7,6 +7,7 @@ import polars as pl
 import pytest
 
 from sae_assets.core.labels.blocks import AllLabelCallsFailed, LabelSettings, label_in_blocks
+from sae_assets.core.labels.choice import Candidate, LabelChoice, choose_label
 from sae_assets.core.labels.labelling import background_counts_series
 from sae_assets.resources.labeller import Reply
 
@@ -70,3 +71,54 @@ def test_all_llm_calls_failing_stops_after_the_llm_features() -> None:
     keywords_only = label_in_blocks(examples, list(range(7)), Counter(), chat, _encode,
                                     LabelSettings(use_llm=False), block=2)
     assert keywords_only.llm == {} and chat.calls == 1 and len(keywords_only.scores) > 0
+
+
+class ThingsChat:
+    """Labels every feature "things" (a bad label for cat windows)."""
+
+    def chat(self, conversations, max_tokens):
+        return [Reply("things") for _ in conversations]
+
+
+def _cat_feature() -> pl.DataFrame:
+    """Feature 0 fires on " sun" in windows about cats; its silent random windows are about cars."""
+    rows = []
+    for kind, n in (("top", 6), ("quantile", 4), ("random", 4)):
+        for rank in range(n):
+            silent = kind == "random"
+            rows.append({"feature": 0, "kind": kind, "rank": rank, "quantile": 0 if kind == "quantile" else None,
+                         "activation": 0.0 if silent else 1.0,
+                         "tokens": [" sun", " car" if silent else " cat", " car" if silent else " cat"],
+                         "token_activations": [0.0 if silent else 1.0, 0.0, 0.0]})
+    return pl.DataFrame(rows)
+
+
+def test_the_best_scoring_candidate_is_the_label() -> None:
+    examples = _cat_feature()
+    settings = LabelSettings(n_shown=3, n_holdout=4)
+    run = label_in_blocks(examples, [0], background_counts_series(examples["tokens"]), ThingsChat(), _encode,
+                          settings, explanations={0: ["cars", "animals"], 7: ["not a labelled feature"]})
+    assert run.keywords[0] == "sun" and run.keyword_scores[0] == 0.5  # the encoder cannot tell sun windows apart
+    assert run.llm[0] == ("things", None) and run.llm_scores[0] == 0.0  # "things" is nearer the car windows
+    assert run.explanations == {0: ("animals", 1.0)}  # the better of Neuronpedia's two
+    assert run.choices[0] == LabelChoice("animals", "explanation", 1.0) and run.scores == {0: 1.0}
+    without = label_in_blocks(examples, [0], background_counts_series(examples["tokens"]), ThingsChat(), _encode,
+                              settings)
+    assert without.choices[0] == LabelChoice("sun", "keywords", 0.5)  # keywords beat the worse LLM label
+
+
+def test_blocks_keep_the_choice_rule_on_random_features() -> None:
+    examples = _examples()
+    background = background_counts_series(examples["tokens"])
+    given = {0: ["things", "animals"], 2: ["cat cat cat"], 5: ["", "car"]}
+    runs = [label_in_blocks(examples, list(range(7)), background, Chat(), _encode, LabelSettings(n_shown=3),
+                            block=b, explanations=given) for b in (2, 100)]
+    for name in ("explanations", "llm_scores", "keyword_scores", "choices"):
+        assert getattr(runs[0], name) == getattr(runs[1], name), name
+    run = runs[0]
+    assert set(run.explanations) == {0, 2, 5} and run.explanations[5][0] == "car"
+    for f, choice in run.choices.items():
+        expected = choose_label([Candidate("llm", run.llm[f][0], run.llm_scores.get(f)),
+                                 Candidate("keywords", run.keywords[f], run.keyword_scores.get(f)),
+                                 Candidate("explanation", *run.explanations.get(f, (None, None)))])
+        assert choice == expected
