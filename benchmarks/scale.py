@@ -7,7 +7,7 @@ For the embedded default (SmolLM2-135M-Instruct, d_model 576) it builds GemmaSco
 width (``benchmarks/scale_saes.py``: random unit decoder rows, thresholds calibrated on real activations to a mean
 L0 of ~80), writes a catalog naming them (``sae: {source: local}``, with Neuronpedia ids) and serves every width's
 explanations from a Neuronpedia-shaped server on 127.0.0.1. Then, per width and one at a time, a fresh Python
-process runs ``analyze_sae`` for the partition with the demo's budgets (``sae_assets.demo.demo_run_config``), in a
+process runs ``analyze_sae`` for the partition with the cpu budget profile (``sae_assets/defs/budgets.py``), in a
 temporary DAGSTER_HOME and lake. The parent samples the child's resident memory (psutil, every 0.2 s) and, after the
 run, attributes the samples to steps by the STEP_START / STEP_SUCCESS / STEP_FAILURE timestamps of the run's event
 log. A child above ``--max-rss-gb`` is killed. The SAEs are random, so the explained-variance floor is lowered
@@ -55,15 +55,12 @@ def child(key: str, layer: int, tokens: int | None) -> None:
 
     from sae_assets.definitions import defs
     from sae_assets.defs.partitions import partition_key, register_models
-    from sae_assets.demo import demo_run_config
 
     instance = dg.DagsterInstance.get()
     register_models(instance, [key])
     job = defs.resolve_job_def("analyze_sae")
-    config = demo_run_config(job)
-    if tokens is not None:
-        scan = config["ops"]["activation_scan"]
-        scan["config"] = {**scan["config"], "max_tokens": tokens}
+    # The budgets are the partition's profile (cpu here: the demo's); only the scan's tokens may be set.
+    config = {} if tokens is None else {"ops": {"activation_scan": {"config": {"max_tokens": tokens}}}}
     result = job.execute_in_process(instance=instance, partition_key=partition_key(key, layer), run_config=config,
                                     raise_on_error=False)
     print(json.dumps({"run_id": result.run_id, "success": result.success}), flush=True)

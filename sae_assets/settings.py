@@ -36,6 +36,7 @@ MAX_CONCURRENT = "SAE_ASSETS_MAX_CONCURRENT"
 K8S_NAMESPACE = "SAE_ASSETS_K8S_NAMESPACE"
 DAGSTER_HOME = "DAGSTER_HOME"
 VIEWER_URL = "SAE_ASSETS_VIEWER_URL"
+BUDGET = "SAE_ASSETS_BUDGET"
 # deltalake's names for S3 access; the lake's S3 filesystem reads them when its storage_options do not.
 AWS_SETTINGS = ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_REGION",
                 "AWS_DEFAULT_REGION", "AWS_ENDPOINT_URL", "AWS_ENDPOINT", "AWS_ALLOW_HTTP")
@@ -47,6 +48,7 @@ DEFAULT_AUTOMATION = "running"
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00 UTC
 DEFAULT_MIN_EXPLAINED_VARIANCE = 0.5
 DEFAULT_VIEWER_URL = "http://127.0.0.1:8050"  # python -m sae_assets.viewer's default address
+BUDGET_PROFILES = ("cpu", "gpu")
 EXECUTOR_KINDS = ("in_process", "multiprocess", "k8s")
 DEFAULT_MAX_CONCURRENT = {"multiprocess": 2, "k8s": 8}
 
@@ -85,6 +87,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(AUTOMATION, f"`{DEFAULT_AUTOMATION}`",
             "`stopped`: sensors and schedules start stopped (turn them on in the UI)"),
     Setting(EXPLANATIONS_CRON, f"`{DEFAULT_CRON}`", "when the weekly explanations refresh runs (cron, UTC)"),
+    Setting(BUDGET, "`auto`", "run budgets: `cpu` (small: 2 cores) or `gpu` (the assets' full defaults); `auto`: the "
+            "catalog entry's `budget`, else `gpu` on a CUDA device and `cpu` otherwise. Run config overrides"),
     Setting(MIN_EXPLAINED_VARIANCE, f"`{DEFAULT_MIN_EXPLAINED_VARIANCE}`",
             "floor of the blocking explained-variance checks"),
     Setting(EXECUTOR, f"`{EXECUTOR_KINDS[0]}`",
@@ -144,6 +148,16 @@ def automation_running() -> bool:
 def viewer_url() -> str:
     """The viewer's base URL, without a trailing slash."""
     return get(VIEWER_URL, DEFAULT_VIEWER_URL).rstrip("/")
+
+
+def budget() -> str | None:
+    """The forced budget profile (``cpu`` / ``gpu``), or None for ``auto`` (catalog entry, then device)."""
+    value = get(BUDGET, "auto").strip().lower()
+    if value == "auto":
+        return None
+    if value not in BUDGET_PROFILES:
+        raise ValueError(f"{BUDGET} must be auto, {' or '.join(BUDGET_PROFILES)}, not {value!r}")
+    return value
 
 
 def explanations_cron() -> str:

@@ -85,6 +85,8 @@ class CatalogEntry:
     """Width of the hook activations; checked against the model and the SAE when given."""
     neuronpedia: NeuronpediaIds | None = None
     description: str = ""
+    budget: str | None = None
+    """Run-budget profile for this model's partitions (``cpu`` / ``gpu``); None: chosen by the device."""
 
     def hook_name(self, layer: int) -> str:
         return self.hook_template.format(layer=layer)
@@ -238,6 +240,9 @@ def parse_entry(key: str, raw: Any) -> CatalogEntry:
     if np_raw:
         neuronpedia = NeuronpediaIds(model_id=_require(key, np_raw, "model_id"),
                                      source_template=_require(key, np_raw, "source_id"))
+    budget = raw.get("budget")
+    if budget is not None and budget not in ("cpu", "gpu"):
+        raise CatalogError(f"Model key {key!r}: 'budget' must be 'cpu' or 'gpu', got {budget!r}.")
     hook = _require(key, raw, "hook")
     if "{layer}" not in hook:
         raise CatalogError(f"Model key {key!r}: 'hook' must contain '{{layer}}', got {hook!r}.")
@@ -250,6 +255,7 @@ def parse_entry(key: str, raw: Any) -> CatalogEntry:
         d_model=raw.get("d_model"),
         neuronpedia=neuronpedia,
         description=str(raw.get("description", "")).strip(),
+        budget=budget,
     )
 
 

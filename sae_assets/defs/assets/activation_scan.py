@@ -19,6 +19,7 @@ from sae_assets.core.scan.cooccurrence import COOCCURRENCE_SCHEMA
 from sae_assets.core.scan.memory import GIB, check_scan_memory, free_bytes
 from sae_assets.defs.assets.sae_decoder import sae_decoder
 from sae_assets.defs.automation import on_new_inputs
+from sae_assets.defs.budgets import with_budget
 from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
 from sae_assets.defs.metadata import input_table_versions, md_text, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
@@ -137,6 +138,7 @@ def activation_scan(
 ) -> Iterator[dg.MaterializeResult]:
     location = resolve_partition(context)
     inputs = input_table_versions(context, lake)
+    config, budget = with_budget(context, config, "activation_scan", location.entry, device.torch_device())
     # The heartbeat repeats the last message when a stretch (model load, table writes) is quiet for 9 s.
     with heartbeat(context.log.info, f"activation_scan {location.model_key} layer {location.layer}") as report:
         try:
@@ -177,7 +179,7 @@ def activation_scan(
     scan_meta: dict[str, Any] = {"tokens_scanned": rec.n_tokens, "documents": result.n_documents,
                  "scan_seconds": round(result.seconds, 1), "write_seconds": round(write_s, 1),
                  "tokens_per_second": round(rec.n_tokens / max(result.seconds, 1e-9), 1),
-                 "batch_tokens": result.batch_tokens, "corpus": corpus.dataset}
+                 "batch_tokens": result.batch_tokens, "corpus": corpus.dataset, "budget_profile": budget}
     yield dg.MaterializeResult(asset_key="feature_stats", metadata={
         **table_metadata(written["feature_stats"], inputs), **scan_meta,
         "explained_variance": float(rec.explained_variance), "l0": float(rec.l0),

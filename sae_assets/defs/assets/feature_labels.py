@@ -16,6 +16,7 @@ from sae_assets.core.labels.evidence import EVIDENCE_COLUMNS, FeatureEvidence, r
 from sae_assets.core.labels.labelling import background_counts_series
 from sae_assets.defs.assets.neuronpedia_explanations import neuronpedia_explanations
 from sae_assets.defs.automation import on_new_inputs
+from sae_assets.defs.budgets import with_budget
 from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
 from sae_assets.defs.metadata import input_table_versions, md_text, table_metadata, viewer_link
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
@@ -131,6 +132,7 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
     location = resolve_partition(context)
     inputs = input_table_versions(context, lake)
     model, layer = location.model_key, location.layer
+    config, budget = with_budget(context, config, "feature_labels", location.entry, labeller.device.torch_device())
     try:
         indices, selection_scores = read_selection(config.feature_indices, config.features_file)
     except ValueError as err:
@@ -223,6 +225,7 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
         **_source_metadata(frame),
         "mean_score_llm_detection": float(np.nanmean(list(detection.values()))) if detection else float("nan"),
         "features_labelled": len(indices),
+        "budget_profile": budget,
         "viewer": viewer_link(model, layer),  # python -m sae_assets.viewer: the map, each feature's page
         "optimized_prompts_shown": run.prompts_added,
         "windows_embedded": run.texts_embedded,

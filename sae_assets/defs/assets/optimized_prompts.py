@@ -15,6 +15,7 @@ from sae_assets.core.common.token_heatmap import token_heatmap_png
 from sae_assets.core.prompts.optimize import OptimizedPrompt, PromptOptConfig, optimize_features
 from sae_assets.defs.assets.feature_clusters import feature_clusters
 from sae_assets.defs.automation import on_new_inputs
+from sae_assets.defs.budgets import with_budget
 from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
 from sae_assets.defs.metadata import input_table_versions, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
@@ -139,6 +140,8 @@ def optimized_prompts(context: dg.AssetExecutionContext, config: OptimizedPrompt
     location = resolve_partition(context)
     inputs = input_table_versions(context, lake)
     model, layer = location.model_key, location.layer
+    config, budget = with_budget(context, config, "optimized_prompts", location.entry,
+                                 language_model.device.torch_device())
     if lake.missing_tables("feature_stats", "activation_examples"):
         raise dg.Failure("Missing feature_stats/activation_examples: materialize activation_scan first.")
     targets = _targets(config, lake, model, layer)
@@ -177,6 +180,7 @@ def optimized_prompts(context: dg.AssetExecutionContext, config: OptimizedPrompt
     curves = {f"{r['feature']} {r['method']}": (np.arange(len(r["trajectory"])), np.array(r["trajectory"]))
               for r in frame.head(12).iter_rows(named=True)}
     return dg.MaterializeResult(metadata={
+        "budget_profile": budget,
         **table_metadata(written, inputs), "targets": len(targets), "seconds": round(seconds, 1),
         "by_method": dg.MetadataValue.json(by_method),
         **{f"reached_dataset_max[{m}]": v["reached_dataset_max"] for m, v in by_method.items()},

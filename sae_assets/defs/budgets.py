@@ -1,0 +1,55 @@
+"""Run budgets: named profiles of run-config values, chosen by where a partition runs.
+
+The assets' config defaults are sized for a GPU. On a CPU the same defaults would take hours (SmolLM2 writes about
+one label a second on 2 cores; the scan reads 262k tokens), and runs started by ``new_sae_sensor``, declarative
+automation, the weekly schedule or the UI's Materialize button pass no run config. So the long assets read their
+budget here: every field the run config does not set takes the profile's value, and a field it sets is kept.
+
+The profile is ``SAE_ASSETS_BUDGET`` when set to ``cpu`` / ``gpu``; else the catalog entry's ``budget``; else
+``gpu`` on a CUDA device and ``cpu`` otherwise. The demo, the sensor's runs and automation therefore get the same
+budgets on the same machine, and the same catalog entry gets the full budgets on a GPU.
+"""
+
+from __future__ import annotations
+
+from typing import Any, TypeVar
+
+import dagster as dg
+import torch
+
+from sae_assets import settings
+from sae_assets.catalog import CatalogEntry
+
+PROFILES: dict[str, dict[str, dict[str, Any]]] = {
+    "cpu": {
+        # 65k tokens of 512-token documents; the packaged offline corpus is Wikipedia summaries (median ~100
+        # tokens), so the co-occurrence window is 64 tokens instead of SFAL's 256.
+        "activation_scan": {"max_tokens": 65_536, "window": 64, "context_size": 512, "batch_tokens": 4096},
+        # SmolLM2 labels ~1 feature/s on 2 cores: LLM labels for the first 32 features; every feature still gets
+        # its keyword label and detection score, so SFAL scores every explained feature.
+        "feature_labels": {"llm_max_features": 32},
+        # Prompt optimization runs the model dozens of times per step: 4 targets, briefly.
+        "optimized_prompts": {"max_features": 4, "max_steps": 30, "batch_size": 32, "top_k": 32,
+                              "continuous_steps": 50},
+    },
+    "gpu": {},  # the assets' defaults
+}
+"""Profile -> asset -> config values (fields of that asset's run config)."""
+
+C = TypeVar("C", bound=dg.Config)
+
+
+def budget_profile(entry: CatalogEntry, device: torch.device) -> str:
+    """The partition's profile: ``SAE_ASSETS_BUDGET``, else the catalog entry's, else by device type."""
+    return settings.budget() or entry.budget or ("gpu" if device.type == "cuda" else "cpu")
+
+
+def with_budget(context: dg.AssetExecutionContext, config: C, asset: str, entry: CatalogEntry,
+                device: torch.device) -> tuple[C, str]:
+    """``config`` with the profile's values for the fields the run config did not set, and the profile's name."""
+    profile = budget_profile(entry, device)
+    values = {k: v for k, v in PROFILES[profile].get(asset, {}).items() if k not in config.model_fields_set}
+    if values:
+        context.log.info("Budget profile %r for %s: %s (set any of them in the run config to override)",
+                         profile, asset, ", ".join(f"{k}={v}" for k, v in values.items()))
+    return config.model_copy(update=values), profile
