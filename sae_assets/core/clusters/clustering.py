@@ -24,6 +24,7 @@ import polars as pl
 
 from sae_assets.core.clusters.analysis import cluster_summary, select_representatives
 from sae_assets.core.common.progress import Report
+from sae_assets.core.common.umap_cache import load_umap
 from sae_assets.core.common.umap_progress import umap_tqdm_kwds
 
 log = logging.getLogger(__name__)
@@ -162,7 +163,7 @@ def reduce(vectors: np.ndarray, cfg: ClusterConfig, report: Report | None = None
         note = " + ".join([*steps, f"pca({k})"]) + f": umap skipped, {n} points <= n_neighbors + 1"
         log.info("cluster reduction: %s", note)
         return coords.astype(np.float32), note
-    import umap  # heavy (numba): imported only when used
+    umap = load_umap()  # heavy (numba): imported only when used; kernels cached on disk
 
     what = f"cluster UMAP of {n:,} points"
     reducer = umap.UMAP(n_neighbors=cfg.n_neighbors, min_dist=cfg.min_dist, n_components=k, metric=cfg.metric,

@@ -30,6 +30,7 @@ import polars as pl
 import torch
 
 from sae_assets.core.common.progress import Report
+from sae_assets.core.common.umap_cache import load_umap
 from sae_assets.core.common.umap_progress import umap_tqdm_kwds
 from sae_assets.core.feature_map.knn import exact_knn
 
@@ -112,7 +113,7 @@ def umap_3d(vectors: np.ndarray, knn_indices: np.ndarray, knn_sims: np.ndarray, 
             report: Report | None = None) -> np.ndarray:
     """``vectors [n, dim]`` and their exact k-NN -> ``[n, 3]`` float32 positions (UMAP, cosine, seeded); ``report``
     gets a line when it starts, then its epochs (done, rate, ETA) at most every 10 s."""
-    import umap  # heavy (numba): imported only when used
+    umap = load_umap()  # heavy (numba): imported only when used; kernels cached on disk
 
     idx, dist = umap_knn(np.asarray(knn_indices), np.asarray(knn_sims), cfg.n_neighbors)
     x = np.asarray(vectors, dtype=np.float32)

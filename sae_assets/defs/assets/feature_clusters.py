@@ -14,6 +14,7 @@ from sae_assets.core.common.list_columns import list_matrix
 from sae_assets.core.common.progress import heartbeat
 from sae_assets.defs.automation import cheap_refresh
 from sae_assets.defs.metadata import input_table_versions, md_text, png_markdown, table_metadata
+from sae_assets.defs.numba_cache import use_platform_numba_cache
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.defs.run_config import ConfigPair, core_config
 from sae_assets.resources.lake import LakeResource
@@ -81,6 +82,7 @@ def _summary_markdown(summary: pl.DataFrame, n: int = 20) -> str:
 def feature_clusters(context: dg.AssetExecutionContext, config: FeatureClustersConfig,
                      lake: LakeResource) -> dg.MaterializeResult:
     location = resolve_partition(context)
+    use_platform_numba_cache(lake)  # UMAP's kernels compiled once per machine, not per step process
     inputs = input_table_versions(context, lake)
     model, layer = location.model_key, location.layer
     table, column = VECTOR_TABLES[config.representation]

@@ -28,6 +28,7 @@ from sae_assets.core.labels.choice import shown_label
 from sae_assets.defs.automation import cheap_refresh
 from sae_assets.defs.inputs import partition_decoder
 from sae_assets.defs.metadata import input_table_versions, png_markdown, table_metadata, viewer_link
+from sae_assets.defs.numba_cache import use_platform_numba_cache
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.defs.run_config import ConfigPair, core_config
 from sae_assets.resources.device import DeviceResource
@@ -123,6 +124,7 @@ def _preview_png(coords: np.ndarray, density: np.ndarray, title: str) -> bytes:
 def feature_map(context: dg.AssetExecutionContext, config: FeatureMapRunConfig, lake: LakeResource,
                 device: DeviceResource) -> dg.MaterializeResult:
     location = resolve_partition(context)
+    use_platform_numba_cache(lake)  # UMAP's kernels compiled once per machine, not per step process
     inputs = input_table_versions(context, lake)
     model, layer = location.model_key, location.layer
     where = f"feature_map {model} layer {layer}"
