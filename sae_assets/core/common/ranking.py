@@ -5,9 +5,33 @@ from __future__ import annotations
 import torch
 
 
-def top_order(scores: torch.Tensor, k: int) -> torch.Tensor:
+def top_order(scores: torch.Tensor, k: int, slack: int | None = None) -> torch.Tensor:
     """``scores [b, n]`` -> ``[b, k]`` column indices of the k highest per row, by descending score with ties
-    broken by index ascending: the first k of a stable descending sort, without sorting all n."""
+    broken by index ascending: the first k of a stable descending sort, without sorting all n.
+
+    One ``topk(k + slack)`` (default slack: k/4, at least 64) gives each row's candidates; sorted by column and
+    then stably by value, their first k are the row's answer whenever the last candidate is below the k-th
+    value, i.e. every entry tied with the k-th value is a candidate. Rows with more ties than that at the
+    boundary (all-equal rows, e.g. a feature without an explanation) take :func:`_tied_top_order`.
+    """
+    b, n = scores.shape
+    extra = min(n - k, max(64, k // 4) if slack is None else slack)
+    if extra <= 0:
+        return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+    cols = scores.topk(k + extra, dim=1, sorted=False).indices.sort(dim=1).values  # candidates, by column
+    vals = scores.gather(1, cols)
+    vals, order = vals.sort(dim=1, descending=True, stable=True)  # ties stay by column
+    top = cols.gather(1, order[:, :k])
+    tied = vals[:, k - 1] == vals[:, -1]  # the k-th value may continue outside the candidates
+    if tied.any():
+        rows = tied.nonzero().flatten()
+        top[rows] = _tied_top_order(scores[rows], k)
+    return top
+
+
+def _tied_top_order(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """:func:`top_order` for rows whose k-th value ties with entries outside the top k: every entry above the
+    k-th value, then the lowest-index entries equal to it."""
     kth = scores.topk(k, dim=1, sorted=False).values.amin(dim=1, keepdim=True)  # [b, 1]
     above = scores > kth
     tied = scores == kth

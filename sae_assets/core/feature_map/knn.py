@@ -44,27 +44,9 @@ def unit_rows32(vectors: torch.Tensor) -> torch.Tensor:
 
 def ordered_top(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``scores [b, c]`` -> ``(values [b, k'], columns [b, k'])``, ``k' = min(k, c)``: the k' highest per row by
-    descending score, ties broken by column ascending.
-
-    One ``topk(k + 1)``: where the k-th and (k+1)-th values differ the set is unambiguous and only its order
-    is fixed (sort by column, then stable sort by value); rows tied across that boundary (rare outside
-    constructed data) take :func:`~sae_assets.core.common.ranking.top_order`'s exact path.
-    """
-    b, c = scores.shape
-    if c <= k:
-        cols = torch.arange(c, device=scores.device).expand(b, c)
-    else:
-        vals, cols = scores.topk(k + 1, dim=1, sorted=False)  # sorting inside topk is slow on short rows
-        vals, by_value = vals.sort(dim=1, descending=True)
-        cols = cols.gather(1, by_value)
-        tied = vals[:, k - 1] == vals[:, k]
-        cols = cols[:, :k].sort(dim=1).values
-        if tied.any():
-            rows = tied.nonzero().flatten()
-            cols[rows] = top_order(scores[rows], k).sort(dim=1).values
-    vals = scores.gather(1, cols)
-    order = vals.sort(dim=1, descending=True, stable=True).indices
-    return vals.gather(1, order), cols.gather(1, order)
+    descending score, ties broken by column ascending (:func:`~sae_assets.core.common.ranking.top_order`)."""
+    cols = top_order(scores, min(k, scores.shape[1]))
+    return scores.gather(1, cols), cols
 
 
 def _merge(best: tuple[torch.Tensor, torch.Tensor], new: tuple[torch.Tensor, torch.Tensor],

@@ -15,3 +15,16 @@ def test_top_order_is_the_head_of_a_stable_sort() -> None:
     full = torch.sort(scores, dim=1, descending=True, stable=True).indices
     for k in (1, 7, 39, 40):
         assert torch.equal(top_order(scores, k), full[:, :k])
+
+
+def test_top_order_on_long_rows_with_ties_at_the_boundary() -> None:
+    rng = np.random.default_rng(5)
+    scores = torch.from_numpy(rng.integers(0, 30, (64, 3000)).astype(np.float64))  # ties everywhere
+    scores[3] = 0.0  # all tied (a feature without an explanation)
+    scores[4, :50] = torch.arange(50, dtype=torch.float64) + 100  # a clean top 50, ties below it
+    scores[5, -1] = -torch.inf
+    full = torch.sort(scores, dim=1, descending=True, stable=True).indices
+    for k in (1, 50, 1023, 2999, 3000):
+        assert torch.equal(top_order(scores, k), full[:, :k]), k
+    distinct = torch.from_numpy(rng.standard_normal((8, 3000)))  # no ties: the fast path only
+    assert torch.equal(top_order(distinct, 1023), torch.sort(distinct, dim=1, descending=True).indices[:, :1023])
