@@ -44,8 +44,9 @@ def unit_rows32(vectors: torch.Tensor) -> torch.Tensor:
 
 def ordered_top(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
     """``scores [b, c]`` -> ``(values [b, k'], columns [b, k'])``, ``k' = min(k, c)``: the k' highest per row by
-    descending score, ties broken by column ascending (:func:`~sae_assets.core.common.ranking.top_order`)."""
-    cols = top_order(scores, min(k, scores.shape[1]))
+    descending score, ties broken by column ascending (:func:`~sae_assets.core.common.ranking.top_order`; cosines
+    of decoder rows rarely tie, so one candidate beyond the k is slack enough)."""
+    cols = top_order(scores, min(k, scores.shape[1]), slack=1)
     return scores.gather(1, cols), cols
 
 

@@ -44,6 +44,8 @@ class FeatureMapRunConfig(dg.Config):
     metric: Literal["cosine"] = Field(default=FeatureMapConfig.metric,
                                       description="Similarity of decoder vectors (cosine only).")
     seed: int = Field(default=FeatureMapConfig.seed, description="UMAP random_state.")
+    n_epochs: int | None = Field(default=FeatureMapConfig.n_epochs,
+                                 description="UMAP layout epochs (None: umap-learn's default, 200 or 500).")
     init: Literal["pca", "spectral", "random"] = Field(
         default=FeatureMapConfig.init,
         description="UMAP initial layout (spectral: umap-learn's default, slower at 16k features).")
