@@ -22,6 +22,9 @@ from sae_assets.catalog import CatalogEntry
 
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {
+        # Fewer steps at a higher rate: 49k activations x 4 epochs at lr 2e-3 reach the explained variance of
+        # 65k x 6 at 1e-3 (the demo's layer 6: 0.881 vs 0.883) in 40 s instead of 67 s on 2 cores.
+        "trained_sae": {"training_tokens": 49_152, "epochs": 4.0, "lr": 2e-3},
         # 65k tokens of 512-token documents; the packaged offline corpus is Wikipedia summaries (median ~100
         # tokens), so the co-occurrence window is 64 tokens instead of SFAL's 256.
         "activation_scan": {"max_tokens": 65_536, "window": 64, "context_size": 512, "batch_tokens": 4096},

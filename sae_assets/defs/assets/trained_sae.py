@@ -11,6 +11,7 @@ from sae_assets.core.common.plots import histogram_png
 from sae_assets.core.sae.metrics import evaluate_sae
 from sae_assets.core.sae.token_contexts import pack_contexts
 from sae_assets.core.sae.training import SaeTrainingConfig, collect_activations, train_sae
+from sae_assets.defs.budgets import with_budget
 from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
 from sae_assets.defs.metadata import input_table_versions, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
@@ -79,6 +80,7 @@ def trained_sae(
             f"{location.describe()}. Materialize sae_decoder (and what follows) directly."
         )
     spec = entry.sae.train
+    config, budget = with_budget(context, config, "trained_sae", entry, device.torch_device())
     n_contexts = -(-(config.training_tokens + config.eval_tokens) // (config.context_size - 1))
     try:
         documents = corpus.load()
@@ -120,7 +122,7 @@ def trained_sae(
     density = metrics.feature_density.numpy()
     return dg.MaterializeResult(
         metadata={
-            **table_metadata(written, inputs),
+            **table_metadata(written, inputs), "budget_profile": budget,
             "sae_path": dg.MetadataValue.path(str(path)),
             **{name: dg.MetadataValue.float(float(v)) for name, v in metrics.as_dict().items()
                if name != "n_tokens"},
