@@ -25,14 +25,13 @@ def top_order(scores: torch.Tensor, k: int, slack: int | None = None) -> torch.T
     tied = vals[:, k - 1] == vals[:, -1]  # the k-th value may continue outside the candidates
     if tied.any():
         rows = tied.nonzero().flatten()
-        top[rows] = _tied_top_order(scores[rows], k)
+        top[rows] = _tied_top_order(scores[rows], k, vals[rows, k - 1 : k])
     return top
 
 
-def _tied_top_order(scores: torch.Tensor, k: int) -> torch.Tensor:
-    """:func:`top_order` for rows whose k-th value ties with entries outside the top k: every entry above the
-    k-th value, then the lowest-index entries equal to it."""
-    kth = scores.topk(k, dim=1, sorted=False).values.amin(dim=1, keepdim=True)  # [b, 1]
+def _tied_top_order(scores: torch.Tensor, k: int, kth: torch.Tensor) -> torch.Tensor:
+    """:func:`top_order` for rows whose k-th value ``kth [b, 1]`` ties with entries outside the top k: every
+    entry above it, then the lowest-index entries equal to it."""
     above = scores > kth
     tied = scores == kth
     room = k - above.sum(dim=1, keepdim=True)  # how many tied entries still fit, lowest index first
