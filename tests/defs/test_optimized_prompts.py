@@ -47,6 +47,11 @@ def test_targets_from_clusters_get_optimized_prompts(test_catalog: Path, lake_ro
         assert prompts["cross_entropy"].is_finite().all() and (prompts["text"].str.len_chars() > 0).all()
         meta = result.asset_materializations_for_node("optimized_prompts")[0].metadata
         assert set(meta["by_method"].value) == {"discrete", "continuous"}
+        top = pl.read_delta(f"{lake_root}/activation_examples").filter(
+            (pl.col("kind") == "top") & (pl.col("rank") == 0) & pl.col("feature").is_in(targets.head(2).to_list()))
+        long_enough = top.filter(pl.col("token_position") - pl.col("window_start") - 3
+                                 >= (pl.col("window_start") == 0).cast(pl.Int64))
+        assert meta["started_from_top_example"].value == long_enough.height > 0  # the rest start at random
         assert "data:image/png;base64" in meta["heatmaps"].value and "data:image/png" in meta["trajectories"].value
 
         labels = materialize(instance, lake_root, MODEL, 1, assets=(feature_labels,), labels={

@@ -18,7 +18,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import Any
 
 import torch
@@ -90,13 +90,19 @@ def optimize_discrete(model: LanguageModel, hook_name: str, sae: Any, feature: i
 
 def optimize_features(model: LanguageModel, hook_name: str, sae: Any, features: Sequence[int], cfg: PromptOptConfig,
                       *, methods: Sequence[str] = ("discrete",), allowed_tokens: torch.Tensor | None = None,
+                      init_prompts: Mapping[int, Sequence[int]] | None = None,
                       report: Report | None = None) -> list[OptimizedPrompt]:
-    """One :class:`OptimizedPrompt` per feature and method (``discrete``, ``continuous``), feature-major."""
+    """One :class:`OptimizedPrompt` per feature and method (``discrete``, ``continuous``), feature-major;
+    ``init_prompts``: feature -> where its discrete search starts (e.g. :func:`~sae_assets.core.prompts.seeds.
+    example_prompt`; default and missing features: random tokens)."""
     for feature in features:
         check_feature(sae, feature)
     run = {"discrete": optimize_discrete, "continuous": optimize_continuous}
     unknown = [m for m in methods if m not in run]
     if unknown:
         raise ValueError(f"Unknown prompt optimization method(s) {unknown}: use 'discrete' or 'continuous'.")
-    return [run[m](model, hook_name, sae, f, cfg, allowed_tokens=allowed_tokens, report=report)
+    init = init_prompts or {}
+    return [optimize_discrete(model, hook_name, sae, f, cfg, allowed_tokens=allowed_tokens,
+                              init_tokens=init.get(f), report=report) if m == "discrete"
+            else run[m](model, hook_name, sae, f, cfg, allowed_tokens=allowed_tokens, report=report)
             for f in features for m in methods]

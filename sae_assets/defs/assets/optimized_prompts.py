@@ -13,6 +13,7 @@ from sae_assets.core.common.plots import lines_png
 from sae_assets.core.common.progress import heartbeat
 from sae_assets.core.common.token_heatmap import token_heatmap_png
 from sae_assets.core.prompts.optimize import OptimizedPrompt, PromptOptConfig, optimize_features
+from sae_assets.core.prompts.seeds import example_prompt
 from sae_assets.defs.assets.feature_clusters import feature_clusters
 from sae_assets.defs.automation import on_new_inputs
 from sae_assets.defs.budgets import with_budget
@@ -38,6 +39,10 @@ class OptimizedPromptsConfig(dg.Config):
     feature_indices: list[int] | None = Field(default=None, description="Targets (default: feature_clusters' "
                                               "selected features).")
     max_features: int | None = Field(default=None, description="Optimize at most this many targets.")
+    init: Literal["top_example", "random"] = Field(
+        default="top_example", description="Where the discrete search starts: top_example: the prompt-length "
+        "tokens of the feature's top dataset example ending at its peak (random tokens where the example has "
+        "fewer); random: random tokens.")
     methods: list[str] = Field(
         default=["discrete", "continuous"], description="discrete: GCG/EPO token swaps; continuous: the seed's "
         "embedding optimization projected to the nearest tokens.")
@@ -73,6 +78,7 @@ PROMPT_CONFIG = ConfigPair(
     OptimizedPromptsConfig, PromptOptConfig,
     asset_only={"feature_indices": "target selection (default: feature_clusters' table)",
                 "max_features": "target selection", "methods": "an argument of optimize_features",
+                "init": "the asset reads the starting prompts from activation_examples",
                 "dtype": "loading the language model", "heatmaps": "materialization metadata"},
     core_only={"min_improvement": "a numerical tolerance of the early stop, not a run budget",
                "report_every_s": "progress cadence; the asset's heartbeat keeps its log within 10 s"},
@@ -90,6 +96,21 @@ def _targets(config: OptimizedPromptsConfig, lake: LakeResource, model: str, lay
     if not targets:
         raise dg.Failure(f"No target features for {model} layer {layer}: feature_clusters selected none.")
     return targets[: config.max_features] if config.max_features is not None else targets
+
+
+def _top_example_prompts(lake: LakeResource, model: str, layer: int, targets: list[int],
+                         length: int) -> dict[int, list[int]]:
+    """Target -> the ``length`` tokens of its top example ending at the peak (targets whose example is too short
+    near the document's start are left out: they start from random tokens)."""
+    rows = (lake.scan_partition("activation_examples", model, layer)
+            .filter((pl.col("kind") == "top") & (pl.col("rank") == 0) & pl.col("feature").is_in(targets))
+            .select("feature", "token_ids", "token_position", "window_start").collect())
+    out = {}
+    for feature, ids, position, window_start in rows.iter_rows():
+        prompt = example_prompt(ids, position - window_start, length, first=1 if window_start == 0 else 0)
+        if prompt is not None:
+            out[feature] = prompt
+    return out
 
 
 def _frame(results: list[OptimizedPrompt], dataset_max: dict[int, float],
@@ -145,6 +166,7 @@ def optimized_prompts(context: dg.AssetExecutionContext, config: OptimizedPrompt
     if lake.missing_tables("feature_stats", "activation_examples"):
         raise dg.Failure("Missing feature_stats/activation_examples: materialize activation_scan first.")
     targets = _targets(config, lake, model, layer)
+    init = _top_example_prompts(lake, model, layer, targets, config.length) if config.init == "top_example" else {}
     try:
         cfg = config.prompt_config()
         loaded = sae_source.load(location)
@@ -154,7 +176,7 @@ def optimized_prompts(context: dg.AssetExecutionContext, config: OptimizedPrompt
         # One step at 32k latents can take seconds: the heartbeat keeps the log within 10 s between reports.
         with heartbeat(context.log.info, f"optimized_prompts {model} layer {layer}") as report:
             results = optimize_features(lm, location.hook_name, loaded.sae, targets, cfg, methods=config.methods,
-                                        report=report)
+                                        init_prompts=init, report=report)
     except (SaeLoadError, ValueError) as err:
         raise dg.Failure(f"optimized_prompts {model} layer {layer}: {err}") from err
     seconds = time.perf_counter() - start
@@ -180,7 +202,7 @@ def optimized_prompts(context: dg.AssetExecutionContext, config: OptimizedPrompt
     curves = {f"{r['feature']} {r['method']}": (np.arange(len(r["trajectory"])), np.array(r["trajectory"]))
               for r in frame.head(12).iter_rows(named=True)}
     return dg.MaterializeResult(metadata={
-        "budget_profile": budget,
+        "budget_profile": budget, "started_from_top_example": len(init),
         **table_metadata(written, inputs), "targets": len(targets), "seconds": round(seconds, 1),
         "by_method": dg.MetadataValue.json(by_method),
         **{f"reached_dataset_max[{m}]": v["reached_dataset_max"] for m, v in by_method.items()},

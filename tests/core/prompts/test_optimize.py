@@ -11,6 +11,7 @@ import torch
 from sae_assets.core.prompts.continuous import optimize_continuous
 from sae_assets.core.prompts.objective import FeatureObjective
 from sae_assets.core.prompts.optimize import PromptOptConfig, optimize_discrete, optimize_features
+from sae_assets.core.prompts.seeds import example_prompt
 from tests.builders import build_tiny_lm, build_topk_sae
 
 HOOK = "blocks.1.hook_resid_post"
@@ -204,3 +205,20 @@ def test_smollm2_bridge(smollm2) -> None:
             expected = sae.encode(smollm2.hook_activations(tokens, hook))[0, -1, feature]
         assert result.activation == pytest.approx(float(expected), rel=1e-4, abs=1e-4)
     assert discrete.activation > discrete.trajectory[0]
+
+
+def test_discrete_search_starts_from_the_given_prompt(lm, sae) -> None:
+    cfg = PromptOptConfig(length=3, max_steps=0, continuous_steps=0)
+    results = optimize_features(lm, HOOK, sae, [2, 5], cfg, methods=("discrete", "continuous"),
+                                init_prompts={2: [7, 8, 9]})
+    assert results[0].token_ids == [7, 8, 9]  # no step taken: the start is the answer
+    assert results[2].token_ids != [7, 8, 9] and len(results[2].token_ids) == 3  # feature 5: random start
+
+
+def test_example_prompt_ends_at_the_peak() -> None:
+    ids = [0, 11, 12, 13, 14, 15]  # a window starting with the document's BOS
+    assert example_prompt(ids, peak=4, length=3, first=1) == [12, 13, 14]
+    assert example_prompt(ids, peak=4, length=4, first=1) == [11, 12, 13, 14]
+    assert example_prompt(ids, peak=4, length=5, first=1) is None  # would include BOS
+    assert example_prompt(ids, peak=4, length=5) == [0, 11, 12, 13, 14]  # a window inside the document
+    assert example_prompt(ids, peak=6, length=2) is None
