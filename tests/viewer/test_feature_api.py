@@ -14,16 +14,9 @@ from starlette.testclient import TestClient
 from sae_assets.viewer import __main__ as cli
 from sae_assets.viewer.feature_data import SECTIONS
 from sae_assets.viewer.server import SECURITY_HEADERS, build_app, serve_in_thread
-from tests.viewer.test_feature_data import LAYER, MODEL, SCRIPT, N, write_lake
+from tests.viewer.test_feature_data import LAYER, MODEL, SCRIPT, N
 
 JSON = "application/json"
-
-
-@pytest.fixture(scope="module")
-def lake_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = str(tmp_path_factory.mktemp("api_lake") / "lake")
-    write_lake(root)
-    return root
 
 
 @pytest.fixture

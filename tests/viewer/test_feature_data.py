@@ -142,13 +142,6 @@ def write_lake(root: str) -> LakeResource:
     return lake
 
 
-@pytest.fixture(scope="module")
-def lake_dir(tmp_path_factory: pytest.TempPathFactory) -> str:
-    root = str(tmp_path_factory.mktemp("feature_lake") / "lake")
-    write_lake(root)
-    return root
-
-
 @pytest.fixture
 def reader(lake_dir: str) -> FeatureReader:
     return FeatureReader(lake_dir)

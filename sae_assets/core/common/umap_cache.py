@@ -18,7 +18,6 @@ from types import ModuleType
 
 log = logging.getLogger(__name__)
 _LOCK = threading.Lock()
-_CACHED: set[int] = set()
 
 
 def use_cache_dir(path: str | Path) -> None:
@@ -46,11 +45,10 @@ def load_umap() -> ModuleType:
     with _LOCK:
         for module in (umap.umap_, umap.layouts, umap.distances, umap.utils, umap.spectral):
             for kernel in vars(module).values():
-                if isinstance(kernel, CPUDispatcher) and id(kernel) not in _CACHED:
-                    _CACHED.add(id(kernel))
-                    if isinstance(getattr(kernel, "_cache", None), NullCache):
-                        try:
-                            kernel.enable_caching()
-                        except RuntimeError as err:  # e.g. no writable cache location at all
-                            log.info("numba cache not enabled for %s: %s", kernel.py_func.__qualname__, err)
+                # A kernel whose cache is on no longer has a NullCache: each is enabled once per process.
+                if isinstance(kernel, CPUDispatcher) and isinstance(getattr(kernel, "_cache", None), NullCache):
+                    try:
+                        kernel.enable_caching()
+                    except RuntimeError as err:  # e.g. no writable cache location at all
+                        log.info("numba cache not enabled for %s: %s", kernel.py_func.__qualname__, err)
     return umap

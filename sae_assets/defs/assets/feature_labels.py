@@ -12,6 +12,7 @@ from pydantic import Field
 
 from sae_assets.core.common.progress import heartbeat
 from sae_assets.core.labels.blocks import AllLabelCallsFailed, LabelSettings, label_in_blocks
+from sae_assets.core.labels.choice import PRECEDENCE
 from sae_assets.core.labels.evidence import EVIDENCE_COLUMNS, FeatureEvidence, read_selection
 from sae_assets.core.labels.labelling import background_counts_series
 from sae_assets.defs.assets.neuronpedia_explanations import neuronpedia_explanations
@@ -33,7 +34,6 @@ LABEL_SCHEMA = {
     "score_llm_detection": pl.Float64, "n_examples": pl.Int32, "labeller_model": pl.String,
     "selection_score": pl.Float64, "error": pl.String,
 }
-SOURCES = ("llm", "keywords", "explanation")
 
 
 class FeatureLabelsConfig(dg.Config):
@@ -106,7 +106,7 @@ def _preview(frame: pl.DataFrame, n: int = 15) -> str:
 def _source_metadata(frame: pl.DataFrame) -> dict[str, float | int]:
     """How often each candidate source won, and each source's mean score over the features it has a score for."""
     out: dict[str, float | int] = {}
-    for source in SOURCES:
+    for source in PRECEDENCE:
         out[f"wins_{source}"] = int((frame["label_source"] == source).sum())
         mean = frame[f"score_{source}"].drop_nulls().drop_nans().mean()
         out[f"mean_score_{source}"] = float("nan") if mean is None else float(mean)  # type: ignore[arg-type]

@@ -64,22 +64,14 @@ class FeatureMapRunConfig(dg.Config):
 FEATURE_MAP_CONFIG = ConfigPair(FeatureMapRunConfig, FeatureMapConfig)
 
 
-def _columns_by_feature(lake: LakeResource, model: str, layer: int, table: str, columns: list[str],
-                        keep: pl.Expr | None = None) -> list[dict]:
-    """Per column, feature -> its value in the partition's rows of ``table`` (those matching ``keep``), from one
-    read; {} for each without the table."""
-    if lake.missing_tables(table):
-        return [{} for _ in columns]
-    lazy = lake.scan_partition(table, model, layer)
-    frame = (lazy if keep is None else lazy.filter(keep)).select("feature", *columns).collect()
-    features = frame["feature"].to_list()
-    return [dict(zip(features, frame[c].to_list(), strict=True)) for c in columns]
-
-
 def _by_feature(lake: LakeResource, model: str, layer: int, table: str, column: str,
                 keep: pl.Expr | None = None) -> dict:
     """Feature -> ``column`` of the partition's rows of ``table`` (those matching ``keep``); {} without the table."""
-    return _columns_by_feature(lake, model, layer, table, [column], keep)[0]
+    if lake.missing_tables(table):
+        return {}
+    lazy = lake.scan_partition(table, model, layer)
+    frame = (lazy if keep is None else lazy.filter(keep)).select("feature", column).collect()
+    return dict(zip(frame["feature"].to_list(), frame[column].to_list(), strict=True))
 
 
 def _labels(lake: LakeResource, model: str, layer: int) -> dict[int, str]:
