@@ -30,6 +30,7 @@ NEURONPEDIA_API_KEY = "NEURONPEDIA_API_KEY"
 HF_TOKEN = "HF_TOKEN"
 AUTOMATION = "SAE_ASSETS_AUTOMATION"
 EXPLANATIONS_CRON = "SAE_ASSETS_EXPLANATIONS_CRON"
+LAKE_MAINTENANCE_CRON = "SAE_ASSETS_LAKE_MAINTENANCE_CRON"
 MIN_EXPLAINED_VARIANCE = "SAE_ASSETS_MIN_EXPLAINED_VARIANCE"
 EXECUTOR = "SAE_ASSETS_EXECUTOR"
 MAX_CONCURRENT = "SAE_ASSETS_MAX_CONCURRENT"
@@ -46,6 +47,7 @@ DEFAULT_DTYPE = "auto"
 DEFAULT_LABELLER_MODEL = "gpt-4o-mini"
 DEFAULT_AUTOMATION = "running"
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00 UTC
+DEFAULT_LAKE_MAINTENANCE_CRON = "0 4 * * 0"  # Sundays 04:00 UTC
 DEFAULT_MIN_EXPLAINED_VARIANCE = 0.5
 DEFAULT_VIEWER_URL = "http://127.0.0.1:8050"  # python -m sae_assets.viewer's default address
 BUDGET_PROFILES = ("cpu", "gpu")
@@ -87,6 +89,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(AUTOMATION, f"`{DEFAULT_AUTOMATION}`",
             "`stopped`: sensors and schedules start stopped (turn them on in the UI)"),
     Setting(EXPLANATIONS_CRON, f"`{DEFAULT_CRON}`", "when the weekly explanations refresh runs (cron, UTC)"),
+    Setting(LAKE_MAINTENANCE_CRON, f"`{DEFAULT_LAKE_MAINTENANCE_CRON}`",
+            "when the weekly `lake_maintenance` job (compact, vacuum, checkpoint the Delta tables) runs (cron, UTC)"),
     Setting(BUDGET, "`auto`", "run budgets: `cpu` (small: 2 cores) or `gpu` (the assets' full defaults); `auto`: the "
             "catalog entry's `budget`, else `gpu` on a CUDA device and `cpu` otherwise. Run config overrides"),
     Setting(MIN_EXPLAINED_VARIANCE, f"`{DEFAULT_MIN_EXPLAINED_VARIANCE}`",
@@ -162,6 +166,10 @@ def budget() -> str | None:
 
 def explanations_cron() -> str:
     return get(EXPLANATIONS_CRON, DEFAULT_CRON)
+
+
+def lake_maintenance_cron() -> str:
+    return get(LAKE_MAINTENANCE_CRON, DEFAULT_LAKE_MAINTENANCE_CRON)
 
 
 def min_explained_variance() -> float:

@@ -1,4 +1,7 @@
-"""An OpenAI-compatible chat endpoint on 127.0.0.1 for tests, with scripted HTTP statuses."""
+"""An OpenAI-compatible chat endpoint on 127.0.0.1 for tests, with scripted HTTP statuses.
+
+Error bodies echo the Authorization header received (as careless servers do); ``redirect_to`` makes every
+request answer 307 to that base URL plus the same path."""
 
 from __future__ import annotations
 
@@ -8,10 +11,12 @@ from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
 
 class ChatServer:
-    """An OpenAI-compatible chat endpoint on 127.0.0.1 with scripted status codes."""
+    """An OpenAI-compatible chat endpoint on 127.0.0.1 with scripted status codes; ``requests`` holds
+    (path, Authorization header or None, JSON body) per request received."""
 
-    def __init__(self, script: list[int]) -> None:
-        self.script, self.requests = list(script), []
+    def __init__(self, script: list[int], redirect_to: str | None = None) -> None:
+        self.script, self.redirect_to = list(script), redirect_to
+        self.requests: list[tuple[str, str | None, dict]] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -20,7 +25,14 @@ class ChatServer:
 
             def do_POST(self):  # noqa: N802
                 body = json.loads(self.rfile.read(int(self.headers["Content-Length"])))
-                outer.requests.append((self.path, self.headers.get("Authorization"), body))
+                auth = self.headers.get("Authorization")
+                outer.requests.append((self.path, auth, body))
+                if outer.redirect_to:
+                    self.send_response(307)
+                    self.send_header("Location", outer.redirect_to.removesuffix("/v1") + self.path)
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return
                 status = outer.script.pop(0) if outer.script else 200
                 if status == 200:
                     question = body["messages"][-1]["content"]
@@ -29,7 +41,7 @@ class ChatServer:
                 elif status == 299:  # 200 with a body that is not a chat completion
                     status, payload = 200, {"unexpected": True}
                 else:
-                    payload = {"error": "scripted"}
+                    payload = {"error": f"scripted; you sent Authorization {auth}"}
                 data = json.dumps(payload).encode()
                 self.send_response(status)
                 self.send_header("Content-Type", "application/json")

@@ -1,4 +1,7 @@
-"""A Neuronpedia-shaped server on 127.0.0.1: S3 ListObjectsV2 (paged), gzipped JSONL batches, the API."""
+"""A Neuronpedia-shaped server on 127.0.0.1: S3 ListObjectsV2 (paged), gzipped JSONL batches, the API.
+
+It records the path and headers of every request (``received``), can answer chosen paths with a 302
+to another URL (``redirects``), and echoes a wrong x-api-key in its 401 body, as careless servers do."""
 
 from __future__ import annotations
 
@@ -14,15 +17,18 @@ NS = "http://s3.amazonaws.com/doc/2006-03-01/"
 
 class NeuronpediaServer:
     def __init__(self, batches: dict[str, list[dict] | bytes], page_size: int = 2, api_key: str | None = None,
-                 faults: dict[str, list[int]] | None = None, features: dict[str, dict] | None = None) -> None:
+                 faults: dict[str, list[int]] | None = None, features: dict[str, dict] | None = None,
+                 redirects: dict[str, str] | None = None) -> None:
         """``batches``: key -> records (gzipped here) or raw bytes; ``faults``: path -> statuses to answer
-        before the real one (e.g. [429] then success); status 0 stalls for 1 s first (a timeout)."""
+        before the real one (e.g. [429] then success); status 0 stalls for 1 s first (a timeout);
+        ``redirects``: path -> URL answered with a 302 to it."""
         self.files = {k: v if isinstance(v, bytes) else gzip.compress(
             "\n".join(json.dumps(r) for r in v).encode()) for k, v in batches.items()}
         self.page_size, self.api_key = page_size, api_key
         self.faults = {k: list(v) for k, v in (faults or {}).items()}
-        self.features = features or {}
+        self.features, self.redirects = features or {}, redirects or {}
         self.hits: list[str] = []
+        self.received: list[tuple[str, dict[str, str]]] = []
         outer = self
 
         class Handler(BaseHTTPRequestHandler):
@@ -39,6 +45,13 @@ class NeuronpediaServer:
             def do_GET(self):  # noqa: N802
                 url = urlparse(self.path)
                 outer.hits.append(url.path)
+                outer.received.append((url.path, {k.lower(): v for k, v in self.headers.items()}))
+                if url.path in outer.redirects:
+                    self.send_response(302)
+                    self.send_header("Location", outer.redirects[url.path])
+                    self.send_header("Content-Length", "0")
+                    self.end_headers()
+                    return None
                 fault = outer.faults.get(url.path)
                 if fault:
                     status = fault.pop(0)
@@ -49,8 +62,9 @@ class NeuronpediaServer:
                 if url.path == "/":
                     return self._list(parse_qs(url.query))
                 if url.path.startswith("/api/feature/"):
-                    if outer.api_key and self.headers.get("x-api-key") != outer.api_key:
-                        return self._send(401, b"unauthorized")
+                    sent = self.headers.get("x-api-key")
+                    if outer.api_key and sent != outer.api_key:
+                        return self._send(401, f"unauthorized: wrong key {sent}".encode())
                     key = url.path.removeprefix("/api/feature/")
                     if key not in outer.features:
                         return self._send(404, b"not found")

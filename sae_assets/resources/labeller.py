@@ -2,7 +2,8 @@
 
 Both backends take batches of chat conversations and return one reply (or one error) per conversation;
 the caller owns prompts and parsing. Failed calls are retried with backoff; what still fails is
-returned as an error for that item, never as text.
+returned as an error for that item, never as text. The endpoint's bearer token goes only to the
+endpoint's origin (not along redirects to another) and never into an error.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ from pydantic import Field
 
 from sae_assets.catalog import LanguageModelSpec
 from sae_assets.resources.device import DeviceResource
+from sae_assets.resources.http_credentials import OriginScopedSession
 from sae_assets.resources.language_model import ModelLoadError, load_hf_model
 
 log = logging.getLogger(__name__)
@@ -76,18 +78,23 @@ class LocalChat:
 
 
 class OpenAIChat:
-    """``POST {base_url}/chat/completions`` on any OpenAI-compatible server, one session, retries."""
+    """``POST {base_url}/chat/completions`` on any OpenAI-compatible server, one session, retries.
+
+    The session sends ``Authorization: Bearer <api_key>`` to the endpoint's origin only."""
 
     def __init__(self, base_url: str, model: str, api_key: str | None, timeout_s: float, retries: int,
                  backoff_s: float, concurrency: int = 4) -> None:
+        self.session = OriginScopedSession(base_url, "Authorization", api_key, prefix="Bearer ")
         self.url = base_url.rstrip("/") + "/chat/completions"
+        self.safe_url = self.session.redact(self.url)
         self.name, self.timeout_s, self.retries, self.backoff_s = model, timeout_s, retries, backoff_s
         self.concurrency = max(1, concurrency)
-        self.session = requests.Session()
-        if api_key:
-            self.session.headers["Authorization"] = f"Bearer {api_key}"
 
     def _one(self, messages: Messages, max_tokens: int) -> Reply:
+        reply = self._attempts(messages, max_tokens)
+        return reply if reply.error is None else Reply(None, self.session.redact(reply.error))
+
+    def _attempts(self, messages: Messages, max_tokens: int) -> Reply:
         error = "no attempt"
         for attempt in range(self.retries + 1):
             if attempt:
@@ -99,14 +106,14 @@ class OpenAIChat:
                 error = f"{type(err).__name__}: {err}"
                 continue
             if resp.status_code in RETRY_STATUS:
-                error = f"HTTP {resp.status_code} from {self.url}"
+                error = f"HTTP {resp.status_code} from {self.safe_url}"
                 continue
             if resp.status_code != 200:
-                return Reply(None, f"HTTP {resp.status_code} from {self.url}: {resp.text[:200]}")
+                return Reply(None, f"HTTP {resp.status_code} from {self.safe_url}: {resp.text[:200]}")
             try:
                 return Reply(text=resp.json()["choices"][0]["message"]["content"])
             except (ValueError, KeyError, IndexError, TypeError) as err:
-                return Reply(None, f"malformed reply from {self.url}: {type(err).__name__}: {resp.text[:200]}")
+                return Reply(None, f"malformed reply from {self.safe_url}: {type(err).__name__}: {resp.text[:200]}")
         return Reply(None, f"{error} (after {self.retries + 1} attempts)")
 
     def chat(self, conversations: list[Messages], max_tokens: int) -> list[Reply]:
@@ -125,7 +132,8 @@ class LabellerResource(dg.ConfigurableResource):
     model: str = Field(default=DEFAULT_LOCAL.hub_id,
                        description="local: the packaged SmolLM2 or a HF id/path; openai: the served model name")
     base_url: str | None = Field(default=None, description="openai: e.g. http://127.0.0.1:8000/v1")
-    api_key: str | None = Field(default=None, description="openai: bearer token (use EnvVar)")
+    api_key: str | None = Field(default=None, repr=False,
+                                description="openai: bearer token, sent to base_url's origin only (use EnvVar)")
     max_new_tokens: int = 24
     batch_size: int = 8
     retries: int = 2

@@ -2,9 +2,11 @@
 
 Exports live at ``{s3_url}/v1/{modelId}/{sourceId}/explanations/batch-{n}.jsonl.gz``; the prefix is
 listed with S3's ListObjectsV2 (``?list-type=2&prefix=...``, paged by continuation token). One HTTP
-session serves every request, with timeouts and retries with exponential backoff on 429, 5xx and
-connection errors. Batches are streamed and gunzipped line by line; a truncated or corrupt batch raises
-:class:`NeuronpediaError`, so a caller that collects everything before writing writes nothing partial.
+session serves the exports and another the API, with timeouts and retries with exponential backoff on
+429, 5xx and connection errors. The API key goes only to the API's origin: never to S3, never along a
+redirect to another origin, and never into a log line or an error message. Batches are streamed and
+gunzipped line by line; a truncated or corrupt batch raises :class:`NeuronpediaError`, so a caller that
+collects everything before writing writes nothing partial.
 """
 
 from __future__ import annotations
@@ -24,6 +26,8 @@ import dagster as dg
 import requests
 from pydantic import Field
 
+from sae_assets.resources.http_credentials import OriginScopedSession
+
 log = logging.getLogger(__name__)
 
 DEFAULT_S3_URL = "https://neuronpedia-datasets.s3.us-east-1.amazonaws.com"
@@ -38,34 +42,38 @@ class NeuronpediaError(RuntimeError):
 
 
 class NeuronpediaClient:
+    """Holds the export session (no credential) and the API session (``x-api-key`` for the API's origin only)."""
+
     def __init__(self, s3_url: str, api_url: str, api_key: str | None, timeout_s: float, retries: int,
                  backoff_s: float) -> None:
         self.s3_url, self.api_url = s3_url.rstrip("/"), api_url.rstrip("/")
         self.timeout_s, self.retries, self.backoff_s = timeout_s, retries, backoff_s
-        self.session = requests.Session()
-        if api_key:
-            self.session.headers["x-api-key"] = api_key
+        self.s3 = OriginScopedSession(self.s3_url)
+        self.api = OriginScopedSession(self.api_url, "x-api-key", api_key)
 
-    def _get(self, url: str, params: dict[str, str] | None = None, stream: bool = False) -> requests.Response:
-        error = ""
+    def _get(self, session: OriginScopedSession, url: str, params: dict[str, str] | None = None,
+             stream: bool = False) -> requests.Response:
+        error, safe_url = "", self.api.redact(url)
         for attempt in range(self.retries + 1):
             if attempt:
                 time.sleep(self.backoff_s * 2 ** (attempt - 1))
             try:
-                resp = self.session.get(url, params=params, timeout=self.timeout_s, stream=stream)
+                resp = session.get(url, params=params, timeout=self.timeout_s, stream=stream)
             except requests.RequestException as err:
-                error = f"{type(err).__name__}: {err}"
-                log.info("GET %s failed (%s); attempt %d of %d", url, error, attempt + 1, self.retries + 1)
+                error = self.api.redact(f"{type(err).__name__}: {err}")
+                log.info("GET %s failed (%s); attempt %d of %d", safe_url, error, attempt + 1, self.retries + 1)
                 continue
             if resp.status_code in RETRY_STATUS:
                 error = f"HTTP {resp.status_code}"
                 resp.close()
-                log.info("GET %s answered %s; attempt %d of %d", url, error, attempt + 1, self.retries + 1)
+                log.info("GET %s answered %s; attempt %d of %d", safe_url, error, attempt + 1, self.retries + 1)
                 continue
             if resp.status_code != 200:
-                raise NeuronpediaError(f"GET {url} answered HTTP {resp.status_code}: {resp.text[:200]}")
+                body = self.api.redact(resp.text[:200])
+                resp.close()
+                raise NeuronpediaError(f"GET {safe_url} answered HTTP {resp.status_code}: {body}")
             return resp
-        raise NeuronpediaError(f"GET {url} failed after {self.retries + 1} attempts: {error}")
+        raise NeuronpediaError(f"GET {safe_url} failed after {self.retries + 1} attempts: {error}")
 
     def export_prefix(self, model_id: str, source_id: str) -> str:
         return f"v1/{model_id}/{source_id}/explanations/"
@@ -77,7 +85,7 @@ class NeuronpediaClient:
             params = {"list-type": "2", "prefix": prefix}
             if token:
                 params["continuation-token"] = token
-            resp = self._get(self.s3_url + "/", params)
+            resp = self._get(self.s3, self.s3_url + "/", params)
             try:
                 root = ET.fromstring(resp.content)
             except ET.ParseError as err:
@@ -93,7 +101,7 @@ class NeuronpediaClient:
     def iter_batch(self, key: str) -> Iterator[tuple[int, dict[str, Any]]]:
         """(line number, record) of one gzipped JSONL batch, streamed."""
         url = f"{self.s3_url}/{key}"
-        resp = self._get(url, stream=True)
+        resp = self._get(self.s3, url, stream=True)
         try:
             with gzip.GzipFile(fileobj=resp.raw) as gz:
                 for number, line in enumerate(io.TextIOWrapper(gz, encoding="utf-8"), start=1):
@@ -113,7 +121,7 @@ class NeuronpediaClient:
 
     def feature(self, model_id: str, source_id: str, index: int) -> dict[str, Any]:
         """One feature from the API (``/api/feature/{modelId}/{sourceId}/{index}``)."""
-        resp = self._get(f"{self.api_url}/api/feature/{model_id}/{source_id}/{index}")
+        resp = self._get(self.api, f"{self.api_url}/api/feature/{model_id}/{source_id}/{index}")
         try:
             return resp.json()
         except ValueError as err:
@@ -125,7 +133,8 @@ class NeuronpediaResource(dg.ConfigurableResource):
 
     s3_url: str = Field(default=DEFAULT_S3_URL, description="Base URL of the public datasets bucket.")
     api_url: str = Field(default=DEFAULT_API_URL, description="Base URL of the Neuronpedia API.")
-    api_key: str | None = Field(default=None, description="Sent as x-api-key (use EnvVar).")
+    api_key: str | None = Field(default=None, repr=False,
+                                description="Sent as x-api-key to the API's origin only (use EnvVar).")
     timeout_s: float = 60.0
     retries: int = 4
     backoff_s: float = 1.0

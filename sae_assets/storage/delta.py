@@ -27,6 +27,7 @@ import pyarrow.parquet as pq
 from deltalake import DeltaTable, write_deltalake
 from deltalake.exceptions import CommitFailedError, DeltaError, TableNotFoundError
 from deltalake.fs import DeltaStorageHandler
+from deltalake.schema import Field
 from deltalake.transaction import AddAction, RemoveAction
 
 from sae_assets import settings
@@ -114,6 +115,8 @@ def write_partition(
         # Writing through a DeltaTable object leaves it at the version this commit made (other writers may
         # commit meanwhile, so re-reading the table afterwards could name theirs).
         table = open_table(uri, storage_options)
+        if table is not None:
+            table = with_columns_of(table, data.schema, uri, storage_options)
         try:
             write_deltalake(
                 table if table is not None else uri,
@@ -152,12 +155,31 @@ def _table_for(uri: str, schema: pa.Schema, storage_options: dict[str, str] | No
             _backoff_or_raise(err, attempt, uri)
     else:
         raise RuntimeError(f"Could not open or create the Delta table {uri}.")
-    have = sorted(f.name for f in table.schema().fields)
-    if have != sorted(schema.names):
-        raise ValueError(f"The Delta table {uri} has columns {have}, this write has {sorted(schema.names)} (a table "
-                         "from an earlier version of the platform?). Move the table aside or delete it, then "
-                         "re-materialize its partitions.")
-    return table
+    return with_columns_of(table, schema, uri, storage_options)
+
+
+def with_columns_of(table: DeltaTable, schema: pa.Schema, uri: str,
+                    storage_options: dict[str, str] | None) -> DeltaTable:
+    """``table``, given the columns ``schema`` adds to it (nullable: its other partitions read them as null),
+    so a platform version that adds a column writes into a lake an earlier one made. A write that lacks one of
+    the table's columns is refused, saying how to move on."""
+    for attempt in range(1, MAX_COMMIT_ATTEMPTS + 1):
+        have = {f.name for f in table.schema().fields}
+        lacking = sorted(have - set(schema.names))
+        if lacking:
+            raise ValueError(f"The Delta table {uri} has columns {lacking} this write lacks (a table from another "
+                             "version of the platform?). Move the table aside or delete it, then re-materialize its "
+                             "partitions.")
+        added = [schema.field(name) for name in schema.names if name not in have]
+        if not added:
+            return table
+        try:
+            table.alter.add_columns([Field(f.name, Field.from_arrow(f).type, nullable=True) for f in added])
+            log.info("Added column(s) %s to the Delta table %s", [f.name for f in added], uri)
+        except (DeltaError, OSError) as err:
+            _backoff_or_raise(err, attempt, uri)
+        table = DeltaTable(uri, storage_options=storage_options)
+    raise RuntimeError(f"Could not add columns to the Delta table {uri}.")
 
 
 def _table_filesystem(uri: str, storage_options: dict[str, str] | None) -> pafs.FileSystem:

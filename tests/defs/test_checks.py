@@ -10,6 +10,7 @@ import polars as pl
 import torch
 
 from sae_assets.core.sae.decoder import decoder_frame
+from sae_assets.core.scan.scan_identity import SCAN_TABLES
 from sae_assets.definitions import defs
 from sae_assets.defs.assets.feature_map import feature_map
 from sae_assets.defs.checks import build_checks
@@ -100,5 +101,6 @@ def test_every_asset_has_a_partitioned_check() -> None:
     assert checked == {s.key.to_user_string() for s in defs.resolve_all_asset_specs()}
     blocking = {(k.asset_key.to_user_string(), k.name) for c in defs.asset_checks for k in c.check_keys
                 if c.get_spec_for_check_key(k).blocking}
-    assert blocking == {("trained_sae", "explained_variance_floor"), ("feature_stats", "scan_explained_variance_floor")}
+    assert blocking == {("trained_sae", "explained_variance_floor"), ("feature_stats", "scan_explained_variance_floor"),
+                        *((table, "same_scan") for table in SCAN_TABLES)}
     assert all(c.partitions_def is not None for c in defs.asset_checks)

@@ -1,5 +1,7 @@
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from sae_assets.core.labels.labelling import Window, label_messages, parse_label
@@ -52,6 +54,33 @@ def test_unreachable_endpoint_is_an_error_not_a_label() -> None:
     client = _labeller("http://127.0.0.1:9/v1", retries=1, timeout_s=2).client()
     [reply] = client.chat([[{"role": "user", "content": "hi"}]], max_tokens=8)
     assert reply.text is None and "ConnectionError" in reply.error
+
+
+def test_bearer_token_goes_to_the_endpoint_origin_only() -> None:
+    elsewhere = ChatServer([])
+    endpoint = ChatServer([], redirect_to=elsewhere.url)  # 307: the POST is repeated at the other origin
+    try:
+        [reply] = _labeller(endpoint.url).client().chat([[{"role": "user", "content": "hi"}]], max_tokens=8)
+    finally:
+        endpoint.close()
+        elsewhere.close()
+    assert reply.error is None and reply.text == "Label: echo 2"  # answered by the redirect target
+    assert [(p, auth) for p, auth, _ in endpoint.requests] == [("/v1/chat/completions", "Bearer sk-test")]
+    assert [(p, auth) for p, auth, _ in elsewhere.requests] == [("/v1/chat/completions", None)]
+
+
+def test_token_is_not_in_errors_logs_or_repr(caplog: pytest.LogCaptureFixture) -> None:
+    caplog.set_level(logging.DEBUG)
+    server = ChatServer([401, 500, 500])  # error bodies echo the Authorization header they got
+    try:
+        resource = _labeller(server.url, retries=1, concurrency=1)
+        rejected, exhausted = resource.client().chat([[{"role": "user", "content": str(i)}] for i in range(2)], 8)
+    finally:
+        server.close()
+    assert [auth for _, auth, _ in server.requests] == ["Bearer sk-test"] * 3
+    assert "HTTP 401" in rejected.error and "Bearer ***" in rejected.error and "sk-test" not in rejected.error
+    assert "HTTP 500" in exhausted.error and "sk-test" not in exhausted.error
+    assert "sk-test" not in caplog.text and "sk-test" not in repr(resource)
 
 
 def test_openai_backend_needs_a_url() -> None:

@@ -2,6 +2,7 @@ from __future__ import annotations
 
 import gzip
 import json
+import logging
 
 import pytest
 
@@ -17,9 +18,13 @@ def _records(lo: int, hi: int) -> list[dict]:
             for i in range(lo, hi)]
 
 
-def _client(server: NeuronpediaServer, **kw):
+def _resource(server: NeuronpediaServer, **kw) -> NeuronpediaResource:
     return NeuronpediaResource(**{"s3_url": server.url, "api_url": server.url, "backoff_s": 0.01, "timeout_s": 5,
-                                  **kw}).client()
+                                  **kw})
+
+
+def _client(server: NeuronpediaServer, **kw):
+    return _resource(server, **kw).client()
 
 
 def test_listing_pages_and_orders_batches_numerically() -> None:
@@ -79,3 +84,38 @@ def test_api_feature_with_key() -> None:
         with pytest.raises(NeuronpediaError, match="HTTP 404"):
             _client(server, api_key="k").feature("gemma-2-2b", "12-gemmascope-res-16k", 6)
     assert json.dumps(feature)
+
+
+SECRET = "np-secret-4f1c9a"
+
+
+def test_api_key_goes_to_the_api_origin_only_not_s3_nor_redirect_targets() -> None:
+    key, path = f"{PREFIX}batch-0.jsonl.gz", "/api/feature/gemma-2-2b/12-gemmascope-res-16k/7"
+    feature = {"modelId": "gemma-2-2b", "index": "7"}
+    with NeuronpediaServer({key: _records(0, 2)}) as s3, \
+            NeuronpediaServer({}, features={"gemma-2-2b/12-gemmascope-res-16k/7": feature}) as elsewhere, \
+            NeuronpediaServer({}, api_key=SECRET, features={"gemma-2-2b/12-gemmascope-res-16k/5": feature},
+                              redirects={path: elsewhere.url + path}) as api:
+        client = NeuronpediaResource(s3_url=s3.url, api_url=api.url, api_key=SECRET, backoff_s=0.01).client()
+        assert client.list_explanation_batches("gemma-2-2b", "12-gemmascope-res-16k") == [key]
+        assert len(list(client.iter_batch(key))) == 2
+        assert client.feature("gemma-2-2b", "12-gemmascope-res-16k", 5) == feature  # answered by the API
+        assert client.feature("gemma-2-2b", "12-gemmascope-res-16k", 7) == feature  # 302 to another origin
+    assert [p for p, _ in s3.received] == ["/", f"/{key}"]
+    assert all("x-api-key" not in headers for _, headers in s3.received)
+    assert [h.get("x-api-key") for _, h in api.received] == [SECRET, SECRET]
+    assert [p for p, _ in elsewhere.received] == [path]
+    assert all("x-api-key" not in headers for _, headers in elsewhere.received)
+
+
+def test_key_is_not_in_errors_logs_or_repr(caplog: pytest.LogCaptureFixture) -> None:
+    path = "/api/feature/gemma-2-2b/12-gemmascope-res-16k/5"
+    caplog.set_level(logging.DEBUG)
+    with NeuronpediaServer({}, api_key="the-right-key", faults={path: [503]}) as server:
+        resource = _resource(server, api_key=SECRET, retries=1)
+        with pytest.raises(NeuronpediaError, match="HTTP 401") as failure:
+            resource.client().feature("gemma-2-2b", "12-gemmascope-res-16k", 5)
+    assert [h.get("x-api-key") for _, h in server.received] == [SECRET, SECRET]  # sent, and echoed back
+    assert "wrong key ***" in str(failure.value) and SECRET not in str(failure.value)
+    assert "answered HTTP 503" in caplog.text and SECRET not in caplog.text
+    assert SECRET not in repr(resource) and SECRET not in repr(resource.client().api)

@@ -60,6 +60,19 @@ def test_a_write_that_dies_midway_leaves_the_previous_partition(lake_root: str) 
 def test_a_table_with_other_columns_is_refused_with_what_to_do(lake_root: str) -> None:
     uri = table_uri(lake_root, "hist")
     write_partition(pl.DataFrame({"feature_i": [0], "feature_j": [1], "count": [3]}), uri, "m@a", 4)
-    with pytest.raises(ValueError, match="earlier version of the platform.*re-materialize"):
+    with pytest.raises(ValueError, match="another version of the platform.*re-materialize"):
         write_partition_batches(lambda: _batches(1, 3), SCHEMA, uri, "m@a", 4)
     assert read_partition(uri, "m@a", 4)["count"].to_list() == [3]
+
+
+def test_a_write_that_adds_columns_evolves_the_table_and_keeps_other_partitions(lake_root: str) -> None:
+    uri = table_uri(lake_root, "stats")
+    write_partition(pl.DataFrame({"feature": [0, 1]}), uri, "m@a", 2)  # a lake from before the column existed
+    write_partition(pl.DataFrame({"feature": [0], "scan_id": ["s1"]}), uri, "m@a", 4)
+    wider = pa.schema([pa.field("feature", pa.int64()), pa.field("scan_id", pa.string()),
+                       pa.field("extra", pa.list_(pa.float32()))])
+    write_partition_batches(lambda: [pa.record_batch([[5], ["s2"], [[1.0]]], schema=wider)], wider, uri, "m@a", 6)
+    assert [f.name for f in DeltaTable(uri).schema().fields] == ["feature", "model", "layer", "scan_id", "extra"]
+    assert read_partition(uri, "m@a", 2)["scan_id"].to_list() == [None, None]  # untouched, the new columns null
+    assert read_partition(uri, "m@a", 4)["scan_id"].to_list() == ["s1"]
+    assert read_partition(uri, "m@a", 6).select("scan_id", "extra").rows() == [("s2", [1.0])]

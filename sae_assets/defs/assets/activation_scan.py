@@ -17,6 +17,7 @@ from sae_assets.core.scan.activation_examples import ExampleConfig
 from sae_assets.core.scan.activation_scan import ScanConfig, ScanResult, run_scan
 from sae_assets.core.scan.cooccurrence import COOCCURRENCE_SCHEMA
 from sae_assets.core.scan.memory import GIB, check_scan_memory, free_bytes
+from sae_assets.core.scan.scan_identity import SCAN_ID, new_scan_id, with_scan_id, with_scan_id_schema
 from sae_assets.defs.assets.sae_decoder import sae_decoder
 from sae_assets.defs.automation import on_new_inputs
 from sae_assets.defs.budgets import with_budget
@@ -163,23 +164,27 @@ def activation_scan(
                f"{rec.explained_variance:.3f}, L0 {rec.l0:.1f}, dead {100 * rec.dead_fraction:.1f}%, "
                f"{result.n_windows} windows; writing the four tables")
         t0 = time.perf_counter()
-        written = {name: lake.write_partition(name, frame, location.model_key, location.layer)
+        # Every row names this scan, so the check same_scan can tell when a crash left the four tables mixed.
+        scan_id = new_scan_id()
+        written = {name: lake.write_partition(name, frame.with_columns(pl.lit(scan_id).alias(SCAN_ID)),
+                                              location.model_key, location.layer)
                    for name, frame in (("feature_stats", result.feature_stats),
                                        ("activation_examples", result.examples),
                                        ("feature_profiles", result.profiles))}
         # One row per feature holding its partners and counts, written a block of rows at a time.
         cooc = result.cooccurrence
         written["cooccurrence"] = lake.write_partition_batches(
-            "cooccurrence", lambda: tracked(cooc.record_batches(),
-                                            Progress("cooccurrence write", cooc.d_sae, "features", report),
-                                            lambda b: b.num_rows),
-            COOCCURRENCE_SCHEMA, location.model_key, location.layer)
+            "cooccurrence", lambda: with_scan_id(tracked(cooc.record_batches(),
+                                                         Progress("cooccurrence write", cooc.d_sae, "features",
+                                                                  report), lambda b: b.num_rows), scan_id),
+            with_scan_id_schema(COOCCURRENCE_SCHEMA), location.model_key, location.layer)
     write_s = time.perf_counter() - t0
     density = result.feature_stats["density"].to_numpy()
     scan_meta: dict[str, Any] = {"tokens_scanned": rec.n_tokens, "documents": result.n_documents,
                  "scan_seconds": round(result.seconds, 1), "write_seconds": round(write_s, 1),
                  "tokens_per_second": round(rec.n_tokens / max(result.seconds, 1e-9), 1),
-                 "batch_tokens": result.batch_tokens, "corpus": corpus.dataset, "budget_profile": budget}
+                 "batch_tokens": result.batch_tokens, "corpus": corpus.dataset, "budget_profile": budget,
+                 SCAN_ID: scan_id}
     yield dg.MaterializeResult(asset_key="feature_stats", metadata={
         **table_metadata(written["feature_stats"], inputs), **scan_meta,
         "explained_variance": float(rec.explained_variance), "l0": float(rec.l0),
@@ -189,16 +194,19 @@ def activation_scan(
     })
     kinds = dict(result.examples.group_by("kind").len().iter_rows())
     yield dg.MaterializeResult(asset_key="activation_examples", metadata={
-        **table_metadata(written["activation_examples"], inputs), **{f"rows_{k}": int(v) for k, v in kinds.items()},
+        **table_metadata(written["activation_examples"], inputs), SCAN_ID: scan_id,
+        **{f"rows_{k}": int(v) for k, v in kinds.items()},
         "preview": dg.MetadataValue.md(_examples_preview(result)),
     })
     d_sae, pairs = loaded.d_sae, result.cooccurrence.n_pairs()
     yield dg.MaterializeResult(asset_key="cooccurrence", metadata={
-        **table_metadata(written["cooccurrence"], inputs), "n_windows": result.n_windows, "window": config.window,
+        **table_metadata(written["cooccurrence"], inputs), SCAN_ID: scan_id, "n_windows": result.n_windows,
+        "window": config.window,
         "documents_with_a_window": result.n_docs_with_window,
         "co_occurring_pairs": pairs, "pair_fill": pairs / max(1, d_sae * (d_sae - 1) // 2),
     })
     yield dg.MaterializeResult(asset_key="feature_profiles", metadata={
-        **table_metadata(written["feature_profiles"], inputs), "profile_documents": len(result.profile_documents),
+        **table_metadata(written["feature_profiles"], inputs), SCAN_ID: scan_id,
+        "profile_documents": len(result.profile_documents),
         "features_with_mass": int(result.profiles["profile"].list.sum().gt(0).sum()),
     })
