@@ -13,6 +13,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+pytest_plugins = ["tests.s3_server"]  # the moto S3 fixture, s3_options
 
 TEST_CATALOG = """
 models:
@@ -74,3 +75,4 @@ def smollm2():
     catalog = load_catalog(REPO_ROOT / "sae_assets" / "catalog" / "catalog.yaml")
     spec = catalog.entry("smollm2-135m@demo-res").language_model
     return load_language_model(spec, torch.device("cpu"), torch.float32)
+

@@ -21,7 +21,6 @@ from sae_assets.catalog.entries import (
     MODEL_KEY_PATTERN,
     Catalog,
     CatalogEntry,
-    CatalogError,
     LanguageModelSpec,
     NeuronpediaIds,
     SaeLocation,
@@ -32,6 +31,8 @@ from sae_assets.catalog.entries import (
     parse_entry,
     validate_model_key,
 )
+from sae_assets.catalog.errors import CatalogError
+from sae_assets.catalog.yaml_file import read_text
 
 __all__ = ["MODEL_KEY_PATTERN", "Catalog", "CatalogEntry", "CatalogError", "LanguageModelSpec", "NeuronpediaIds",
            "SaeLocation", "SaeSourceKind", "SaeSourceSpec", "TrainSpec", "catalog_path", "load_catalog",
@@ -49,12 +50,14 @@ def load_catalog(path: str | Path | None = None, drop_folder: str | Path | None 
     """Read the catalog (``SAE_ASSETS_CATALOG`` or the packaged default) plus the SAEs of the drop folder
     (:mod:`sae_assets.catalog.drop_folder`); re-read when the file or the folder changes."""
     p = Path(path) if path is not None else catalog_path()
-    if not p.exists():
-        raise CatalogError(f"SAE catalog {p} does not exist (set {CATALOG_ENV_VAR} to a YAML file).")
-    base = _load_cached(p.resolve(), p.stat().st_mtime_ns)
+    try:
+        mtime_ns = p.stat().st_mtime_ns
+    except OSError as err:
+        raise CatalogError(f"SAE catalog {p} does not exist (set {CATALOG_ENV_VAR} to a YAML file).") from err
+    base = _load_cached(p.resolve(), mtime_ns)
     return cached_with_drop_folder(base, Path(drop_folder) if drop_folder is not None else default_drop_folder())
 
 
 @lru_cache(maxsize=8)
 def _load_cached(path: Path, _mtime_ns: int) -> Catalog:
-    return parse_catalog(path.read_text(), path)
+    return parse_catalog(read_text(path), path)

@@ -6,23 +6,24 @@ A dropped model key shares its language model with a catalog entry of the same m
 ``cfg.json`` (``hook_name``, or ``metadata.hook_name`` as SAELens 6 writes it), with the layer number made
 the ``{layer}`` placeholder. The entry's SAEs load as ``source: local`` from the folder.
 
-A folder that cannot be used (bad key, layer name, missing or unreadable ``cfg.json``, no weights, a key the
-YAML catalog already has) is left out with its reason in ``Catalog.errors``; the rest is still used.
+A folder that cannot be used (bad key, layer name, a missing, unreadable or malformed ``cfg.json``, missing or
+truncated weights: :mod:`sae_assets.catalog.sae_files`; a key the YAML catalog already has) is left out with its
+reason in ``Catalog.errors``; the rest is still used.
 """
 
 from __future__ import annotations
 
-import json
 import re
 from collections import defaultdict
 from dataclasses import dataclass, replace
 from pathlib import Path
 
 from sae_assets import settings
-from sae_assets.catalog.entries import Catalog, CatalogEntry, CatalogError, SaeSourceSpec, validate_model_key
+from sae_assets.catalog.entries import Catalog, CatalogEntry, SaeSourceSpec, validate_model_key
+from sae_assets.catalog.errors import CatalogError
+from sae_assets.catalog.sae_files import SaeFileError, check_directory
 
 DROP_ENV_VAR = settings.SAE_DROP
-WEIGHTS_FILE = "sae_weights.safetensors"
 
 
 def default_drop_folder() -> Path:
@@ -48,26 +49,27 @@ def _read_layer_dir(key: str, layer_dir: Path) -> DroppedSae:
     if not layer_dir.name.isdigit():
         raise CatalogError(f"SAE folder {layer_dir}: the folder name must be a layer number.")
     layer = int(layer_dir.name)
-    cfg_path = layer_dir / "cfg.json"
-    if not cfg_path.is_file():
-        raise CatalogError(f"SAE folder {layer_dir} has no cfg.json: a SAELens directory holds cfg.json and "
-                           f"{WEIGHTS_FILE} (SAE.save_model writes both).")
-    if not (layer_dir / WEIGHTS_FILE).is_file():
-        raise CatalogError(f"SAE folder {layer_dir} has no {WEIGHTS_FILE}.")
     try:
-        cfg = json.loads(cfg_path.read_text())
-    except (OSError, ValueError) as err:
-        raise CatalogError(f"SAE folder {layer_dir}: cfg.json is not readable JSON ({err}).") from err
-    if not isinstance(cfg, dict):
-        raise CatalogError(f"SAE folder {layer_dir}: cfg.json is not a JSON object.")
+        cfg = check_directory(layer_dir)
+    except SaeFileError as err:
+        raise CatalogError(str(err)) from err
     metadata = cfg["metadata"] if isinstance(cfg.get("metadata"), dict) else {}
     hook = cfg.get("hook_name") or metadata.get("hook_name")
-    d_in = cfg.get("d_in")
-    if not isinstance(hook, str) or not isinstance(d_in, int):
-        raise CatalogError(f"SAE folder {layer_dir}: cfg.json needs 'd_in' and 'hook_name' (or metadata.hook_name).")
+    d_in = cfg["d_in"]
+    if not isinstance(hook, str):
+        raise CatalogError(f"SAE folder {layer_dir}: cfg.json needs 'hook_name' (or metadata.hook_name) as text.")
     if not re.search(rf"(^|\.){layer}(\.|$)", hook):
         raise CatalogError(f"SAE folder {layer_dir}: its hook {hook!r} is not at layer {layer}.")
     return DroppedSae(key, layer, layer_dir, hook, d_in)
+
+
+def _subdirs(folder: Path, errors: dict[str, str]) -> list[Path]:
+    """The visible sub-folders of ``folder``; none (and the reason in ``errors``) when it cannot be listed."""
+    try:
+        return sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith("."))
+    except OSError as err:
+        errors[str(folder)] = f"SAE folder {folder} cannot be listed ({type(err).__name__}: {err})."
+        return []
 
 
 def scan_drop_folder(folder: Path) -> tuple[list[DroppedSae], dict[str, str]]:
@@ -76,17 +78,19 @@ def scan_drop_folder(folder: Path) -> tuple[list[DroppedSae], dict[str, str]]:
     errors: dict[str, str] = {}
     if not folder.is_dir():
         return dropped, errors
-    for key_dir in sorted(p for p in folder.iterdir() if p.is_dir() and not p.name.startswith(".")):
+    for key_dir in _subdirs(folder, errors):
         try:
             validate_model_key(key_dir.name)
         except CatalogError as err:
             errors[str(key_dir)] = f"SAE folder {key_dir}: {err}"
             continue
-        for layer_dir in sorted(p for p in key_dir.iterdir() if p.is_dir() and not p.name.startswith(".")):
+        for layer_dir in _subdirs(key_dir, errors):
             try:
                 dropped.append(_read_layer_dir(key_dir.name, layer_dir))
             except CatalogError as err:
                 errors[str(layer_dir)] = str(err)
+            except OSError as err:  # unreadable files: this folder is skipped, the others still load
+                errors[str(layer_dir)] = f"SAE folder {layer_dir} cannot be read ({type(err).__name__}: {err})."
     return dropped, errors
 
 

@@ -12,16 +12,13 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Literal
 
-import yaml
+from sae_assets.catalog.errors import CatalogError
+from sae_assets.catalog.yaml_file import load_yaml
 
 # Dagster joins multi-partition dimensions with "|" and ranges/lists use "," "[" "]": keep them out.
 MODEL_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*@[A-Za-z0-9][A-Za-z0-9._\-]*$")
 
 SaeSourceKind = Literal["saelens", "local", "train"]
-
-
-class CatalogError(ValueError):
-    """The catalog, a model key or a layer is not valid; the message says what to fix."""
 
 
 @dataclass(frozen=True)
@@ -201,13 +198,28 @@ def _require(key: str, raw: dict[str, Any], name: str) -> Any:
     return raw[name]
 
 
+def _text(key: str, raw: dict[str, Any], name: str, required: bool = True) -> str | None:
+    """``raw[name]`` as text; a number, list or mapping there raises CatalogError naming the field."""
+    if not required and raw.get(name) is None:
+        return None
+    value = _require(key, raw, name)
+    if not isinstance(value, str):
+        raise CatalogError(f"Model key {key!r}: '{name}' must be text, got {value!r} ({type(value).__name__}).")
+    return value
+
+
+def _mapping(key: str, value: Any, name: str) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise CatalogError(f"Model key {key!r}: '{name}' must be a mapping, got {value!r} ({type(value).__name__}).")
+    return value
+
+
 def _parse_sae(key: str, raw: dict[str, Any]) -> SaeSourceSpec:
     kind = _require(key, raw, "source")
     if kind == "saelens":
-        return SaeSourceSpec(kind="saelens", release=_require(key, raw, "release"),
-                             id_template=_require(key, raw, "id"))
+        return SaeSourceSpec(kind="saelens", release=_text(key, raw, "release"), id_template=_text(key, raw, "id"))
     if kind == "local":
-        return SaeSourceSpec(kind="local", path_template=_require(key, raw, "path"))
+        return SaeSourceSpec(kind="local", path_template=_text(key, raw, "path"))
     if kind == "train":
         fields = {k: raw[k] for k in ("architecture", "d_sae", "k") if k in raw}
         spec = TrainSpec(**fields)
@@ -221,29 +233,30 @@ def _parse_sae(key: str, raw: dict[str, Any]) -> SaeSourceSpec:
 
 def parse_entry(key: str, raw: Any) -> CatalogEntry:
     validate_model_key(key)
-    if not isinstance(raw, dict):
-        raise CatalogError(f"Model key {key!r}: entry must be a mapping.")
-    lm_raw = _require(key, raw, "language_model")
-    sae_raw = _require(key, raw, "sae")
-    if not isinstance(lm_raw, dict) or not isinstance(sae_raw, dict):
-        raise CatalogError(f"Model key {key!r}: 'language_model' and 'sae' must be mappings.")
+    raw = _mapping(key, raw, "entry")
+    lm_raw = _mapping(key, _require(key, raw, "language_model"), "language_model")
+    sae_raw = _mapping(key, _require(key, raw, "sae"), "sae")
     lm = LanguageModelSpec(
-        hub_id=_require(key, lm_raw, "hub_id"),
-        local_path=lm_raw.get("local_path"),
-        gguf_package=lm_raw.get("gguf_package"),
-        gguf_file=lm_raw.get("gguf_file"),
+        hub_id=str(_text(key, lm_raw, "hub_id")),
+        local_path=_text(key, lm_raw, "local_path", required=False),
+        gguf_package=_text(key, lm_raw, "gguf_package", required=False),
+        gguf_file=_text(key, lm_raw, "gguf_file", required=False),
     )
     if lm.gguf_package and not lm.gguf_file:
         raise CatalogError(f"Model key {key!r}: 'gguf_package' needs 'gguf_file'.")
     np_raw = raw.get("neuronpedia")
     neuronpedia = None
     if np_raw:
-        neuronpedia = NeuronpediaIds(model_id=_require(key, np_raw, "model_id"),
-                                     source_template=_require(key, np_raw, "source_id"))
+        np_raw = _mapping(key, np_raw, "neuronpedia")
+        neuronpedia = NeuronpediaIds(model_id=str(_text(key, np_raw, "model_id")),
+                                     source_template=str(_text(key, np_raw, "source_id")))
     budget = raw.get("budget")
     if budget is not None and budget not in ("cpu", "gpu"):
         raise CatalogError(f"Model key {key!r}: 'budget' must be 'cpu' or 'gpu', got {budget!r}.")
-    hook = _require(key, raw, "hook")
+    d_model = raw.get("d_model")
+    if d_model is not None and (not isinstance(d_model, int) or isinstance(d_model, bool) or d_model <= 0):
+        raise CatalogError(f"Model key {key!r}: 'd_model' must be a positive integer, got {d_model!r}.")
+    hook = str(_text(key, raw, "hook"))
     if "{layer}" not in hook:
         raise CatalogError(f"Model key {key!r}: 'hook' must contain '{{layer}}', got {hook!r}.")
     return CatalogEntry(
@@ -252,46 +265,29 @@ def parse_entry(key: str, raw: Any) -> CatalogEntry:
         hook_template=hook,
         layers=_parse_layers(key, _require(key, raw, "layers")),
         sae=_parse_sae(key, sae_raw),
-        d_model=raw.get("d_model"),
+        d_model=d_model,
         neuronpedia=neuronpedia,
         description=str(raw.get("description", "")).strip(),
         budget=budget,
     )
 
 
-class _DuplicateKeyLoader(yaml.SafeLoader):
-    """safe_load that remembers mapping keys given twice (plain YAML keeps the last one silently)."""
-
-    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict:
-        seen: dict[Any, int] = {}
-        for key_node, _ in node.value:
-            key = self.construct_object(key_node, deep=True)
-            line = key_node.start_mark.line + 1
-            if isinstance(key, str) and key in seen:
-                self.duplicates.setdefault(key, [seen[key]]).append(line)
-            seen.setdefault(key, line)
-        return super().construct_mapping(node, deep=deep)
-
-
 def parse_catalog(text: str, path: Path | None = None) -> Catalog:
     """Parse the catalog YAML. A file that is not YAML or has no ``models:`` mapping raises CatalogError;
     a malformed entry, or a model key given twice, is left out and its reason kept in ``Catalog.errors``."""
-    loader = _DuplicateKeyLoader(text)
-    loader.duplicates = {}
-    try:
-        data = loader.get_single_data() or {}
-    except yaml.YAMLError as e:
-        raise CatalogError(f"SAE catalog {path} is not valid YAML: {e}") from e
-    finally:
-        loader.dispose()
+    data, duplicates = load_yaml(text, path)
     models = data.get("models") if isinstance(data, dict) else None
     if not isinstance(models, dict):
-        raise CatalogError(f"SAE catalog {path} must have a top-level 'models:' mapping.")
+        held = ("nothing" if data is None else f"a {type(data).__name__}" if not isinstance(data, dict)
+                else "no 'models' key" if "models" not in data else "an empty 'models'" if models is None
+                else f"'models' as a {type(models).__name__}")
+        raise CatalogError(f"SAE catalog {path} must have a top-level 'models:' mapping of model keys to entries "
+                           f"(it holds {held}); the packaged sae_assets/catalog/catalog.yaml shows the format.")
     entries: dict[str, CatalogEntry] = {}
     errors: dict[str, str] = {}
     for key, raw in models.items():
-        if key in loader.duplicates:
-            lines = ", ".join(map(str, loader.duplicates[key]))
+        if key in duplicates:
+            lines = ", ".join(map(str, duplicates[key]))
             errors[str(key)] = (f"Model key {key!r} is defined more than once in the SAE catalog {path} (lines "
                                 f"{lines}): keep one definition; the key is skipped until then.")
             continue

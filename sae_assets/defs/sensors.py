@@ -30,6 +30,16 @@ def read_cursor(cursor: str | None) -> dict | None:
     return data if isinstance(data, dict) and isinstance(data.get("seen"), list) else None
 
 
+def skipped_reason(catalog: Catalog) -> str | None:
+    """Why a tick that starts no run skipped what it did: the first unusable entry or SAE folder, by path."""
+    if not catalog.errors:
+        return None
+    where, why = sorted(catalog.errors.items())[0]
+    more = len(catalog.errors) - 1
+    return (f"No new SAE to run. Skipped until fixed: {where}: {why}"
+            + (f" (and {more} more, each logged once)" if more else ""))
+
+
 @dg.sensor(
     name="new_sae_sensor",
     jobs=[analyze_sae_job, full_pipeline_job],
@@ -75,6 +85,7 @@ def new_sae_sensor(context: dg.SensorEvaluationContext) -> dg.SensorResult | dg.
                          catalog.path, default_drop_folder())
     return dg.SensorResult(
         run_requests=runs,
+        skip_reason=None if runs else skipped_reason(catalog),
         dynamic_partitions_requests=[model_partitions.build_add_request(new_models)] if new_models else [],
         cursor=json.dumps({"seen": sorted(seen | set(layers)),
                            "errors": sorted(f"{w}: {y}" for w, y in catalog.errors.items())}),

@@ -8,10 +8,14 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pyarrow as pa
+from deltalake.exceptions import DeltaError
 from pydantic import Field
 
 from sae_assets import settings
-from sae_assets.storage import delta
+from sae_assets.storage import delta, read_check
+from sae_assets.storage.read_check import LakeReadError
+
+__all__ = ["DEFAULT_LAKE_ROOT", "LakeReadError", "LakeResource", "default_lake_root"]
 
 DEFAULT_LAKE_ROOT = "dagster_home/lake"
 
@@ -76,18 +80,39 @@ class LakeResource(dg.ConfigurableResource):
 
     def iter_partition(self, asset_name: str, model: str, layer: int | str, columns: list[str] | None = None,
                        batch_rows: int = 512) -> Iterator[pl.DataFrame]:
-        """One partition in frames of at most ``batch_rows`` rows (for tables too large to collect whole)."""
-        for batch in delta.iter_partition_batches(self.table_uri(asset_name), model, layer, columns, batch_rows,
-                                                  storage_options=self.storage_options or None):
-            yield pl.DataFrame(batch)
+        """One partition in frames of at most ``batch_rows`` rows (for tables too large to collect whole). Its
+        files are checked first; a damaged table or file raises :class:`LakeReadError`."""
+        uri, options = self.table_uri(asset_name), self.storage_options or None
+        read_check.check_partition(uri, asset_name, model, layer, options)
+        with read_check.reading(uri, asset_name, model, layer):
+            for batch in delta.iter_partition_batches(uri, model, layer, columns, batch_rows, storage_options=options):
+                yield pl.DataFrame(batch)
 
     def scan_partition(self, asset_name: str, model: str, layer: int | str | None = None) -> pl.LazyFrame:
-        return delta.scan_partition(self.table_uri(asset_name), model, layer,
-                                    storage_options=self.storage_options or None)
+        """One partition (``layer=None``: every layer of ``model``), lazily. Raises :class:`LakeReadError`, naming
+        the asset to re-materialize, when the table is missing or its log unreadable, or a data file of the
+        partition is missing or not the size the log recorded (deleted or truncated), before anything is read."""
+        uri, options = self.table_uri(asset_name), self.storage_options or None
+        read_check.check_partition(uri, asset_name, model, layer, options)
+        with read_check.reading(uri, asset_name, model, layer):
+            return delta.scan_partition(uri, model, layer, storage_options=options)
+
+    def read_partition(self, asset_name: str, model: str, layer: int | str | None = None,
+                       columns: list[str] | None = None) -> pl.DataFrame:
+        """:meth:`scan_partition` collected (only ``columns``, when given); a file that cannot be read also raises
+        :class:`LakeReadError`."""
+        lazy = self.scan_partition(asset_name, model, layer)
+        with read_check.reading(self.table_uri(asset_name), asset_name, model, layer):
+            return (lazy.select(columns) if columns else lazy).collect()
 
     def missing_tables(self, *asset_names: str) -> list[str]:
         """The named tables that do not exist yet (their assets were never materialized)."""
         return [name for name in asset_names if self.table_version(name) is None]
 
     def table_version(self, asset_name: str) -> int | None:
-        return delta.table_version(self.table_uri(asset_name), storage_options=self.storage_options or None)
+        """The table's latest version; None when there is no table. An unreadable log raises LakeReadError."""
+        uri = self.table_uri(asset_name)
+        try:
+            return delta.table_version(uri, storage_options=self.storage_options or None)
+        except (DeltaError, OSError) as err:
+            raise read_check.log_error(asset_name, uri, err) from err

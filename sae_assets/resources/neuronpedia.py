@@ -12,14 +12,13 @@ collects everything before writing writes nothing partial.
 from __future__ import annotations
 
 import gzip
-import io
 import json
 import logging
 import re
 import time
 import xml.etree.ElementTree as ET
 import zlib
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import dagster as dg
@@ -98,22 +97,31 @@ class NeuronpediaClient:
         numbered = {k: int(m.group(1)) for k in keys if (m := _BATCH.search(k))}
         return sorted(numbered, key=numbered.__getitem__)
 
-    def iter_batch(self, key: str) -> Iterator[tuple[int, dict[str, Any]]]:
-        """(line number, record) of one gzipped JSONL batch, streamed."""
+    def iter_batch(self, key: str, on_bad_line: Callable[[int, str], None] | None = None
+                   ) -> Iterator[tuple[int, dict[str, Any]]]:
+        """(line number, record) of one gzipped JSONL batch, streamed. A line that is not a JSON object (not UTF-8,
+        not JSON, or another JSON value) raises :class:`NeuronpediaError`, or, given ``on_bad_line``, is passed to
+        it as (line number, what is wrong) and skipped. A truncated or corrupt gzip stream always raises."""
         url = f"{self.s3_url}/{key}"
         resp = self._get(self.s3, url, stream=True)
         try:
             with gzip.GzipFile(fileobj=resp.raw) as gz:
-                for number, line in enumerate(io.TextIOWrapper(gz, encoding="utf-8"), start=1):
-                    if not line.strip():
+                for number, raw in enumerate(gz, start=1):
+                    if not raw.strip():
                         continue
                     try:
-                        record = json.loads(line)
+                        record = json.loads(raw.decode("utf-8"))
+                        problem = None if isinstance(record, dict) else "is not a JSON object"
+                    except UnicodeDecodeError as err:
+                        problem = f"is not UTF-8 text ({err.reason} at byte {err.start})"
                     except json.JSONDecodeError as err:
-                        raise NeuronpediaError(f"{key} line {number} is not JSON: {err}") from err
-                    if not isinstance(record, dict):
-                        raise NeuronpediaError(f"{key} line {number} is not a JSON object")
-                    yield number, record
+                        problem = f"is not JSON: {err}"
+                    if problem is None:
+                        yield number, record
+                    elif on_bad_line is None:
+                        raise NeuronpediaError(f"{key} line {number} {problem}")
+                    else:
+                        on_bad_line(number, problem)
         except (EOFError, OSError, zlib.error) as err:
             raise NeuronpediaError(f"{key} is truncated or not gzip ({type(err).__name__}: {err})") from err
         finally:

@@ -12,6 +12,7 @@ from typing import Any
 import dagster as dg
 
 from sae_assets.catalog import SaeLocation
+from sae_assets.catalog.sae_files import CFG_FILE, SaeFileError, check_directory
 from sae_assets.resources.device import DeviceResource
 from sae_assets.resources.lake import LakeResource
 
@@ -82,14 +83,29 @@ def _load_pretrained(location: SaeLocation, device: str) -> tuple[Any, str]:
 
 
 def _load_directory(path: Path, what: str, device: str) -> Any:
+    """A SAELens directory, its cfg.json and weights checked first (:mod:`sae_assets.catalog.sae_files`), so a
+    malformed field or a truncated weights file fails with the file and the field named."""
     from sae_lens import SAE
+    from sae_lens.registry import SAE_CLASS_REGISTRY
 
-    if not (path / "cfg.json").exists():
+    if not (path / CFG_FILE).exists():
         raise SaeLoadError(f"{what}: no SAELens directory at {path} (cfg.json missing).")
     try:
+        cfg = check_directory(path)
+    except SaeFileError as err:
+        raise SaeLoadError(f"{what}: {err}") from err
+    architecture = cfg.get("architecture")
+    if architecture is not None and architecture not in SAE_CLASS_REGISTRY:
+        raise SaeLoadError(f"{what}: {path / CFG_FILE}: 'architecture' {architecture!r} is not one SAELens knows "
+                           f"({', '.join(sorted(SAE_CLASS_REGISTRY))}): fix the field or re-save the SAE.")
+    try:
         return SAE.load_from_disk(str(path), device=device)
+    except KeyError as err:  # SAELens indexes cfg.json's fields directly
+        raise SaeLoadError(f"{what}: {path / CFG_FILE} lacks the field {err.args[0]!r} that SAELens needs to load "
+                           "it: add it or re-save the SAE with SAELens.") from err
     except Exception as err:
-        raise SaeLoadError(f"{what}: could not load the SAELens directory {path}: {err}") from err
+        raise SaeLoadError(f"{what}: could not load the SAELens directory {path} "
+                           f"({type(err).__name__}: {err}).") from err
 
 
 class SaeSourceResource(dg.ConfigurableResource):

@@ -79,6 +79,49 @@ def test_malformed_catalogs_fail_with_the_reason(yaml_text: str, message: str) -
         parse_catalog(yaml_text, Path("c.yaml")).entry("a@b")
 
 
+@pytest.mark.parametrize(
+    ("content", "message"),
+    [
+        (b"models:\n\tsmollm2-135m@x: {}\n", r"is not valid YAML \(line 2, column 1: found character '\\t'"),
+        (b"models: {'a@b': [1, 2}\n", r"is not valid YAML \(line 1, column 22: .*flow sequence that starts at line 1"),
+        (b"models:\x00\x01", r"is not valid YAML \(character 7: unacceptable character #x0000\)"),
+        (b"\xff\xfemodels: {}", r"is not UTF-8 text \(byte 0"),
+        (b"- a\n- b\n", r"must have a top-level 'models:' mapping .*\(it holds a list\)"),
+        (b"", r"must have a top-level 'models:' mapping .*\(it holds nothing\)"),
+    ],
+)
+def test_a_catalog_file_that_is_not_yaml_fails_with_one_error_naming_it(tmp_path: Path, content: bytes,
+                                                                       message: str) -> None:
+    path = tmp_path / "catalog.yaml"
+    path.write_bytes(content)
+    with pytest.raises(CatalogError, match=message) as err:
+        load_catalog(path, drop_folder=tmp_path / "no-drops")
+    assert str(path) in str(err.value) and "Traceback" not in str(err.value)
+    assert path.read_bytes() == content  # read, never rewritten
+
+
+def test_a_catalog_path_that_is_a_folder_is_a_catalog_error(tmp_path: Path) -> None:
+    with pytest.raises(CatalogError, match=rf"SAE catalog {tmp_path} cannot be read \(IsADirectoryError"):
+        load_catalog(tmp_path, drop_folder=tmp_path / "no-drops")
+
+
+@pytest.mark.parametrize(
+    ("change", "message"),
+    [
+        (("hook: 'b.{layer}'", "hook: 5"), "'hook' must be text, got 5 (int)"),
+        (("hub_id: x", "hub_id: [x]"), "'hub_id' must be text, got ['x'] (list)"),
+        (("layers: [1]", "layers: [1], d_model: abc"), "'d_model' must be a positive integer, got 'abc'"),
+        (("layers: [1]", "layers: [1], neuronpedia: abc"), "'neuronpedia' must be a mapping, got 'abc' (str)"),
+        (("{source: train}", "{source: local, path: {a: 1}}"), "'path' must be text, got {'a': 1} (dict)"),
+    ],
+)
+def test_wrongly_typed_fields_skip_the_entry_naming_the_field(change: tuple[str, str], message: str) -> None:
+    text = ("models:\n" + GOOD + GOOD.replace("ok@x", "typed@x").replace(*change))
+    catalog = parse_catalog(text, Path("c.yaml"))
+    assert catalog.model_keys == ["ok@x"] and list(catalog.errors) == ["typed@x"]
+    assert catalog.errors["typed@x"] == f"SAE catalog c.yaml: Model key 'typed@x': {message}."
+
+
 GOOD = "  'ok@x': {language_model: {hub_id: x}, hook: 'b.{layer}', layers: [1], sae: {source: train}}\n"
 
 

@@ -81,3 +81,22 @@ def test_metadata_hook_name_and_changes_are_seen(test_catalog: Path, tmp_path: P
     assert first.entry("smollm2-135m@mine").layers == (1,) and load_catalog() is first  # cached
     drop_sae(drop, "smollm2-135m@mine", 3)
     assert load_catalog().entry("smollm2-135m@mine").layers == (1, 3)
+
+
+def test_a_half_copied_or_mistyped_sae_is_skipped_until_fixed(test_catalog: Path, tmp_path: Path) -> None:
+    drop = tmp_path / "sae_drop"
+    drop_sae(drop, "smollm2-135m@mine", 1)
+    weights = drop_sae(drop, "smollm2-135m@mine", 2) / "sae_weights.safetensors"
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[:1000])  # a copy still in progress
+    typed = drop_sae(drop, "smollm2-135m@typed", 1) / "cfg.json"
+    typed.write_text(json.dumps({**json.loads(typed.read_text()), "d_in": "576"}))
+    catalog = load_catalog()
+    assert catalog.entry("smollm2-135m@mine").layers == (1,)  # layer 2 waits, layer 1 is used
+    assert catalog.errors[str(weights.parent)] == (
+        f"{weights} is truncated or corrupt: the file is 1,000 bytes but its safetensors header describes "
+        f"{len(whole):,} (a copy still in progress, or cut short): re-save the SAE with SAELens (SAE.save_model "
+        "writes cfg.json and sae_weights.safetensors) or copy it again.")
+    assert f"{typed}: 'd_in' must be a positive integer, got \"576\" (text)" in catalog.errors[str(typed.parent)]
+    weights.write_bytes(whole)  # the copy completes
+    assert load_catalog().entry("smollm2-135m@mine").layers == (1, 2)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import gzip
+import json
 from pathlib import Path
 
 import dagster as dg
@@ -133,3 +134,46 @@ def test_alignment_report_across_layers(test_catalog: Path, lake_root: str) -> N
     assert Path(meta["csv"].value).name == REPORT_FILE and csv.height == 4 and set(csv["model"]) == {GEMMA}
     assert csv["layer"].to_list() == [3, 3, 12, 12]  # the export is in numeric layer order
     assert meta["layers"].value == 2 and "data:image/png;base64" in meta["mean_ndcg_by_layer"].value
+
+
+def test_malformed_neuronpedia_records_are_skipped_up_to_a_fraction(test_catalog: Path, lake_root: str) -> None:
+    import logging
+
+    good = [_rec(i, f"feature {i}") for i in range(150)]
+    odd = [*good[:100], {**_rec(100, "x"), "description": 42}, *good[101:]]  # 1 of 150: under 1%, skipped
+    batches = {f"{PREFIX}batch-0.jsonl.gz": good[:50], f"{PREFIX}batch-1.jsonl.gz": odd[50:]}
+    with dg.instance_for_test() as instance, NeuronpediaServer(batches) as server:
+        register_models(instance, [GEMMA])
+        np_resource = NeuronpediaResource(s3_url=server.url, api_url=server.url, backoff_s=0.01)
+        ok = materialize(instance, lake_root, GEMMA, 12, assets=(neuronpedia_explanations, explanations),
+                         neuronpedia=np_resource)
+        assert ok.success
+        meta = ok.asset_materializations_for_node("neuronpedia_explanations")[0].metadata
+        assert (meta["records"].value, meta["records_malformed_skipped"].value) == (149, 1)
+        assert "batch-1.jsonl.gz line 51: 'description' of feature 100 is a number (42), not text" in \
+            meta["malformed_examples"].value
+        warnings = [e.user_message for e in instance.all_logs(ok.run_id) if e.level == logging.WARNING]
+        assert any("skipped 1 of 150 records (0.67%) malformed: 'description' is a number (1)" in w for w in warnings)
+        assert 100 not in pl.read_delta(f"{lake_root}/explanations")["feature"].to_list()
+        version = meta["delta_table_version"].value
+
+        worse = [*odd[50:60], {**_rec(160, "x"), "description": None}, {**_rec(161, "x"), "description": ["a"]},
+                 {**_rec(162, "x"), "description": {"text": "b"}}]
+        lines = [json.dumps(r) for r in worse] + ['{"index": "163", "description": "cut sh']  # line 14: not JSON
+        server.files[f"{PREFIX}batch-1.jsonl.gz"] = gzip.compress("\n".join(lines).encode())
+        bad = materialize(instance, lake_root, GEMMA, 12, assets=(neuronpedia_explanations,), neuronpedia=np_resource)
+        text = failure_text(bad)
+        assert ("4 of 64 records (6.25%) malformed: 'description' is null (1), 'description' is a list (1), "
+                "'description' is an object (1), a line that is not a JSON object (1); e.g. "
+                f"{PREFIX}batch-1.jsonl.gz line 11: 'description' of feature 160 "
+                "is null, not text. That is more than max_malformed_fraction = 0.01 allows") in text
+        assert "Nothing was written." in text
+        from deltalake import DeltaTable
+        assert DeltaTable(f"{lake_root}/neuronpedia_explanations").version() == version  # the old partition stays
+        assert pl.read_delta(f"{lake_root}/neuronpedia_explanations").height == 149
+        lenient = materialize(instance, lake_root, GEMMA, 12, assets=(neuronpedia_explanations,),
+                              neuronpedia=np_resource,
+                              extra_ops={"neuronpedia_explanations": {"config": {"max_malformed_fraction": 0.1}}})
+        lenient_meta = lenient.asset_materializations_for_node("neuronpedia_explanations")[0].metadata
+        assert lenient.success and lenient_meta["records_malformed_skipped"].value == 4
+        assert f"{PREFIX}batch-1.jsonl.gz line 14: the line is not JSON" in lenient_meta["malformed_examples"].value

@@ -74,3 +74,31 @@ def test_malformed_entries_and_folders_are_logged_and_skipped(test_catalog: Path
         broken = new_sae_sensor(dg.build_sensor_context(instance=instance, cursor=result.cursor))
         assert isinstance(broken, dg.SkipReason) and "not valid YAML" in broken.skip_message
         assert "smollm2-135m@fine" in instance.get_dynamic_partitions(MODEL_PARTITIONS_NAME)
+
+
+def test_one_bad_file_is_skipped_by_name_and_never_crashes_the_sensor(test_catalog: Path, tmp_path: Path,
+                                                                      capsys) -> None:
+    with dg.instance_for_test() as instance:
+        cursor = tick(instance, None).cursor
+        weights = drop_sae(tmp_path / "sae_drop", "smollm2-135m@mine", 2) / "sae_weights.safetensors"
+        whole = weights.read_bytes()
+        weights.write_bytes(whole[:500])  # still being copied
+        waiting = tick(instance, cursor)
+        assert waiting.run_requests == [] and waiting.skip_reason is not None
+        assert waiting.skip_reason.skip_message.startswith(
+            f"No new SAE to run. Skipped until fixed: {weights.parent}: {weights} is truncated or corrupt")
+        assert f"Skipped {weights.parent}: {weights} is truncated" in capsys.readouterr().err
+
+        good = test_catalog.read_text()
+        test_catalog.write_bytes(b"models:\x00 {}")  # a binary file saved over the catalog
+        broken = new_sae_sensor(dg.build_sensor_context(instance=instance, cursor=waiting.cursor))
+        assert isinstance(broken, dg.SkipReason)
+        assert broken.skip_message == (f"SAE catalog unreadable: SAE catalog {test_catalog} is not valid YAML "
+                                       "(character 7: unacceptable character #x0000): fix the file there; nothing "
+                                       "was loaded from it.")
+        test_catalog.write_text(good)
+
+        weights.write_bytes(whole)  # the copy completes: its run starts, once
+        done = tick(instance, waiting.cursor)
+        assert requested(done) == [("2|smollm2-135m@mine", "analyze_sae")] and done.skip_reason is None
+        assert tick(instance, done.cursor).run_requests == []

@@ -66,6 +66,18 @@ def test_truncated_gzip_and_malformed_lines_fail() -> None:
             list(client.iter_batch("a/batch-1.jsonl.gz"))
 
 
+def test_bad_lines_can_be_skipped_and_reported_one_by_one() -> None:
+    lines = b'{"index": "1", "description": "x"}\n{not json\n[1, 2]\n\xff\xfe\n{"index": "2", "description": "y"}\n'
+    with NeuronpediaServer({"a/batch-0.jsonl.gz": gzip.compress(lines)}) as server:
+        bad: list[tuple[int, str]] = []
+        records = list(_client(server).iter_batch("a/batch-0.jsonl.gz",
+                                                  on_bad_line=lambda n, why: bad.append((n, why))))
+    assert [(n, r["index"]) for n, r in records] == [(1, "1"), (5, "2")]
+    assert [n for n, _ in bad] == [2, 3, 4]
+    assert bad[0][1].startswith("is not JSON") and bad[1][1] == "is not a JSON object"
+    assert bad[2][1].startswith("is not UTF-8 text")
+
+
 def test_timeouts_are_retried_then_reported() -> None:
     key = f"{PREFIX}batch-0.jsonl.gz"
     with NeuronpediaServer({key: _records(0, 2)}, faults={f"/{key}": [0], "/": [0, 0]}) as server:

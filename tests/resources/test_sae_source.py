@@ -1,5 +1,6 @@
 from __future__ import annotations
 
+import json
 from pathlib import Path
 
 import pytest
@@ -44,3 +45,31 @@ def test_trained_sae_store_and_load_round_trip(test_catalog: Path, lake_root: st
     assert loaded.d_in == 576 and loaded.d_sae == 64 and loaded.architecture == "topk"
     assert torch.equal(loaded.sae.W_dec, second.W_dec)
     assert [p.name for p in path.parent.iterdir()] == [path.name]  # no staging leftovers
+
+
+def test_a_truncated_weights_file_or_a_wrongly_typed_cfg_field_is_named(test_catalog: Path, lake_root: str) -> None:
+    location = load_catalog().resolve("smollm2-135m@wrong-width", 1)
+    path = location.entry.sae_path(1)
+    save_topk_sae(path, d_in=576)
+    weights = path / "sae_weights.safetensors"
+    whole = weights.read_bytes()
+    weights.write_bytes(whole[: len(whole) // 2])  # a copy cut short
+    with pytest.raises(SaeLoadError, match=rf"layer 1: {weights} is truncated or corrupt: the file is [\d,]+ bytes "
+                       r"but its safetensors header describes [\d,]+"):
+        _source(lake_root).load(location)
+    weights.write_bytes(whole)
+    cfg = json.loads((path / "cfg.json").read_text())
+    (path / "cfg.json").write_text(json.dumps({**cfg, "d_sae": "abc"}))
+    with pytest.raises(SaeLoadError, match=r"cfg.json: 'd_sae' must be a positive integer, got \"abc\" \(text\)"):
+        _source(lake_root).load(location)
+    (path / "cfg.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "d_in"}))
+    with pytest.raises(SaeLoadError, match=r"cfg.json has no 'd_in' \(the SAE's input width\)"):
+        _source(lake_root).load(location)
+    (path / "cfg.json").write_text(json.dumps({**cfg, "architecture": "topkk"}))
+    with pytest.raises(SaeLoadError, match=r"'architecture' 'topkk' is not one SAELens knows \(abstopk, .*topk"):
+        _source(lake_root).load(location)
+    (path / "cfg.json").write_text(json.dumps({k: v for k, v in cfg.items() if k != "architecture"}))
+    with pytest.raises(SaeLoadError, match=r"cfg.json lacks the field 'architecture' that SAELens needs"):
+        _source(lake_root).load(location)
+    (path / "cfg.json").write_text(json.dumps(cfg))
+    assert _source(lake_root).load(location).d_in == 576  # the same files, repaired, load

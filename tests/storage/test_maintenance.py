@@ -5,17 +5,13 @@ writer's conflicting commit; missing tables are skipped; the same on an S3-compa
 from __future__ import annotations
 
 import os
-import socket
-from collections.abc import Iterator
 from pathlib import Path
 
-import boto3
 import numpy as np
 import polars as pl
 import pyarrow as pa
 import pytest
 from deltalake import DeltaTable
-from moto.server import ThreadedMotoServer
 
 from sae_assets.storage import maintenance
 from sae_assets.storage.delta import table_uri, write_partition, write_partition_batches
@@ -145,24 +141,6 @@ def test_missing_tables_and_other_folders_are_skipped(lake_root: str, tmp_path: 
     results = maintain_lake(lake_root, tables=["missing", "feature_stats"], retention_hours=0,
                             allow_short_retention=True)
     assert [r.table for r in results] == ["feature_stats"] and results[0].files_vacuumed == 1
-
-
-@pytest.fixture
-def s3_options() -> Iterator[dict[str, str]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    options = {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test",
-               "AWS_SECRET_ACCESS_KEY": "test", "AWS_ALLOW_HTTP": "true"}
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
-                 aws_secret_access_key="test").create_bucket(Bucket="lake")
-    try:
-        yield options
-    finally:
-        server.stop()
 
 
 def test_maintenance_on_an_s3_lake(s3_options: dict[str, str]) -> None:

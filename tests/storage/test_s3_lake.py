@@ -3,42 +3,19 @@ asset runs against it."""
 
 from __future__ import annotations
 
-import socket
-from collections.abc import Iterator
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 
-import boto3
 import dagster as dg
 import numpy as np
 import polars as pl
-import pytest
 import torch
-from moto.server import ThreadedMotoServer
 
 from sae_assets.core.sae.decoder import decoder_frame
 from sae_assets.defs.assets.feature_map import feature_map
 from sae_assets.defs.partitions import partition_key, register_models
 from sae_assets.resources.device import DeviceResource
 from sae_assets.resources.lake import LakeResource
-
-
-@pytest.fixture
-def s3_options() -> Iterator[dict[str, str]]:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    options = {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test",
-               "AWS_SECRET_ACCESS_KEY": "test", "AWS_ALLOW_HTTP": "true"}
-    boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
-                 aws_secret_access_key="test").create_bucket(Bucket="lake")
-    try:
-        yield options
-    finally:
-        server.stop()
 
 
 def test_concurrent_partition_writers_lose_nothing(s3_options: dict[str, str]) -> None:

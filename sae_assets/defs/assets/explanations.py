@@ -28,8 +28,8 @@ def _from_neuronpedia(lake: LakeResource, model: str, layer: int, config: Explan
     if lake.missing_tables("neuronpedia_explanations"):
         raise dg.Failure(f"No neuronpedia_explanations table: materialize neuronpedia_explanations for {model} "
                          f"layer {layer} first.")
-    records = lake.scan_partition("neuronpedia_explanations", model, layer).select(
-        "feature", "description", "explanation_type", "explainer_model", "created_at").collect()
+    records = lake.read_partition("neuronpedia_explanations", model, layer,
+                                  ["feature", "description", "explanation_type", "explainer_model", "created_at"])
     if records.is_empty():
         raise dg.Failure(f"neuronpedia_explanations holds no explanations for {model} layer {layer}: materialize "
                          "it (again), or use source 'labels'.")
@@ -40,7 +40,7 @@ def _from_neuronpedia(lake: LakeResource, model: str, layer: int, config: Explan
 def _from_labels(lake: LakeResource, model: str, layer: int) -> pl.DataFrame:
     if lake.missing_tables("feature_labels"):
         raise dg.Failure(f"No feature_labels for {model} layer {layer}: materialize feature_labels first.")
-    labels = lake.scan_partition("feature_labels", model, layer).filter(pl.col("label").is_not_null()).collect()
+    labels = lake.read_partition("feature_labels", model, layer).filter(pl.col("label").is_not_null())
     if labels.is_empty():
         raise dg.Failure(f"feature_labels of {model} layer {layer} holds no labels.")
     return labels.select(

@@ -2,7 +2,13 @@ from __future__ import annotations
 
 import pytest
 
-from sae_assets.core.alignment.explanations import MalformedRecord, choose_explanations, normalize
+from sae_assets.core.alignment.explanations import (
+    MalformedRecord,
+    RecordTally,
+    TooManyMalformed,
+    choose_explanations,
+    normalize,
+)
 
 
 def _rec(index, description, type_name="oai_token-act-pair", model="gpt-4o-mini", created=""):
@@ -40,3 +46,29 @@ def test_malformed_records(record) -> None:
 
 def test_empty() -> None:
     assert choose_explanations([], "neuronpedia").is_empty()
+
+
+@pytest.mark.parametrize(("description", "what"), [
+    (42, "is a number (42), not text"), (None, "is null, not text"), (["a", "b"], "is a list, not text"),
+    ({"text": "a"}, "is an object, not text"), (True, "is a boolean (true), not text"), ("  ", "is blank")])
+def test_a_description_that_is_not_text_is_named_with_where_and_what(description, what) -> None:
+    with pytest.raises(MalformedRecord) as err:
+        normalize(_rec(5, description), "v1/m/s/explanations/batch-2.jsonl.gz line 17")
+    assert str(err.value) == f"v1/m/s/explanations/batch-2.jsonl.gz line 17: 'description' of feature 5 {what}"
+
+
+def test_the_tally_skips_and_counts_malformed_records_up_to_a_fraction() -> None:
+    tally = RecordTally()
+    records = [_rec(i, f"feature {i}") for i in range(300)]
+    records[10]["description"], records[20]["description"], records[30] = 7, None, ["not", "a", "record"]
+    kept = [r for line, raw in enumerate(records, start=1) if (r := tally.keep(raw, f"b-0 line {line}")) is not None]
+    assert len(kept) == 297 and (tally.read, tally.skipped) == (300, 3)
+    assert tally.problems == {"'description' is a number": 1, "'description' is null": 1, "the record is a list": 1}
+    assert tally.examples == ["b-0 line 11: 'description' of feature 10 is a number (7), not text",
+                              "b-0 line 21: 'description' of feature 20 is null, not text",
+                              "b-0 line 31: the record is a list, not an object"]
+    tally.check(0.01)  # 1% of 300 records
+    with pytest.raises(TooManyMalformed, match=r"^3 of 300 records \(1.00%\) malformed: 'description' is a number "
+                       r"\(1\), .*; e.g. b-0 line 11: 'description' of feature 10 is a number \(7\), not text\. "
+                       r"That is more than max_malformed_fraction = 0.005 allows"):
+        tally.check(0.005)
