@@ -18,6 +18,7 @@ import torch
 from sae_assets.catalog import LanguageModelSpec
 from sae_assets.core.common.language_model import LanguageModel
 from sae_assets.resources.device import DeviceResource, resolve_dtype
+from sae_assets.resources.gguf_cache import load_gguf_cached
 
 log = logging.getLogger(__name__)
 
@@ -48,10 +49,14 @@ def load_hf_model(spec: LanguageModelSpec, dtype: torch.dtype) -> tuple[Any, Any
         folder = gguf_folder
         if not (folder / spec.gguf_file).exists():
             raise ModelLoadError(f"GGUF file {spec.gguf_file!r} not found in {folder}.")
-        log.info("Loading %s from GGUF %s (dequantized to %s)", spec.hub_id, folder / spec.gguf_file, dtype)
-        tokenizer = AutoTokenizer.from_pretrained(folder, gguf_file=spec.gguf_file)
-        model = AutoModelForCausalLM.from_pretrained(folder, gguf_file=spec.gguf_file, dtype=dtype)
-        return model, tokenizer
+        gguf = folder / spec.gguf_file
+
+        def dequantize() -> tuple[Any, Any]:
+            log.info("Loading %s from GGUF %s (dequantized to %s)", spec.hub_id, gguf, dtype)
+            return (AutoModelForCausalLM.from_pretrained(folder, gguf_file=spec.gguf_file, dtype=dtype),
+                    AutoTokenizer.from_pretrained(folder, gguf_file=spec.gguf_file))
+
+        return load_gguf_cached(gguf, dtype, dequantize)
     source = spec.local_path or spec.hub_id
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
