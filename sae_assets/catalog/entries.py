@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from sae_assets.catalog.errors import CatalogError
 from sae_assets.catalog.yaml_file import load_yaml
+from sae_assets.core.common.json_values import is_positive_int
 
 # Dagster joins multi-partition dimensions with "|" and ranges/lists use "," "[" "]": keep them out.
 MODEL_KEY_PATTERN = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._\-]*@[A-Za-z0-9][A-Za-z0-9._\-]*$")
@@ -225,7 +226,7 @@ def _parse_sae(key: str, raw: dict[str, Any]) -> SaeSourceSpec:
         spec = TrainSpec(**fields)
         if spec.architecture not in ("topk", "jumprelu"):
             raise CatalogError(f"Model key {key!r}: sae.architecture must be 'topk' or 'jumprelu'.")
-        if not all(isinstance(v, int) and not isinstance(v, bool) and v > 0 for v in (spec.d_sae, spec.k)):
+        if not all(is_positive_int(v) for v in (spec.d_sae, spec.k)):
             raise CatalogError(f"Model key {key!r}: sae.d_sae and sae.k must be positive integers.")
         return SaeSourceSpec(kind="train", train=spec)
     raise CatalogError(f"Model key {key!r}: sae.source must be 'saelens', 'local' or 'train', not {kind!r}.")
@@ -254,7 +255,7 @@ def parse_entry(key: str, raw: Any) -> CatalogEntry:
     if budget is not None and budget not in ("cpu", "gpu"):
         raise CatalogError(f"Model key {key!r}: 'budget' must be 'cpu' or 'gpu', got {budget!r}.")
     d_model = raw.get("d_model")
-    if d_model is not None and (not isinstance(d_model, int) or isinstance(d_model, bool) or d_model <= 0):
+    if d_model is not None and not is_positive_int(d_model):
         raise CatalogError(f"Model key {key!r}: 'd_model' must be a positive integer, got {d_model!r}.")
     hook = str(_text(key, raw, "hook"))
     if "{layer}" not in hook:

@@ -14,6 +14,8 @@ import json
 from pathlib import Path
 from typing import Any
 
+from sae_assets.core.common.json_values import is_positive_int, json_kind
+
 CFG_FILE = "cfg.json"
 WEIGHTS_FILE = "sae_weights.safetensors"
 MAX_HEADER_BYTES = 100_000_000
@@ -23,15 +25,6 @@ RESAVE = "re-save the SAE with SAELens (SAE.save_model writes cfg.json and sae_w
 
 class SaeFileError(ValueError):
     """A SAELens directory's cfg.json or weights file is unusable; the message names the file and the field."""
-
-
-def _json_type(value: Any) -> str:
-    names = {bool: "a boolean", int: "a number", float: "a number", str: "text", list: "a list", dict: "an object"}
-    return "null" if value is None else names.get(type(value), type(value).__name__)
-
-
-def _positive_int(value: Any) -> bool:
-    return isinstance(value, int) and not isinstance(value, bool) and value > 0
 
 
 def read_cfg(directory: Path) -> dict[str, Any]:
@@ -45,15 +38,15 @@ def read_cfg(directory: Path) -> dict[str, Any]:
     except (OSError, ValueError) as err:
         raise SaeFileError(f"{path} is not readable JSON ({err}): {RESAVE}.") from err
     if not isinstance(cfg, dict):
-        raise SaeFileError(f"{path} holds {_json_type(cfg)}, not a JSON object: {RESAVE}.")
+        raise SaeFileError(f"{path} holds {json_kind(cfg)}, not a JSON object: {RESAVE}.")
     for name in ("d_in", "d_sae"):
         if name not in cfg:
             meaning = "input width" if name == "d_in" else "latent count"
             raise SaeFileError(f"{path} has no '{name}' (the SAE's {meaning}): add it as a positive integer or "
                                f"{RESAVE}.")
     for name in ("d_in", "d_sae", "k"):
-        if name in cfg and not _positive_int(cfg[name]):
-            got = "null" if cfg[name] is None else f"{json.dumps(cfg[name])} ({_json_type(cfg[name])})"
+        if name in cfg and not is_positive_int(cfg[name]):
+            got = "null" if cfg[name] is None else f"{json.dumps(cfg[name])} ({json_kind(cfg[name])})"
             raise SaeFileError(f"{path}: '{name}' must be a positive integer, got {got}: fix the field or {RESAVE}.")
     if "architecture" in cfg and not isinstance(cfg["architecture"], str):
         raise SaeFileError(f"{path}: 'architecture' must be text such as \"topk\", got "

@@ -1,10 +1,12 @@
 """``same_scan``: the four tables activation_scan writes for a partition come from one scan (blocking).
 
-The check runs after every scan, on each of its four assets, and reads only the ``scan_id`` column of each
-table's partition. When a scan died between two of its table commits, the tables hold two scans' rows; the
-check fails on all four (so nothing downstream of any of them runs on the mix) until the partition is scanned
-again, which rewrites all four with one id.
+One check step runs after every scan, reads only the ``scan_id`` column of each table's partition, once, and
+gives a result on each of the four assets. When a scan died between two of its table commits, the tables hold
+two scans' rows; the check fails on all four (so nothing downstream of any of them runs on the mix) until the
+partition is scanned again, which rewrites all four with one id.
 """
+
+from collections.abc import Iterator
 
 import dagster as dg
 import polars as pl
@@ -31,27 +33,28 @@ def scan_agreement(lake: LakeResource, model: str, layer: int | str) -> ScanAgre
     return agreement(ids)
 
 
-def same_scan_check(asset: str) -> dg.AssetChecksDefinition:
-    @dg.asset_check(asset=asset, name="same_scan", blocking=True, partitions_def=model_layer_partitions,
-                    description=f"{', '.join(SCAN_TABLES)} of this partition all come from one activation_scan "
-                    "(one scan_id); blocking: a scan that died between its table writes stops what reads them until "
-                    "activation_scan is re-run for the partition.")
-    def _check(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
-        model, layer = model_and_layer(context.partition_key)
-        found = scan_agreement(lake, model, layer)
-        problem = found.problem()
-        metadata = {f"{table}_scan_id": ", ".join(ids) if ids else ("none" if ids is None else "before scan ids")
-                    for table, ids in found.ids.items()}
-        if problem:
-            context.log.warning("%s layer %s: %s. Re-materialize activation_scan for this partition.", model, layer,
-                                problem)
-        return dg.AssetCheckResult(
-            passed=problem is None, metadata=metadata,
+SAME_SCAN = "same_scan"
+
+
+@dg.multi_asset_check(
+    name=SAME_SCAN,
+    specs=[dg.AssetCheckSpec(SAME_SCAN, asset=table, blocking=True, partitions_def=model_layer_partitions,
+                             description=f"{', '.join(SCAN_TABLES)} of this partition all come from one "
+                             "activation_scan (one scan_id); blocking: a scan that died between its table writes "
+                             "stops what reads them until activation_scan is re-run for the partition.")
+           for table in SCAN_TABLES],
+)
+def same_scan(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> Iterator[dg.AssetCheckResult]:
+    """One reading of the four tables' scan ids, one result on each table."""
+    model, layer = model_and_layer(context.partition_key)
+    found = scan_agreement(lake, model, layer)
+    problem = found.problem()
+    metadata = {f"{table}_scan_id": ", ".join(ids) if ids else ("none" if ids is None else "before scan ids")
+                for table, ids in found.ids.items()}
+    if problem:
+        context.log.warning("%s layer %s: %s. Re-materialize activation_scan for this partition.", model, layer,
+                            problem)
+    for table in SCAN_TABLES:
+        yield dg.AssetCheckResult(
+            asset_key=table, check_name=SAME_SCAN, passed=problem is None, metadata=metadata,
             description=None if problem is None else f"{problem}; re-materialize activation_scan for this partition")
-
-    return _check
-
-
-@dg.definitions
-def same_scan_definitions() -> dg.Definitions:
-    return dg.Definitions(asset_checks=[same_scan_check(table) for table in SCAN_TABLES])

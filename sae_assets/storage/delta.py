@@ -182,7 +182,7 @@ def with_columns_of(table: DeltaTable, schema: pa.Schema, uri: str,
     raise RuntimeError(f"Could not add columns to the Delta table {uri}.")
 
 
-def _table_filesystem(uri: str, storage_options: dict[str, str] | None) -> pafs.FileSystem:
+def table_filesystem(uri: str, storage_options: dict[str, str] | None) -> pafs.FileSystem:
     """A pyarrow filesystem rooted at the table: local, S3 (deltalake's AWS_* options mapped to pyarrow's), or
     deltalake's own storage handler for the other object stores."""
     options = storage_options or {}
@@ -222,7 +222,7 @@ def write_partition_batches(
     too large to build as one frame: a 16k-latent SAE's co-occurrence histograms, for one."""
     full = pa.schema([*schema, *(pa.field(c, pa.string()) for c in PARTITION_COLUMNS)])
     table = _table_for(uri, full, storage_options)
-    fs = _table_filesystem(uri, storage_options)
+    fs = table_filesystem(uri, storage_options)
     values = {"model": model, "layer": str(layer)}
     # Partition values come from the commit's actions; the folder only needs to be a path no reader re-decodes.
     folder = "/".join(f"{c}={re.sub(r'[^A-Za-z0-9@._-]', '_', values[c])}" for c in PARTITION_COLUMNS)

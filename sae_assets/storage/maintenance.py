@@ -112,7 +112,7 @@ def check_retention(retention_hours: int, allow_short_retention: bool,
 def list_tables(root: str, storage_options: dict[str, str] | None = None) -> list[str]:
     """The names of the Delta tables directly under the lake ``root`` (folders with a ``_delta_log``), sorted;
     other folders (SAE weights, exports) are left out, and a root that does not exist has none."""
-    fs = delta._table_filesystem(delta.root_uri(root), storage_options)
+    fs = delta.table_filesystem(delta.root_uri(root), storage_options)
     entries = fs.get_file_info(pafs.FileSelector("", recursive=False, allow_not_found=True))
     folders = sorted(e.base_name for e in entries if e.type == pafs.FileType.Directory)
     if not folders:
@@ -123,7 +123,7 @@ def list_tables(root: str, storage_options: dict[str, str] | None = None) -> lis
 
 def _list_files(uri: str, storage_options: dict[str, str] | None) -> tuple[int, int, int]:
     """(data files, their bytes, log files) under the table's directory."""
-    fs = delta._table_filesystem(uri, storage_options)
+    fs = delta.table_filesystem(uri, storage_options)
     data_files = data_bytes = log_files = 0
     for info in fs.get_file_info(pafs.FileSelector("", recursive=True, allow_not_found=True)):
         if info.type != pafs.FileType.File:
@@ -136,7 +136,7 @@ def _list_files(uri: str, storage_options: dict[str, str] | None) -> tuple[int, 
 
 
 def _count_log_files(uri: str, storage_options: dict[str, str] | None) -> int:
-    fs = delta._table_filesystem(uri, storage_options)
+    fs = delta.table_filesystem(uri, storage_options)
     infos = fs.get_file_info(pafs.FileSelector(LOG_DIR, recursive=True, allow_not_found=True))
     return sum(1 for info in infos if info.type == pafs.FileType.File)
 

@@ -19,9 +19,9 @@ import pyarrow as pa
 import pyarrow.fs as pafs
 from deltalake import DeltaTable
 from deltalake.exceptions import DeltaError, TableNotFoundError
-from deltalake.fs import DeltaStorageHandler
 
 from sae_assets.core.scan.scan_identity import SCAN_TABLES
+from sae_assets.storage.delta import table_filesystem
 
 TABLE_WRITERS = {**dict.fromkeys(SCAN_TABLES, "activation_scan"), "feature_map_edges": "feature_map"}
 """Tables written by an asset step of another name (every other table is its asset's name)."""
@@ -107,8 +107,7 @@ def check_partition(uri: str, table: str, model: str, layer: int | str | None,
     if not recorded:
         return delta_table.version()
     try:
-        infos = pafs.PyFileSystem(DeltaStorageHandler(uri, storage_options or {})).get_file_info(
-            [path for path, _, _ in recorded])
+        infos = table_filesystem(uri, storage_options).get_file_info([path for path, _, _ in recorded])
     except (OSError, DeltaError) as err:
         raise read_error(table, uri, f"its data files cannot be listed ({type(err).__name__}: "
                          f"{_first_line(err)})", model, layer) from err

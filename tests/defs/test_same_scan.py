@@ -18,7 +18,7 @@ from sae_assets.defs.assets.activation_scan import activation_scan
 from sae_assets.defs.assets.sae_decoder import sae_decoder
 from sae_assets.defs.assets.trained_sae import trained_sae
 from sae_assets.defs.partitions import model_layer_partitions, partition_key, register_models
-from sae_assets.defs.same_scan_check import same_scan_check, scan_agreement
+from sae_assets.defs.same_scan_check import same_scan, scan_agreement
 from sae_assets.resources.lake import LakeResource
 from tests.conftest import REPO_ROOT
 from tests.defs.helpers import materialize, resources
@@ -50,7 +50,7 @@ with dg.instance_for_test() as instance:
     materialize(instance, lake_root, sys.argv[3], int(sys.argv[4]), assets=(activation_scan,),
                 scan={**TINY_SCAN, "seed": 7})
 """
-CHECKS = [same_scan_check(table) for table in SCAN_TABLES]
+CHECKS = [same_scan]
 
 
 def _check_results(result: dg.ExecuteInProcessResult) -> dict[str, bool]:

@@ -22,6 +22,8 @@ from typing import Any
 
 import polars as pl
 
+from sae_assets.core.common.json_values import json_kind
+
 EXPLANATION_COLUMNS = ["feature", "description", "explanation_type", "explainer_model", "source", "n_alternatives"]
 
 
@@ -41,21 +43,9 @@ class MalformedRecord(ValueError):
         self.where, self.problem, self.kind = where, problem, kind or problem
 
 
-def _kind(value: Any, shown: bool = True) -> str:
-    """A JSON value's kind, as a record check names it: ``a number (42)``, ``null``, ``a list``, ``an object``;
-    ``shown=False`` leaves the value out (``a number``)."""
-    if value is None:
-        return "null"
-    if isinstance(value, bool | int | float):
-        kind = "a boolean" if isinstance(value, bool) else "a number"
-        return f"{kind} ({str(value).lower() if isinstance(value, bool) else value})" if shown else kind
-    kinds: dict[type, str] = {list: "a list", dict: "an object", str: "text"}
-    return kinds.get(type(value), type(value).__name__)
-
-
 def _bad_field(where: str, name: str, index: int | None, record: dict[str, Any], wanted: str) -> MalformedRecord:
     value = record.get(name)
-    got, kind = (_kind(value), _kind(value, shown=False)) if name in record else ("missing", "missing")
+    got, kind = (json_kind(value, shown=True), json_kind(value)) if name in record else ("missing", "missing")
     of = f" of feature {index}" if index is not None else ""
     return MalformedRecord(where, f"'{name}'{of} is {got}, not {wanted}", f"'{name}' is {kind}")
 
@@ -80,8 +70,8 @@ def normalize(record: Any, where: str) -> dict[str, Any]:
     saying what is wrong: no integer ``index``, a ``description`` that is not non-empty text (a number, null, a
     list, an object, blank), or ``typeName`` / ``explanationModelName`` / ``createdAt`` neither text nor null."""
     if not isinstance(record, dict):
-        raise MalformedRecord(where, f"the record is {_kind(record)}, not an object",
-                              f"the record is {_kind(record, shown=False)}")
+        raise MalformedRecord(where, f"the record is {json_kind(record, shown=True)}, not an object",
+                              f"the record is {json_kind(record)}")
     index = _index(record, where)
     description = record.get("description")
     if not isinstance(description, str):
