@@ -17,6 +17,7 @@ import logging
 import os
 import shutil
 import tempfile
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -83,7 +84,7 @@ def save_entry(folder: Path, model: Any, tokenizer: Any, gguf: Path) -> None:
             log.warning("Could not cache the dequantized model in %s: %s", folder, err)
 
 
-def load_gguf_cached(gguf: Path, dtype: torch.dtype, load: Any) -> tuple[Any, Any]:
+def load_gguf_cached(gguf: Path, dtype: torch.dtype, load: Callable[[], tuple[Any, Any]]) -> tuple[Any, Any]:
     """(model, tokenizer) of the GGUF file ``gguf`` in ``dtype``: from the cache, else ``load()`` (which
     dequantizes) and cached for the next process."""
     root = cache_root()

@@ -86,11 +86,11 @@ class OpenAIChat:
                  backoff_s: float, concurrency: int = 4) -> None:
         self.session = OriginScopedSession(base_url, "Authorization", api_key, prefix="Bearer ")
         self.url = base_url.rstrip("/") + "/chat/completions"
-        self.safe_url = self.session.redact(self.url)
         self.name, self.timeout_s, self.retries, self.backoff_s = model, timeout_s, retries, backoff_s
         self.concurrency = max(1, concurrency)
 
     def _one(self, messages: Messages, max_tokens: int) -> Reply:
+        """One conversation's reply; an error is redacted whole (URL, echoed body, exception text)."""
         reply = self._attempts(messages, max_tokens)
         return reply if reply.error is None else Reply(None, self.session.redact(reply.error))
 
@@ -106,14 +106,14 @@ class OpenAIChat:
                 error = f"{type(err).__name__}: {err}"
                 continue
             if resp.status_code in RETRY_STATUS:
-                error = f"HTTP {resp.status_code} from {self.safe_url}"
+                error = f"HTTP {resp.status_code} from {self.url}"
                 continue
             if resp.status_code != 200:
-                return Reply(None, f"HTTP {resp.status_code} from {self.safe_url}: {resp.text[:200]}")
+                return Reply(None, f"HTTP {resp.status_code} from {self.url}: {resp.text[:200]}")
             try:
                 return Reply(text=resp.json()["choices"][0]["message"]["content"])
             except (ValueError, KeyError, IndexError, TypeError) as err:
-                return Reply(None, f"malformed reply from {self.safe_url}: {type(err).__name__}: {resp.text[:200]}")
+                return Reply(None, f"malformed reply from {self.url}: {type(err).__name__}: {resp.text[:200]}")
         return Reply(None, f"{error} (after {self.retries + 1} attempts)")
 
     def chat(self, conversations: list[Messages], max_tokens: int) -> list[Reply]:
