@@ -8,7 +8,9 @@ Rows, each measured in this run:
              explanation per feature) against a Neuronpedia-shaped server on 127.0.0.1; goal <= 5 s for 16,384
              features (with ``--duplicates`` extra explanations per feature, as real exports have).
   embeddings: explanations per second for each sentence-transformers model.
-  scoring:   ``sfal_ndcg`` (blocked, torch) for every feature, against a per-feature numpy loop as SFAL's
+  scoring:   ``sfal_ndcg`` (blocked, torch) for every feature, against (1) the same scorer as it was when issue 17
+             was filed (its Phi rows and its partial sort: ``filed_top_order``, ``filed_phi_rows``), run in full
+             here and required to give bit-for-bit the same NDCG, and (2) a per-feature numpy loop as SFAL's
              reference code does it (argsort per row), timed on ``--baseline-features`` rows and scaled.
 """
 
@@ -24,6 +26,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+import sae_assets.core.alignment.sfal as sfal_module  # noqa: E402
 from sae_assets.core.alignment.explanations import choose_explanations, normalize  # noqa: E402
 from sae_assets.core.alignment.sfal import (
     phi_from_counts,  # noqa: E402
@@ -86,6 +89,38 @@ def synthetic_scan(d: int, windows: int, dim: int, device: torch.device, rng: np
     return counts.to(device), vectors.to(device)
 
 
+def filed_top_order(scores: torch.Tensor, k: int, slack: int | None = None) -> torch.Tensor:
+    """``top_order`` as it was when issue 17 was filed: the k-th value from an unsorted topk, then masks over the
+    whole row for the entries above and tied with it, then a stable sort of those k."""
+    kth = scores.topk(k, dim=1, sorted=False).values.amin(dim=1, keepdim=True)
+    above, tied = scores > kth, scores == kth
+    room = k - above.sum(dim=1, keepdim=True)
+    cols = (above | (tied & (tied.cumsum(dim=1) <= room))).nonzero()[:, 1].view(scores.shape[0], k)
+    return cols.gather(1, torch.sort(scores.gather(1, cols), dim=1, descending=True, stable=True).indices)
+
+
+def filed_phi_rows(counts: torch.Tensor, n_windows: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+    """``phi_from_counts`` as it was when issue 17 was filed: five passes over the block, one an outer product."""
+    marg = counts.diagonal().to(torch.float64)
+    n = float(n_windows)
+    spread = marg * (n - marg)
+    inv_sd = torch.where(spread > 0, spread.clamp_min(1e-300).rsqrt(), torch.zeros((), dtype=torch.float64))
+    rows = torch.arange(counts.shape[0]) if rows is None else rows
+    phi = counts.index_select(0, rows).to(torch.float64).mul_(n)
+    phi.sub_(marg[rows].unsqueeze(1) * marg.unsqueeze(0))
+    return phi.mul_(inv_sd[rows].unsqueeze(1)).mul_(inv_sd.unsqueeze(0))
+
+
+def as_filed(counts: torch.Tensor, n_windows: int, vectors: torch.Tensor, top_n: int, block: int) -> torch.Tensor:
+    """``sfal_ndcg`` with the ranking and Phi code it had when issue 17 was filed (CPU)."""
+    now = sfal_module.top_order, sfal_module.phi_from_counts
+    sfal_module.top_order, sfal_module.phi_from_counts = filed_top_order, filed_phi_rows
+    try:
+        return sfal_ndcg(counts, n_windows, vectors, top_n=top_n, block=block)
+    finally:
+        sfal_module.top_order, sfal_module.phi_from_counts = now
+
+
 def baseline_ndcg(phi: np.ndarray, sem: np.ndarray, rows: range, top_n: int) -> list[float]:
     """SFAL's reference shape: one feature at a time, two argsorts over all other features."""
     d = phi.shape[1]
@@ -137,6 +172,12 @@ def main() -> None:
     if device.type == "cuda":
         torch.cuda.synchronize(device)
     ours = time.perf_counter() - start
+    filed = None
+    if device.type == "cpu":
+        start = time.perf_counter()
+        filed_ndcg = as_filed(counts, args.windows, vectors, args.top_n, args.block)
+        filed = time.perf_counter() - start
+        same = torch.equal(filed_ndcg, ndcg)
     rows = range(0, min(args.baseline_features, d))
     idx = torch.arange(rows.start, rows.stop, device=device)
     phi_rows = phi_from_counts(counts, args.windows, idx).cpu().numpy()
@@ -149,9 +190,13 @@ def main() -> None:
     print("\n| scoring | features | seconds | ratio vs baseline |")
     print("|---|---|---|---|")
     print(f"| sfal_ndcg (blocked torch, {device}) | {d:,} | {ours:.1f} | {base / ours:.1f}x |")
+    if filed is not None:
+        print(f"| sfal_ndcg as filed in issue 17 (same process) | {d:,} | {filed:.1f} | {base / filed:.1f}x |")
     print(f"| per-feature numpy loop (timed on {len(rows)}, scaled) | {d:,} | {base:.1f} | 1.0x |")
     print(f"\nmean NDCG {float(ndcg.mean()):.4f}; first {len(rows)} rows agree with the loop: {agree}; "
           f"finite: {bool(torch.isfinite(ndcg).all())}")
+    if filed is not None:
+        print(f"now / as filed: {filed / ours:.2f}x faster; NDCG bit-for-bit equal to the filed code: {same}")
 
 
 if __name__ == "__main__":

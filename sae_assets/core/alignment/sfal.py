@@ -37,9 +37,18 @@ def phi_from_counts(counts: torch.Tensor, n_windows: int, rows: torch.Tensor | N
                                                                                       device=marg.device))
     if rows is None:
         rows = torch.arange(counts.shape[0], device=counts.device)
-    phi = counts.index_select(0, rows).to(torch.float64).mul_(n)  # [b, d], in place from here on
-    phi.sub_(marg[rows].unsqueeze(1) * marg.unsqueeze(0))
+    # N c_ij - c_i c_j in one pass: every term is an integer below 2^53, so exact however it is fused; then the two
+    # scalings in this order, as the formula reads (the only rounding steps)
+    phi = torch.addr(_rows_as_float64(counts, rows), marg[rows], marg, beta=n, alpha=-1)  # [b, d]
     return phi.mul_(inv_sd[rows].unsqueeze(1)).mul_(inv_sd.unsqueeze(0))
+
+
+def _rows_as_float64(counts: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``counts[rows]`` as float64 ``[b, d]``; a run of consecutive rows (SFAL's blocks) is converted in one pass."""
+    b = rows.shape[0]
+    if b and int(rows[-1] - rows[0]) == b - 1 and bool((rows.diff() == 1).all()):
+        return counts.narrow(0, int(rows[0]), b).to(torch.float64)
+    return counts.index_select(0, rows).to(torch.float64)
 
 
 def unit_rows(vectors: torch.Tensor) -> torch.Tensor:
@@ -71,6 +80,8 @@ def ndcg_by_rows(phi_rows: RowScores, semantic_rows: RowScores, d: int, device: 
     discount = 1 / torch.log2(ranks + 2)
     ideal = (gain_by_rank * discount).sum()
     out = torch.empty(d, dtype=torch.float64, device=device)
+    relevance_rows = torch.zeros((min(block, d), d), dtype=torch.float64, device=device)  # [block, d]
+    gains = gain_by_rank.expand(min(block, d), -1).contiguous()
     progress = Progress("SFAL NDCG", d, "features", report)
     for start in range(0, d, block):
         rows = torch.arange(start, min(start + block, d), device=device)
@@ -80,9 +91,11 @@ def ndcg_by_rows(phi_rows: RowScores, semantic_rows: RowScores, d: int, device: 
         s = semantic_rows(rows).to(torch.float64)
         p[diagonal] = -torch.inf  # self-pairs rank below every real pair, so never in a top_n <= d - 1
         s[diagonal] = -torch.inf
-        relevance = torch.zeros((b, d), dtype=torch.float64, device=device)
-        relevance.scatter_(1, top_order(s, top_n), gain_by_rank.expand(b, -1).contiguous())
+        semantic_top = top_order(s, top_n)
+        relevance = relevance_rows[:b]  # all zero here: the previous block's entries were reset after use
+        relevance.scatter_(1, semantic_top, gains[:b])
         dcg = (relevance.gather(1, top_order(p, top_n)) * discount).sum(1)
+        relevance.scatter_(1, semantic_top, 0.0)
         out[rows] = dcg / ideal
         progress.advance(b)
     progress.finish()

@@ -9,33 +9,68 @@ def top_order(scores: torch.Tensor, k: int, slack: int | None = None) -> torch.T
     """``scores [b, n]`` -> ``[b, k]`` column indices of the k highest per row, by descending score with ties
     broken by index ascending: the first k of a stable descending sort, without sorting all n.
 
-    One ``topk(k + slack)`` (default slack: k/4, at least 64) gives each row's candidates; sorted by column and
-    then stably by value, their first k are the row's answer whenever the last candidate is below the k-th
-    value, i.e. every entry tied with the k-th value is a candidate. Rows with more ties than that at the
-    boundary (all-equal rows, e.g. a feature without an explanation) take :func:`_tied_top_order`.
+    One sorted ``topk(k + slack)`` (default slack: k/4, at least 64) per row. A row whose first k + 1 values are
+    all different is done: its k-th value is above every other entry and no two of its top k tie. Rows with a tie
+    there have their candidates ordered by (value descending, column ascending), exact whenever the last
+    candidate is below the k-th value, i.e. every entry tied with the k-th value is a candidate; rows with more
+    ties than that at the boundary (all-equal rows, e.g. a feature without an explanation) are completed by
+    :func:`_fill_ties`, and rows holding NaN take a full stable sort.
     """
     b, n = scores.shape
     extra = min(n - k, max(64, k // 4) if slack is None else slack)
     if extra <= 0:
         return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
-    cols = scores.topk(k + extra, dim=1, sorted=False).indices.sort(dim=1).values  # candidates, by column
-    vals = scores.gather(1, cols)
-    vals, order = vals.sort(dim=1, descending=True, stable=True)  # ties stay by column
-    top = cols.gather(1, order[:, :k])
-    tied = vals[:, k - 1] == vals[:, -1]  # the k-th value may continue outside the candidates
-    if tied.any():
-        rows = tied.nonzero().flatten()
-        top[rows] = _tied_top_order(scores[rows], k, vals[rows, k - 1 : k])
+    vals, cols = scores.topk(k + extra, dim=1, sorted=True)  # descending; the order of equal values unspecified
+    top = cols[:, :k].clone()
+    unsure = (vals[:, 1 : k + 1] == vals[:, :k]).any(dim=1)
+    nan = vals[:, 0].isnan()  # topk, like sort, puts NaN first
+    if nan.any():
+        rows = nan.nonzero().flatten()
+        top[rows] = torch.sort(scores[rows], dim=1, descending=True, stable=True).indices[:, :k]
+        unsure &= ~nan
+    if unsure.any():
+        rows = unsure.nonzero().flatten()
+        top[rows] = _candidate_order(scores[rows], vals[rows], cols[rows], k)
     return top
 
 
-def _tied_top_order(scores: torch.Tensor, k: int, kth: torch.Tensor) -> torch.Tensor:
-    """:func:`top_order` for rows whose k-th value ``kth [b, 1]`` ties with entries outside the top k: every
-    entry above it, then the lowest-index entries equal to it."""
-    above = scores > kth
-    tied = scores == kth
-    room = k - above.sum(dim=1, keepdim=True)  # how many tied entries still fit, lowest index first
-    take = above | (tied & (tied.cumsum(dim=1) <= room))
-    cols = take.nonzero()[:, 1].view(scores.shape[0], k)  # exactly k per row, index ascending
-    by_score = torch.sort(scores.gather(1, cols), dim=1, descending=True, stable=True).indices
-    return cols.gather(1, by_score)
+def _candidate_order(scores: torch.Tensor, vals: torch.Tensor, cols: torch.Tensor, k: int) -> torch.Tensor:
+    """:func:`top_order` for rows with ties among their sorted candidates ``vals``, ``cols [b, k + slack]``."""
+    n = scores.shape[1]
+    runs = torch.cat([torch.zeros_like(cols[:, :1]), (vals[:, 1:] != vals[:, :-1]).cumsum(dim=1)], dim=1)
+    ranked = cols.gather(1, (runs * n + cols).argsort(dim=1))  # distinct keys: value descending, column ascending
+    top = ranked[:, :k].clone()
+    open_end = vals[:, k - 1] == vals[:, -1]  # the k-th value may go on outside the candidates
+    if open_end.any():
+        rows = open_end.nonzero().flatten()
+        kth = vals[rows, k - 1 : k]
+        top[rows] = _fill_ties(scores[rows], top[rows], (vals[rows] > kth).sum(dim=1), kth)
+    return top
+
+
+def _fill_ties(scores: torch.Tensor, head: torch.Tensor, above: torch.Tensor, kth: torch.Tensor) -> torch.Tensor:
+    """:func:`top_order` for rows whose k-th value ``kth [b, 1]`` ties with entries beyond the candidates: the
+    ``above [b]`` entries greater than it (ranked first in ``head [b, k]``), then the lowest-index entries equal
+    to it, as many as fit. Rows that find enough of them in their first 4k columns (all-equal rows) read no
+    further."""
+    b, k = head.shape
+    out = head.clone()
+    width = min(scores.shape[1], 4 * k)
+    in_prefix = (scores[:, :width] == kth).sum(dim=1) >= k - above
+    for part, end in ((in_prefix, width), (~in_prefix, scores.shape[1])):
+        rows = part.nonzero().flatten()
+        if rows.numel():
+            out[rows] = _place_ties(scores[rows, :end], out[rows], above[rows], kth[rows])
+    return out
+
+
+def _place_ties(scores: torch.Tensor, head: torch.Tensor, above: torch.Tensor, kth: torch.Tensor) -> torch.Tensor:
+    """``head [b, k]`` with positions ``above`` onwards filled by the lowest-index columns of ``scores`` equal to
+    ``kth`` (there are enough of them)."""
+    b, k = head.shape
+    row, col = (scores == kth).nonzero().unbind(dim=1)  # row-major: within a row, columns ascending
+    per_row = torch.bincount(row, minlength=b)
+    rank = torch.arange(row.shape[0], device=row.device) - (per_row.cumsum(0) - per_row)[row]
+    keep = rank < (k - above)[row]
+    head[row[keep], (above[row] + rank)[keep]] = col[keep]
+    return head
