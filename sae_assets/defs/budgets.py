@@ -30,7 +30,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "activation_scan": {"max_tokens": 65_536, "window": 64, "context_size": 512, "batch_tokens": 4096},
         # SmolLM2 labels ~1 feature/s on 2 cores: LLM labels for the first 32 features; every feature still gets
         # its keyword label and detection score, so SFAL scores every explained feature.
-        "feature_labels": {"llm_max_features": 32},
+        # bf16 matmuls where the CPU has them (AVX-512 BF16 / AMX): the demo's detection embeddings at 2.7x and its
+        # LLM labels at 2x the float32 rate; scores within bf16 rounding of float32's (see core/common/precision).
+        "feature_labels": {"llm_max_features": 32, "precision": "auto"},
         # Prompt optimization runs the model dozens of times per step: 4 targets, briefly.
         "optimized_prompts": {"max_features": 4, "max_steps": 30, "batch_size": 32, "top_k": 32,
                               "continuous_steps": 50},

@@ -11,8 +11,10 @@ from typing import Any
 
 import dagster as dg
 import numpy as np
+import torch
 from pydantic import Field
 
+from sae_assets.core.common.precision import matmul_precision
 from sae_assets.resources.device import DeviceResource
 from sae_assets.resources.language_model import package_dir
 
@@ -57,9 +59,13 @@ class EmbedderResource(dg.ConfigurableResource):
     batch_size: int = 64
     device: DeviceResource
 
-    def encode(self, texts: list[str], model: str | None = None) -> np.ndarray:
-        """``[len(texts), dim]`` float32, L2-normalized rows."""
-        embedder = load_embedder(model or self.model, str(self.device.torch_device()))
-        vectors = embedder.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
-                                  convert_to_numpy=True, show_progress_bar=False)
+    def encode(self, texts: list[str], model: str | None = None,
+               compute_dtype: torch.dtype | None = None) -> np.ndarray:
+        """``[len(texts), dim]`` float32, L2-normalized rows; ``compute_dtype`` bfloat16: the model's matmuls under
+        bf16 autocast (:mod:`~sae_assets.core.common.precision`), float32 or None: as loaded."""
+        device = self.device.torch_device()
+        embedder = load_embedder(model or self.model, str(device))
+        with matmul_precision(compute_dtype, device):
+            vectors = embedder.encode(texts, batch_size=self.batch_size, normalize_embeddings=True,
+                                      convert_to_numpy=True, show_progress_bar=False)
         return np.asarray(vectors, dtype=np.float32)

@@ -21,6 +21,7 @@ import torch
 from pydantic import Field
 
 from sae_assets.catalog import LanguageModelSpec
+from sae_assets.core.common.precision import matmul_precision
 from sae_assets.resources.device import DeviceResource
 from sae_assets.resources.http_credentials import OriginScopedSession
 from sae_assets.resources.language_model import ModelLoadError, load_hf_model
@@ -50,7 +51,8 @@ class ChatBackend(Protocol):
 class LocalChat:
     """A causal LM run with transformers' ``generate`` (greedy), batched with left padding."""
 
-    def __init__(self, spec: LanguageModelSpec, device: torch.device, batch_size: int) -> None:
+    def __init__(self, spec: LanguageModelSpec, device: torch.device, batch_size: int,
+                 compute_dtype: torch.dtype | None = None) -> None:
         key = (spec, str(device))
         with _LOCK:
             if key not in _CACHE:
@@ -61,6 +63,8 @@ class LocalChat:
                 _CACHE[key] = (model.to(device).eval(), tokenizer)
         self.model, self.tokenizer = _CACHE[key]
         self.device, self.batch_size, self.name = device, batch_size, spec.hub_id
+        self.compute_dtype = compute_dtype
+        """bfloat16: generate under bf16 autocast (:mod:`~sae_assets.core.common.precision`); None: float32."""
 
     @torch.inference_mode()
     def chat(self, conversations: list[Messages], max_tokens: int) -> list[Reply]:
@@ -70,8 +74,9 @@ class LocalChat:
             prompts = [self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
                        for m in batch]
             enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-            out = self.model.generate(**enc, max_new_tokens=max_tokens, do_sample=False,
-                                      pad_token_id=self.tokenizer.pad_token_id)
+            with matmul_precision(self.compute_dtype, self.device):
+                out = self.model.generate(**enc, max_new_tokens=max_tokens, do_sample=False,
+                                          pad_token_id=self.tokenizer.pad_token_id)
             texts = self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
             replies.extend(Reply(text=t) for t in texts)
         return replies
@@ -142,7 +147,9 @@ class LabellerResource(dg.ConfigurableResource):
     concurrency: int = Field(default=4, description="openai: requests in flight at once")
     device: DeviceResource
 
-    def client(self) -> ChatBackend:
+    def client(self, compute_dtype: torch.dtype | None = None) -> ChatBackend:
+        """The backend; ``compute_dtype`` bfloat16 runs a local model under bf16 autocast (an endpoint's precision
+        is the server's)."""
         if self.backend == "openai":
             if not self.base_url:
                 raise ValueError("labeller backend 'openai' needs base_url (e.g. http://127.0.0.1:8000/v1).")
@@ -150,6 +157,6 @@ class LabellerResource(dg.ConfigurableResource):
                               self.concurrency)
         spec = DEFAULT_LOCAL if self.model == DEFAULT_LOCAL.hub_id else LanguageModelSpec(hub_id=self.model)
         try:
-            return LocalChat(spec, self.device.torch_device(), self.batch_size)
+            return LocalChat(spec, self.device.torch_device(), self.batch_size, compute_dtype)
         except (OSError, ValueError) as err:
             raise ModelLoadError(f"Could not load the local labeller model {self.model!r}: {err}") from err

@@ -8,8 +8,10 @@ from pathlib import Path
 import dagster as dg
 import polars as pl
 import pytest
+import torch
 from deltalake import DeltaTable
 
+from sae_assets.core.common.precision import compute_dtype, precision_name
 from sae_assets.defs.assets.activation_scan import activation_scan
 from sae_assets.defs.assets.feature_labels import feature_labels
 from sae_assets.defs.assets.neuronpedia_explanations import RECORD_SCHEMA
@@ -47,6 +49,8 @@ def test_labels_scores_exports_and_bad_input(test_catalog: Path, lake_root: str,
         assert labelled["score"].drop_nulls().is_between(0, 1).all() and table["label_explanation"].null_count() == 6
         meta = first.asset_materializations_for_node("feature_labels")[0].metadata
         assert meta["budget_profile"].value == "cpu"  # no GPU here: SmolLM2 labels the first 32 features at most
+        # the cpu profile's precision auto: bf16 autocast where this CPU multiplies bf16 natively, else float32
+        assert meta["precision"].value == precision_name(compute_dtype("auto", torch.device("cpu")))
         exported = Path(meta["feature_labels_json"].value)
         rows = json.loads(exported.read_text())
         assert [r["feature_index"] for r in rows] == table.sort("feature")["feature"].to_list()

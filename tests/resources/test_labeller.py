@@ -2,10 +2,13 @@ from __future__ import annotations
 
 import logging
 
+import numpy as np
 import pytest
+import torch
 
 from sae_assets.core.labels.labelling import Window, label_messages, parse_label
 from sae_assets.resources.device import DeviceResource
+from sae_assets.resources.embedder import EmbedderResource
 from sae_assets.resources.labeller import LabellerResource
 from tests.chat_server import ChatServer
 
@@ -97,3 +100,20 @@ def test_local_smollm2_labels_offline() -> None:
     assert len(replies) == 3 and all(r.error is None and r.text for r in replies)
     labels = [parse_label(r.text) for r in replies]
     assert all(0 < len(label.split()) <= 9 for label in labels)
+
+
+@pytest.mark.slow
+def test_local_labeller_and_embedder_under_bf16_autocast() -> None:
+    """precision bfloat16 reaches both models: the labeller still writes labels, the embedder's float32 vectors stay
+    unit length and within bf16 rounding of its float32 ones (cosine > 0.99)."""
+    device = DeviceResource(device="cpu")
+    client = LabellerResource(device=device, batch_size=2).client(torch.bfloat16)
+    assert client.compute_dtype == torch.bfloat16  # type: ignore[attr-defined]
+    windows = [Window([" in", " 1999", ","], [0, 3.0, 0]), Window([" since", " 2004"], [0, 2.5])]
+    replies = client.chat([label_messages(windows)], max_tokens=12)
+    assert replies[0].error is None and 0 < len(parse_label(replies[0].text or "").split()) <= 9
+    embedder = EmbedderResource(device=device)
+    texts = ["years and dates", " in 1999, the city", "a list of chemical elements"]
+    full, mixed = embedder.encode(texts), embedder.encode(texts, compute_dtype=torch.bfloat16)
+    assert mixed.dtype == np.float32 and np.allclose(np.linalg.norm(mixed, axis=1), 1, atol=1e-4)
+    assert ((full * mixed).sum(axis=1) > 0.99).all() and not np.array_equal(full, mixed)

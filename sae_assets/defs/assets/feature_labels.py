@@ -1,6 +1,7 @@
 """``feature_labels``: LLM and keyword labels from activating examples and Neuronpedia's explanations, each with
 a held-out detection score; ``label`` is the best-scoring (``core/labels/choice.py``)."""
 
+import functools
 import json
 import os
 from typing import TextIO
@@ -10,6 +11,7 @@ import numpy as np
 import polars as pl
 from pydantic import Field
 
+from sae_assets.core.common.precision import compute_dtype, precision_name
 from sae_assets.core.common.progress import heartbeat
 from sae_assets.core.labels.blocks import AllLabelCallsFailed, LabelSettings, label_in_blocks
 from sae_assets.core.labels.choice import PRECEDENCE
@@ -59,6 +61,12 @@ class FeatureLabelsConfig(dg.Config):
                                 "per window.")
     use_neuronpedia: bool = Field(default=True, description="Score the partition's Neuronpedia explanations "
                                   "(neuronpedia_explanations, where materialized) as label candidates too.")
+    precision: str = Field(default="float32", description="Matmul precision of the local labeller and the "
+                                 "detection embedder: float32 (the reference), bfloat16 (autocast: bf16 products, "
+                                 "float32 norms and outputs), or auto (bfloat16 where the device multiplies bf16 "
+                                 "natively: CUDA, or a CPU with AVX-512 BF16 / AMX; else float32). The cpu budget "
+                                 "profile sets auto. (Text, not an enum: Dagster fills an enum's default into the "
+                                 "run config, and the profile only fills fields the run left unset.)")
 
 
 LABEL_CONFIG = ConfigPair(
@@ -66,7 +74,8 @@ LABEL_CONFIG = ConfigPair(
     asset_only={"feature_indices": "feature selection", "features_file": "feature selection (a JSON file)",
                 "max_features": "feature selection",
                 "use_optimized_prompts": "whether the asset reads the optimized_prompts table",
-                "use_neuronpedia": "whether the asset reads the neuronpedia_explanations table"},
+                "use_neuronpedia": "whether the asset reads the neuronpedia_explanations table",
+                "precision": "how the resources run their models (the core gets the chat client and encode)"},
     core_only={"max_new_tokens": "the labeller resource's (a property of the labelling model)"},
 )
 
@@ -160,6 +169,10 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
                    .select("feature", "tokens", "position_activations").collect())
     candidates = _neuronpedia_candidates(context, lake, model, layer) if config.use_neuronpedia else {}
     settings = core_config(config, LabelSettings, max_new_tokens=labeller.max_new_tokens)
+    try:
+        dtype = compute_dtype(config.precision, labeller.device.torch_device())
+    except ValueError as err:
+        raise dg.Failure(str(err)) from err
     export_dir = lake.local_dir("exports", "feature_labels", model, f"layer-{layer}")
     staged = export_dir / f".feature_examples.jsonl.{os.getpid()}.tmp"
     try:
@@ -169,8 +182,10 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
             background = background_counts_series(examples["tokens"])
             report(f"{examples.height:,} example windows read, {len(background):,} distinct background tokens; "
                    f"labelling {len(indices):,} features ({len(candidates):,} with Neuronpedia explanations)")
-            chat = labeller.client() if config.use_llm or config.llm_detection else None
-            run = label_in_blocks(examples, indices, background, chat, embedder.encode, settings, prompts, report,
+            report(f"precision {config.precision}: {precision_name(dtype)}")
+            chat = labeller.client(dtype) if config.use_llm or config.llm_detection else None
+            encode = functools.partial(embedder.encode, compute_dtype=dtype)
+            run = label_in_blocks(examples, indices, background, chat, encode, settings, prompts, report,
                                   on_block=lambda block, evidence: _export_examples(examples_out, block, evidence),
                                   explanations=candidates)
         labeller_model = labeller.model if config.use_llm else None
@@ -226,6 +241,7 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
         "mean_score_llm_detection": float(np.nanmean(list(detection.values()))) if detection else float("nan"),
         "features_labelled": len(indices),
         "budget_profile": budget,
+        "precision": precision_name(dtype),
         "viewer": viewer_link(model, layer),  # python -m sae_assets.viewer: the map, each feature's page
         "optimized_prompts_shown": run.prompts_added,
         "windows_embedded": run.texts_embedded,
