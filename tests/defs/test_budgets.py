@@ -54,16 +54,20 @@ def test_fields_set_in_the_run_config_are_kept(monkeypatch: pytest.MonkeyPatch) 
     assert labels.llm_max_features is None  # an explicit None (label every feature) is a choice too
 
 
-def test_a_run_without_config_leaves_every_profile_field_unset() -> None:
-    """The profile fills the fields the run left unset (``model_fields_set``); Dagster fills an enum's default into
-    the run config itself, so a profile field typed as a Literal would never be filled. Each config goes through
-    a real materialization with an empty run config."""
-    seen: dict[str, set[str]] = {}
-    for asset, config_class in CONFIGS.items():
-        def probe(context, config):  # type: ignore[no-untyped-def]
-            seen[context.asset_key.path[-1]] = set(config.model_fields_set)
+def test_run_config_values_equal_to_the_defaults_still_win(monkeypatch: pytest.MonkeyPatch) -> None:
+    """``precision: float32`` and ``llm_max_features: null`` are the asset's defaults; named in the run config they
+    are the run's choice, and the cpu profile must not replace them (Dagster's ``model_fields_set`` omits them)."""
+    monkeypatch.delenv("SAE_ASSETS_BUDGET", raising=False)
+    got: list[FeatureLabelsConfig] = []
 
-        probe.__annotations__ = {"context": dg.AssetExecutionContext, "config": config_class, "return": None}
-        assert dg.materialize([dg.asset(name=asset)(probe)]).success
-    for asset, values in PROFILES["cpu"].items():
-        assert not set(values) & seen[asset], asset
+    def probe(context, config):  # type: ignore[no-untyped-def]
+        got.append(with_budget(context, config, "feature_labels", ENTRY, CPU)[0])
+
+    probe.__annotations__ = {"context": dg.AssetExecutionContext, "config": FeatureLabelsConfig, "return": None}
+    probe = dg.asset(name="feature_labels")(probe)
+
+    given = {"precision": "float32", "llm_max_features": None}
+    assert dg.materialize([probe], run_config={"ops": {"feature_labels": {"config": given}}}).success
+    assert dg.materialize([probe]).success
+    assert (got[0].precision, got[0].llm_max_features) == ("float32", None)  # the run's
+    assert (got[1].precision, got[1].llm_max_features) == ("auto", 32)  # the profile's

@@ -5,6 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Any, Literal
 
+from sae_assets.core.common.precision import PRECISIONS
+
 
 @dataclass(frozen=True)
 class PromptOptConfig:
@@ -39,6 +41,10 @@ class PromptOptConfig:
     """Continuous: nearest token embedding by ``cosine`` similarity or ``l2`` distance."""
     report_every_s: float = 10.0
     """Seconds between progress messages."""
+    precision: str = "float32"
+    """Matmul precision of the search's forwards and gradients: ``float32``, ``bfloat16`` (autocast) or ``auto``
+    (bf16 where the device multiplies it natively; :mod:`~sae_assets.core.common.precision`). The activation and
+    cross-entropy reported for the prompt found always come from a float32 forward."""
 
     def __post_init__(self) -> None:
         checks = [(self.length >= 1, f"length must be >= 1 (got {self.length}): a prompt needs a token"),
@@ -53,7 +59,9 @@ class PromptOptConfig:
                   (self.lr > 0, f"lr must be > 0 (got {self.lr})"),
                   (self.continuous_steps >= 0, f"continuous_steps must be >= 0 (got {self.continuous_steps})"),
                   (self.projection in ("cosine", "l2"), f"projection must be 'cosine' or 'l2' "
-                                                        f"(got {self.projection!r})")]
+                                                        f"(got {self.projection!r})"),
+                  (self.precision in PRECISIONS, f"precision must be one of {', '.join(PRECISIONS)} "
+                                                 f"(got {self.precision!r})")]
         for ok, message in checks:
             if not ok:
                 raise ValueError(f"PromptOptConfig: {message}.")

@@ -15,6 +15,7 @@ import torch
 import torch.nn.functional as F
 
 from sae_assets.core.common.language_model import LanguageModel, hook_layer
+from sae_assets.core.common.precision import compute_dtype, matmul_precision
 from sae_assets.core.common.progress import Report
 from sae_assets.core.prompts.config import OptimizedPrompt, PromptOptConfig
 
@@ -94,6 +95,7 @@ class FeatureObjective:
         self.batch_size = cfg.batch_size
         self.report = report or log.info
         self.generator = torch.Generator().manual_seed(cfg.seed * 1_000_003 + feature)
+        self.compute_dtype = compute_dtype(cfg.precision, self.device)  # the search's; measure() is float32
 
     def _bos(self) -> int | None:
         if self.model.tokenizer is None:
@@ -114,9 +116,11 @@ class FeatureObjective:
             return tokens
         return F.pad(tokens, (1, 0), value=self.bos)
 
-    def run(self, tokens: torch.Tensor, embed: Callable | None, logits: bool) -> tuple[torch.Tensor, Any]:
+    def run(self, tokens: torch.Tensor, embed: Callable | None, logits: bool,
+            clean: bool = False) -> tuple[torch.Tensor, Any]:
         """Hook activations ``[batch, seq, d_in]`` of ``tokens [batch, seq]`` (and logits ``[batch, seq, vocab]``
-        when asked; otherwise the forward stops at the hook's layer). ``embed`` replaces ``hook_embed``."""
+        when asked; otherwise the forward stops at the hook's layer). ``embed`` replaces ``hook_embed``. The
+        search's forwards run at ``cfg.precision``; ``clean``: float32 whatever it is."""
         captured: dict[str, torch.Tensor] = {}
 
         def keep(act: torch.Tensor, hook: Any) -> torch.Tensor:
@@ -124,8 +128,9 @@ class FeatureObjective:
             return act
 
         hooks = ([("hook_embed", embed)] if embed is not None else []) + [(self.hook_name, keep)]
-        out = self.model.model.run_with_hooks(tokens.to(self.device), fwd_hooks=hooks,
-                                              stop_at_layer=None if logits else self.layer + 1)
+        with matmul_precision(None if clean else self.compute_dtype, self.device):
+            out = self.model.model.run_with_hooks(tokens.to(self.device), fwd_hooks=hooks,
+                                                  stop_at_layer=None if logits else self.layer + 1)
         return captured["act"], out if logits else None
 
     def feature_values(self, acts: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
@@ -223,7 +228,7 @@ class FeatureObjective:
     def measure(self, tokens: torch.Tensor) -> tuple[float, float, list[float]]:
         """Clean full forward of ``tokens [length]``: activation, CE and per-token activations."""
         full = self.with_bos(tokens[None])
-        acts, logits = self.run(full, None, logits=True)
+        acts, logits = self.run(full, None, logits=True, clean=True)
         act = self.feature_values(acts)[0]
         return float(self.reduce(act)[0]), float(self.cross_entropy(logits, full)[0]), act[0].tolist()
 

@@ -20,6 +20,7 @@ from sae_lens.saes.topk_sae import TopKTrainingSAE, TopKTrainingSAEConfig
 from sae_lens.training.sae_trainer import SAETrainer
 
 from sae_assets.core.common.language_model import LanguageModel
+from sae_assets.core.common.precision import compute_dtype
 from sae_assets.core.common.progress import Progress, Report
 from sae_assets.core.sae.token_contexts import batches
 
@@ -40,6 +41,10 @@ class SaeTrainingConfig:
     """Adam learning rate: warmed up, constant, then decayed linearly to a tenth of it."""
     seed: int = 0
     """Seeds the SAE's initialization and the shuffling of the activations."""
+    precision: str = "float32"
+    """Matmul precision of training: ``float32``, ``bfloat16`` (SAELens's autocast: bf16 products, float32 weights
+    and optimizer) or ``auto`` (bf16 where the device multiplies it natively; :mod:`~sae_assets.core.common.
+    precision`). The SAE is stored and evaluated in float32 either way."""
 
 
 @torch.no_grad()
@@ -118,6 +123,7 @@ def train_sae(
             device=str(device),
             dead_feature_window=max(50, cfg.training_samples // cfg.batch_size // 4),
             feature_sampling_window=max(100, cfg.training_samples // cfg.batch_size // 2),
+            autocast=compute_dtype(cfg.precision, device) == torch.bfloat16,
         ),
         sae=sae,
         data_provider=_shuffled_batches(activations, cfg.batch_size, cfg.seed, progress),

@@ -65,8 +65,7 @@ class FeatureLabelsConfig(dg.Config):
                                  "detection embedder: float32 (the reference), bfloat16 (autocast: bf16 products, "
                                  "float32 norms and outputs), or auto (bfloat16 where the device multiplies bf16 "
                                  "natively: CUDA, or a CPU with AVX-512 BF16 / AMX; else float32). The cpu budget "
-                                 "profile sets auto. (Text, not an enum: Dagster fills an enum's default into the "
-                                 "run config, and the profile only fills fields the run left unset.)")
+                                 "profile sets auto.")
 
 
 LABEL_CONFIG = ConfigPair(

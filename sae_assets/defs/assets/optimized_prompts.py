@@ -10,6 +10,7 @@ import polars as pl
 from pydantic import Field
 
 from sae_assets.core.common.plots import lines_png
+from sae_assets.core.common.precision import compute_dtype, precision_name
 from sae_assets.core.common.progress import heartbeat
 from sae_assets.core.common.token_heatmap import token_heatmap_png
 from sae_assets.core.prompts.optimize import OptimizedPrompt, PromptOptConfig, optimize_features
@@ -66,6 +67,10 @@ class OptimizedPromptsConfig(dg.Config):
     projection: Literal["cosine", "l2"] = Field(default=PromptOptConfig.projection, description="Continuous: "
                                                 "nearest token embedding by cosine similarity or L2 distance.")
     dtype: str | None = Field(default=None, description="Language-model dtype; default: the device resource's.")
+    precision: str = Field(default=PromptOptConfig.precision, description="Matmul precision of the search's "
+                           "forwards and gradients: float32, bfloat16 (autocast) or auto (bf16 where the device "
+                           "multiplies it natively); the reported activation and cross-entropy come from a float32 "
+                           "forward either way. The cpu budget profile sets auto.")
     heatmaps: int = Field(default=8, description="Targets shown as token heatmaps in metadata.")
     seed: int = Field(default=PromptOptConfig.seed, description="Seeds the random initial prompt and the "
                       "candidate sampling (combined with the feature index).")
@@ -203,6 +208,7 @@ def optimized_prompts(context: dg.AssetExecutionContext, config: OptimizedPrompt
               for r in frame.head(12).iter_rows(named=True)}
     return dg.MaterializeResult(metadata={
         "budget_profile": budget, "started_from_top_example": len(init),
+        "precision": precision_name(compute_dtype(cfg.precision, language_model.device.torch_device())),
         **table_metadata(written, inputs), "targets": len(targets), "seconds": round(seconds, 1),
         "by_method": dg.MetadataValue.json(by_method),
         **{f"reached_dataset_max[{m}]": v["reached_dataset_max"] for m, v in by_method.items()},

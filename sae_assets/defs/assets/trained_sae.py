@@ -8,6 +8,7 @@ import polars as pl
 from pydantic import Field
 
 from sae_assets.core.common.plots import histogram_png
+from sae_assets.core.common.precision import compute_dtype, precision_name
 from sae_assets.core.sae.metrics import evaluate_sae
 from sae_assets.core.sae.token_contexts import pack_contexts
 from sae_assets.core.sae.training import SaeTrainingConfig, collect_activations, train_sae
@@ -38,6 +39,10 @@ class TrainedSaeConfig(dg.Config):
     lr: float = Field(default=SaeTrainingConfig.lr, description="Adam learning rate (constant, warm-up, linear decay).")
     seed: int = Field(default=SaeTrainingConfig.seed, description="Seeds the SAE's initialization and the "
                       "shuffling of the training activations.")
+    precision: str = Field(default=SaeTrainingConfig.precision, description="Matmul precision of training: "
+                           "float32, bfloat16 (SAELens's autocast; weights and optimizer stay float32) or auto "
+                           "(bf16 where the device multiplies it natively). Activations are collected and the SAE "
+                           "evaluated in float32 either way.")
 
 
 TRAINING_CONFIG = ConfigPair(
@@ -123,6 +128,7 @@ def trained_sae(
     return dg.MaterializeResult(
         metadata={
             **table_metadata(written, inputs), "budget_profile": budget,
+            "precision": precision_name(compute_dtype(training.precision, device.torch_device())),
             "sae_path": dg.MetadataValue.path(str(path)),
             **{name: dg.MetadataValue.float(float(v)) for name, v in metrics.as_dict().items()
                if name != "n_tokens"},

@@ -222,3 +222,14 @@ def test_example_prompt_ends_at_the_peak() -> None:
     assert example_prompt(ids, peak=4, length=5, first=1) is None  # would include BOS
     assert example_prompt(ids, peak=4, length=5) == [0, 11, 12, 13, 14]  # a window inside the document
     assert example_prompt(ids, peak=6, length=2) is None
+
+
+def test_bf16_search_still_reports_a_float32_measurement(lm, sae) -> None:
+    """precision bfloat16 runs the search's forwards under autocast; the prompt found is measured by a float32
+    forward, so its activation is the clean one."""
+    with pytest.raises(ValueError, match="precision must be one of float32, bfloat16, auto"):
+        PromptOptConfig(precision="half")
+    result = optimize_discrete(lm, HOOK, sae, 2, PromptOptConfig(length=4, precision="bfloat16", **FAST))
+    acts = clean(lm, sae, result.token_ids, 2)
+    assert result.activation == pytest.approx(float(acts[-1]), abs=1e-5)
+    assert result.position_activations == pytest.approx(acts.tolist(), abs=1e-5)

@@ -46,3 +46,16 @@ def test_fewer_vectors_than_a_batch_is_rejected() -> None:
     cfg = SaeTrainingConfig(architecture="topk", d_sae=32, k=4, training_samples=1_000, batch_size=256)
     with pytest.raises(ValueError, match="fewer than one batch"):
         train_sae(torch.randn(100, 8), cfg, "h", "toy", torch.device("cpu"))
+
+
+def test_bf16_autocast_training_learns_the_code_and_stores_float32() -> None:
+    """precision bfloat16 reaches SAELens's trainer (the weights differ from float32 training's) and the SAE still
+    learns the code; it is stored in float32."""
+    data = _sparse_data(12_000)
+    common = dict(architecture="topk", d_sae=128, k=6, training_samples=60_000, batch_size=256, lr=2e-3, seed=0)
+    full = train_sae(data[:10_000], SaeTrainingConfig(**common), "h", "toy", torch.device("cpu"))
+    mixed = train_sae(data[:10_000], SaeTrainingConfig(**common, precision="bfloat16"), "h", "toy",
+                      torch.device("cpu"))
+    assert mixed.W_dec.dtype == torch.float32 and not torch.equal(full.W_dec, mixed.W_dec)
+    ev_full, ev_mixed = (evaluate_sae(s, data[10_000:]).explained_variance for s in (full, mixed))
+    assert ev_mixed > 0.6 and abs(ev_mixed - ev_full) < 0.05, (ev_full, ev_mixed)
