@@ -70,8 +70,10 @@ def run_config_fields(context: dg.AssetExecutionContext, config: dg.Config) -> s
     ``precision: float32`` would not count as set, and puts in every enum field's default.) A directly invoked
     asset has no run: then the config object's own set fields."""
     try:
-        ops = context.run.run_config.get("ops") or {}
-        step = ops.get(context.op_execution_context.op.name) or {}
+        run_config, name = context.run.run_config, context.op_execution_context.op.name
     except dg.DagsterError:  # DagsterInvalidPropertyError: invoked directly, no run
         return set(config.model_fields_set)
-    return set((step.get("config") or {}) if isinstance(step, dict) else ())
+    ops = run_config.get("ops") or {}
+    step = ops.get(name) if isinstance(ops, dict) else None
+    given = step.get("config") if isinstance(step, dict) else None
+    return set(given) if isinstance(given, dict) else set()
