@@ -19,6 +19,7 @@ from sae_assets.catalog import LanguageModelSpec
 from sae_assets.core.common.language_model import LanguageModel
 from sae_assets.resources.device import DeviceResource, resolve_dtype
 from sae_assets.resources.gguf_cache import load_gguf_cached
+from sae_assets.resources.gguf_parsing import parsed_once
 
 log = logging.getLogger(__name__)
 
@@ -53,8 +54,9 @@ def load_hf_model(spec: LanguageModelSpec, dtype: torch.dtype) -> tuple[Any, Any
 
         def dequantize() -> tuple[Any, Any]:
             log.info("Loading %s from GGUF %s (dequantized to %s)", spec.hub_id, gguf, dtype)
-            return (AutoModelForCausalLM.from_pretrained(folder, gguf_file=spec.gguf_file, dtype=dtype),
-                    AutoTokenizer.from_pretrained(folder, gguf_file=spec.gguf_file))
+            with parsed_once():
+                return (AutoModelForCausalLM.from_pretrained(folder, gguf_file=spec.gguf_file, dtype=dtype),
+                        AutoTokenizer.from_pretrained(folder, gguf_file=spec.gguf_file))
 
         return load_gguf_cached(gguf, dtype, dequantize)
     source = spec.local_path or spec.hub_id
