@@ -33,7 +33,7 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         # SmolLM2 labels ~1 feature/s on 2 cores: LLM labels for the first 32 features; every feature still gets
         # its keyword label and detection score, so SFAL scores every explained feature.
         # bf16 matmuls where the CPU has them (AVX-512 BF16 / AMX): the demo's detection embeddings at 2.7x and its
-        # LLM labels at 2x the float32 rate; scores within bf16 rounding of float32's (see core/common/precision).
+        # LLM labels at 1.7x the float32 rate; scores within bf16 rounding of float32's (see core/common/precision).
         "feature_labels": {"llm_max_features": 32, "precision": "auto"},
         # Prompt optimization runs the model dozens of times per step: 4 targets, briefly. (Its precision stays
         # float32: bf16 autocast made the demo's search only ~10% faster, its forwards being small.)

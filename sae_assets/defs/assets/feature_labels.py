@@ -62,10 +62,10 @@ class FeatureLabelsConfig(dg.Config):
     use_neuronpedia: bool = Field(default=True, description="Score the partition's Neuronpedia explanations "
                                   "(neuronpedia_explanations, where materialized) as label candidates too.")
     precision: str = Field(default="float32", description="Matmul precision of the local labeller and the "
-                                 "detection embedder: float32 (the reference), bfloat16 (autocast: bf16 products, "
-                                 "float32 norms and outputs), or auto (bfloat16 where the device multiplies bf16 "
-                                 "natively: CUDA, or a CPU with AVX-512 BF16 / AMX; else float32). The cpu budget "
-                                 "profile sets auto.")
+                           "detection embedder: float32 (the reference), bfloat16 (autocast: bf16 products "
+                           "accumulated in float32; embeddings returned as float32), or auto (bfloat16 where the "
+                           "device multiplies bf16 natively: CUDA, or a CPU with AVX-512 BF16 / AMX; else "
+                           "float32). The cpu budget profile sets auto.")
 
 
 LABEL_CONFIG = ConfigPair(

@@ -70,7 +70,7 @@ class OptimizedPromptsConfig(dg.Config):
     precision: str = Field(default=PromptOptConfig.precision, description="Matmul precision of the search's "
                            "forwards and gradients: float32, bfloat16 (autocast) or auto (bf16 where the device "
                            "multiplies it natively); the reported activation and cross-entropy come from a float32 "
-                           "forward either way. The cpu budget profile sets auto.")
+                           "forward either way.")
     heatmaps: int = Field(default=8, description="Targets shown as token heatmaps in metadata.")
     seed: int = Field(default=PromptOptConfig.seed, description="Seeds the random initial prompt and the "
                       "candidate sampling (combined with the feature index).")

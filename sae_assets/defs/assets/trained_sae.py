@@ -88,6 +88,7 @@ def trained_sae(
     config, budget = with_budget(context, config, "trained_sae", entry, device.torch_device())
     n_contexts = -(-(config.training_tokens + config.eval_tokens) // (config.context_size - 1))
     try:
+        dtype = compute_dtype(config.precision, device.torch_device())  # a bad value fails before any work
         documents = corpus.load()
         t0 = time.perf_counter()
         lm = language_model.load(entry.language_model)
@@ -128,7 +129,7 @@ def trained_sae(
     return dg.MaterializeResult(
         metadata={
             **table_metadata(written, inputs), "budget_profile": budget,
-            "precision": precision_name(compute_dtype(training.precision, device.torch_device())),
+            "precision": precision_name(dtype),
             "sae_path": dg.MetadataValue.path(str(path)),
             **{name: dg.MetadataValue.float(float(v)) for name, v in metrics.as_dict().items()
                if name != "n_tokens"},
