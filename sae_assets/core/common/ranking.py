@@ -56,19 +56,22 @@ def _fill_ties(scores: torch.Tensor, head: torch.Tensor, above: torch.Tensor, kt
     b, k = head.shape
     out = head.clone()
     width = min(scores.shape[1], 4 * k)
-    in_prefix = (scores[:, :width] == kth).sum(dim=1) >= k - above
-    for part, end in ((in_prefix, width), (~in_prefix, scores.shape[1])):
-        rows = part.nonzero().flatten()
-        if rows.numel():
-            out[rows] = _place_ties(scores[rows, :end], out[rows], above[rows], kth[rows])
+    tied_prefix = scores[:, :width] == kth  # [b, width]
+    in_prefix = tied_prefix.sum(dim=1) >= k - above
+    rows = in_prefix.nonzero().flatten()
+    if rows.numel():
+        out[rows] = _place_ties(tied_prefix[rows], out[rows], above[rows])
+    rows = (~in_prefix).nonzero().flatten()
+    if rows.numel():
+        out[rows] = _place_ties(scores[rows] == kth[rows], out[rows], above[rows])
     return out
 
 
-def _place_ties(scores: torch.Tensor, head: torch.Tensor, above: torch.Tensor, kth: torch.Tensor) -> torch.Tensor:
-    """``head [b, k]`` with positions ``above`` onwards filled by the lowest-index columns of ``scores`` equal to
-    ``kth`` (there are enough of them)."""
+def _place_ties(tied: torch.Tensor, head: torch.Tensor, above: torch.Tensor) -> torch.Tensor:
+    """``head [b, k]`` with positions ``above`` onwards filled by the lowest columns where ``tied [b, n]`` is true
+    (there are enough of them)."""
     b, k = head.shape
-    row, col = (scores == kth).nonzero().unbind(dim=1)  # row-major: within a row, columns ascending
+    row, col = tied.nonzero().unbind(dim=1)  # row-major: within a row, columns ascending
     per_row = torch.bincount(row, minlength=b)
     rank = torch.arange(row.shape[0], device=row.device) - (per_row.cumsum(0) - per_row)[row]
     keep = rank < (k - above)[row]

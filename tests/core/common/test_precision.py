@@ -22,8 +22,14 @@ def test_named_precisions_and_auto(monkeypatch: pytest.MonkeyPatch) -> None:
     assert precision_name(torch.bfloat16) == "bfloat16 (autocast)" and precision_name(None) == "float32"
 
 
-def test_native_bf16_answers_on_any_machine() -> None:
+def test_native_bf16_is_false_on_a_torch_without_onednn(monkeypatch: pytest.MonkeyPatch) -> None:
     assert isinstance(precision.native_bf16(CPU), bool)
+
+    def missing() -> bool:
+        raise AttributeError("no mkldnn")
+
+    monkeypatch.setattr(torch.ops.mkldnn, "_is_mkldnn_bf16_supported", missing)
+    assert precision.native_bf16(CPU) is False and compute_dtype("auto", CPU) == torch.float32
 
 
 def test_autocast_runs_products_in_bf16_and_leaves_float32_alone() -> None:
