@@ -57,6 +57,7 @@ def test_umap_on_precomputed_exact_knn_runs_no_neighbour_search(monkeypatch: pyt
         raise AssertionError("UMAP ran its own neighbour search")
 
     monkeypatch.setattr(umap.umap_, "nearest_neighbors", no_search)
+    monkeypatch.setattr(umap.umap_, "pairwise_distances", no_search)  # its path for fewer than 4,096 points
     cfg = FeatureMapConfig(n_neighbors=10, k_edges=12)
     fmap = build_feature_map(clustered(), cfg)
     assert fmap.coords.shape == (60, 3) and fmap.coords.dtype == np.float32 and np.isfinite(fmap.coords).all()
