@@ -77,13 +77,14 @@ def embeddings(models: list[str], n: int, device: str, rng: np.random.Generator)
 
 def synthetic_scan(d: int, windows: int, dim: int, device: torch.device, rng: np.random.Generator):
     """Co-occurrence counts of ``d`` features over ``windows`` windows (densities log-uniform in 1e-4..0.2,
-    as SAE features are), and explanation embeddings with 10% of features unexplained (zero rows)."""
+    as SAE features are), int32 like the ``alignment_scores`` asset's (``dense_counts``), and explanation embeddings
+    with 10% of features unexplained (zero rows)."""
     density = torch.from_numpy(np.exp(rng.uniform(np.log(1e-4), np.log(0.2), d))).float()
     gen = torch.Generator().manual_seed(0)
-    counts = torch.zeros((d, d), dtype=torch.int64)
+    counts = torch.zeros((d, d), dtype=torch.int32)
     for start in range(0, windows, 1024):
         p = (torch.rand((min(1024, windows - start), d), generator=gen) < density).float()
-        counts += (p.T @ p).round().long()
+        counts += (p.T @ p).round().int()
     vectors = torch.from_numpy(rng.standard_normal((d, dim)))
     vectors[rng.random(d) < 0.1] = 0
     return counts.to(device), vectors.to(device)

@@ -30,40 +30,48 @@ def top_order(scores: torch.Tensor, k: int, slack: int | None = None) -> torch.T
         unsure &= ~nan
     if unsure.any():
         rows = unsure.nonzero().flatten()
-        top[rows] = _candidate_order(scores[rows], vals[rows], cols[rows], k)
+        top[rows] = _candidate_order(scores, rows, _take(vals, rows), _take(cols, rows), k)
     return top
 
 
-def _candidate_order(scores: torch.Tensor, vals: torch.Tensor, cols: torch.Tensor, k: int) -> torch.Tensor:
-    """:func:`top_order` for rows with ties among their sorted candidates ``vals``, ``cols [b, k + slack]``."""
+def _take(t: torch.Tensor, rows: torch.Tensor) -> torch.Tensor:
+    """``t[rows]`` for increasing ``rows``, without a copy when they are all of t's rows (often: Phi's rows all tie)."""
+    return t if rows.shape[0] == t.shape[0] else t.index_select(0, rows)
+
+
+def _candidate_order(scores: torch.Tensor, rows: torch.Tensor, vals: torch.Tensor, cols: torch.Tensor,
+                     k: int) -> torch.Tensor:
+    """:func:`top_order` for the ``rows`` of ``scores`` with ties among their sorted candidates ``vals``, ``cols``
+    ``[len(rows), k + slack]``."""
     n = scores.shape[1]
     runs = torch.cat([torch.zeros_like(cols[:, :1]), (vals[:, 1:] != vals[:, :-1]).cumsum(dim=1)], dim=1)
     ranked = cols.gather(1, (runs * n + cols).argsort(dim=1))  # distinct keys: value descending, column ascending
     top = ranked[:, :k].clone()
     open_end = vals[:, k - 1] == vals[:, -1]  # the k-th value may go on outside the candidates
     if open_end.any():
-        rows = open_end.nonzero().flatten()
-        kth = vals[rows, k - 1 : k]
-        top[rows] = _fill_ties(scores[rows], top[rows], (vals[rows] > kth).sum(dim=1), kth)
+        at = open_end.nonzero().flatten()
+        kth = vals[at, k - 1 : k]
+        top[at] = _fill_ties(scores, rows[at], top[at], (vals[at] > kth).sum(dim=1), kth)
     return top
 
 
-def _fill_ties(scores: torch.Tensor, head: torch.Tensor, above: torch.Tensor, kth: torch.Tensor) -> torch.Tensor:
-    """:func:`top_order` for rows whose k-th value ``kth [b, 1]`` ties with entries beyond the candidates: the
-    ``above [b]`` entries greater than it (ranked first in ``head [b, k]``), then the lowest-index entries equal
-    to it, as many as fit. Rows that find enough of them in their first 4k columns (all-equal rows) read no
-    further."""
+def _fill_ties(scores: torch.Tensor, rows: torch.Tensor, head: torch.Tensor, above: torch.Tensor,
+               kth: torch.Tensor) -> torch.Tensor:
+    """:func:`top_order` for the ``rows`` of ``scores`` whose k-th value ``kth [b, 1]`` ties with entries beyond the
+    candidates: the ``above [b]`` entries greater than it (ranked first in ``head [b, k]``), then the lowest-index
+    entries equal to it, as many as fit. Rows that find enough of them in their first 4k columns (all-equal rows)
+    read no further; only those columns of them are compared."""
     b, k = head.shape
     out = head.clone()
     width = min(scores.shape[1], 4 * k)
-    tied_prefix = scores[:, :width] == kth  # [b, width]
+    tied_prefix = _take(scores[:, :width], rows) == kth  # [b, width]
     in_prefix = tied_prefix.sum(dim=1) >= k - above
-    rows = in_prefix.nonzero().flatten()
-    if rows.numel():
-        out[rows] = _place_ties(tied_prefix[rows], out[rows], above[rows])
-    rows = (~in_prefix).nonzero().flatten()
-    if rows.numel():
-        out[rows] = _place_ties(scores[rows] == kth[rows], out[rows], above[rows])
+    at = in_prefix.nonzero().flatten()
+    if at.numel():
+        out[at] = _place_ties(_take(tied_prefix, at), out[at], above[at])
+    at = (~in_prefix).nonzero().flatten()
+    if at.numel():
+        out[at] = _place_ties(scores.index_select(0, rows[at]) == kth[at], out[at], above[at])
     return out
 
 

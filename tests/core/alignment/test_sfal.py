@@ -86,3 +86,18 @@ def test_blocked_sfal_equals_the_dense_matrices() -> None:
     np.testing.assert_allclose(blocked.numpy(), dense.numpy(), rtol=1e-12)
     np.testing.assert_allclose(blocked.numpy(), _ndcg_reference(phi.numpy(), cosine_similarity(vectors).numpy(), 10),
                                rtol=1e-10)
+
+
+def test_phi_rows_computed_a_few_at_a_time_equal_the_formula_bit_for_bit() -> None:
+    rng = np.random.default_rng(11)
+    d, n = 1100, 500  # 1100 columns of float64: 476 rows per cache-sized pass, so blocks take several passes
+    presence = torch.from_numpy((rng.random((n, d)) < rng.uniform(0.001, 0.3, d)).astype(np.float32))
+    counts = (presence.T @ presence).round().int()
+    marg = counts.diagonal().double()
+    spread = marg * (n - marg)
+    inv_sd = torch.where(spread > 0, spread.clamp_min(1e-300).rsqrt(), torch.zeros((), dtype=torch.float64))
+    formula = (counts.double() * n - marg[:, None] * marg[None]) * inv_sd[:, None] * inv_sd[None]
+    assert torch.equal(phi_from_counts(counts, n), formula)
+    assert torch.equal(phi_from_counts(counts, n, torch.arange(100, 1090)), formula[100:1090])
+    scattered = torch.from_numpy(rng.choice(d, 600, replace=False))
+    assert torch.equal(phi_from_counts(counts, n, scattered), formula[scattered])
