@@ -4,7 +4,7 @@ umap-learn's ``init="pca"`` runs scikit-learn's PCA on the whole ``[n, dim]`` ma
 seven power iterations, plus copies of the matrix for centring and validation: 1.6 s at 16,384 x 2,304 on 2 cores)
 and then hands the layout on. :func:`pca_layout` gives the same thing, the centred vectors' first principal
 components scaled and jittered as umap-learn does, from a seeded randomized range finder that never materialises
-the centred matrix: ``(iterations + 1) x 2`` thin products with the ``[n, dim]`` vectors (0.2 s there). The layout
+the centred matrix: ``(iterations + 1) x 2`` thin products with the ``[n, dim]`` vectors (0.3 s there). The layout
 is only UMAP's starting point: what matters is that it is deterministic and spreads the points along their main
 directions of variance (``benchmarks/feature_map.py`` compares the trustworthiness of the final maps).
 """
