@@ -9,7 +9,8 @@ Rows, each measured in this run:
              features (with ``--duplicates`` extra explanations per feature, as real exports have).
   embeddings: explanations per second for each sentence-transformers model.
   scoring:   ``sfal_ndcg`` (blocked, torch) for every feature, against (1) the same scorer as it was when issue 17
-             was filed (its Phi rows and its partial sort: ``filed_top_order``, ``filed_phi_rows``), run in full
+             was filed (its scoring loop, Phi rows and partial sort: ``filed_ndcg_by_rows``, ``filed_phi_rows``,
+             ``filed_top_order``), run in full
              here and required to give bit-for-bit the same NDCG, and (2) a per-feature numpy loop as SFAL's
              reference code does it (argsort per row), timed on ``--baseline-features`` rows and scaled.
 """
@@ -112,14 +113,38 @@ def filed_phi_rows(counts: torch.Tensor, n_windows: int, rows: torch.Tensor | No
     return phi.mul_(inv_sd[rows].unsqueeze(1)).mul_(inv_sd.unsqueeze(0))
 
 
+def filed_ndcg_by_rows(phi_rows, semantic_rows, d: int, device, top_n: int, block: int,
+                       report=None) -> torch.Tensor:
+    """``ndcg_by_rows`` as it was when issue 17 was filed: every row ranked, a relevance matrix per block."""
+    top_n = min(top_n, d - 1)
+    ranks = torch.arange(top_n, device=device, dtype=torch.float64)
+    gain_by_rank = 1.1 ** (top_n - ranks) - 1
+    discount = 1 / torch.log2(ranks + 2)
+    ideal = (gain_by_rank * discount).sum()
+    out = torch.empty(d, dtype=torch.float64, device=device)
+    for start in range(0, d, block):
+        rows = torch.arange(start, min(start + block, d), device=device)
+        b = rows.shape[0]
+        diagonal = (torch.arange(b, device=device), rows)
+        p = phi_rows(rows).to(torch.float64)
+        s = semantic_rows(rows).to(torch.float64)
+        p[diagonal] = -torch.inf
+        s[diagonal] = -torch.inf
+        relevance = torch.zeros((b, d), dtype=torch.float64, device=device)
+        relevance.scatter_(1, filed_top_order(s, top_n), gain_by_rank.expand(b, -1).contiguous())
+        dcg = (relevance.gather(1, filed_top_order(p, top_n)) * discount).sum(1)
+        out[rows] = dcg / ideal
+    return out
+
+
 def as_filed(counts: torch.Tensor, n_windows: int, vectors: torch.Tensor, top_n: int, block: int) -> torch.Tensor:
-    """``sfal_ndcg`` with the ranking and Phi code it had when issue 17 was filed (CPU)."""
-    now = sfal_module.top_order, sfal_module.phi_from_counts
-    sfal_module.top_order, sfal_module.phi_from_counts = filed_top_order, filed_phi_rows
+    """``sfal_ndcg`` with the scoring loop, ranking and Phi code it had when issue 17 was filed (CPU)."""
+    now = sfal_module.ndcg_by_rows, sfal_module.phi_from_counts
+    sfal_module.ndcg_by_rows, sfal_module.phi_from_counts = filed_ndcg_by_rows, filed_phi_rows
     try:
         return sfal_ndcg(counts, n_windows, vectors, top_n=top_n, block=block)
     finally:
-        sfal_module.top_order, sfal_module.phi_from_counts = now
+        sfal_module.ndcg_by_rows, sfal_module.phi_from_counts = now
 
 
 def baseline_ndcg(phi: np.ndarray, sem: np.ndarray, rows: range, top_n: int) -> list[float]:
