@@ -72,3 +72,14 @@ def test_too_few_features() -> None:
         exact_knn(np.eye(10, dtype=np.float32), 10)
     idx, _ = exact_knn(np.eye(11, dtype=np.float32), 10)  # n = k + 1: every other feature
     assert sorted(idx[0].tolist()) == list(range(1, 11))
+
+
+def test_rows_that_overflow_their_sum_are_not_mistaken_for_nan_rows() -> None:
+    x = np.ones((12, 4), dtype=np.float32)
+    x[2] = 3e38  # finite, but the row's float32 sum overflows to inf
+    idx, _ = exact_knn(x, 3)
+    assert idx.shape == (12, 3)
+    x[5, 1] = np.inf
+    x[7, 0] = np.nan
+    with pytest.raises(ValueError, match=r"2 of 12 rows \(rows 5, 7\)"):
+        exact_knn(x, 3)
