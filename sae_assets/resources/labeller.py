@@ -140,9 +140,9 @@ class LabellerResource(dg.ConfigurableResource):
     api_key: str | None = Field(default=None, repr=False,
                                 description="openai: bearer token, sent to base_url's origin only (use EnvVar)")
     max_new_tokens: int = 24
-    batch_size: int = Field(default=16, description="local: conversations per generate call (left-padded); as many as "
-                            "feature_labels sends at once (its chunk): 32 SmolLM2 labels in 21.7 s at 16, 26.3 s at 8, "
-                            "22.5 s at 32 (2 cores, bf16)")
+    batch_size: int = Field(default=16, description="local: conversations per generate call (left-padded); as many "
+                            "as feature_labels sends at once (its chunk): 32 SmolLM2 labels of synthetic prompts "
+                            "in 21.7 s at 16, 26.3 s at 8, 22.5 s at 32 (2 cores, bf16)")
     retries: int = 2
     backoff_s: float = 1.0
     timeout_s: float = 60.0
