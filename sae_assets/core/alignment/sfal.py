@@ -24,9 +24,11 @@ RowScores = Callable[[torch.Tensor], torch.Tensor]
 """``rows [b]`` (feature indices) -> similarity of those features with every feature ``[b, d]``."""
 
 
-def phi_from_counts(counts: torch.Tensor, n_windows: int, rows: torch.Tensor | None = None) -> torch.Tensor:
+def phi_from_counts(counts: torch.Tensor, n_windows: int, rows: torch.Tensor | None = None,
+                    out: torch.Tensor | None = None) -> torch.Tensor:
     """Phi coefficients (float64) from co-occurrence counts ``[d, d]`` over ``n_windows`` windows: ``[d, d]``,
-    or ``[len(rows), d]`` for the given rows only (so a large SAE can be scored block by block).
+    or ``[len(rows), d]`` for the given rows only (so a large SAE can be scored block by block), written into
+    ``out`` (contiguous float64 of that shape) when given.
 
     For features i, j with the 2x2 contingency over windows (both, i only, j only, neither):
     ``phi = (N c_ij - c_i c_j) / sqrt(c_i (N - c_i) c_j (N - c_j))``, with ``c_i = C[i, i]``; 0 where a
@@ -40,7 +42,8 @@ def phi_from_counts(counts: torch.Tensor, n_windows: int, rows: torch.Tensor | N
     if rows is None:
         rows = torch.arange(counts.shape[0], device=counts.device)
     d = counts.shape[1]
-    out = torch.empty((rows.shape[0], d), dtype=torch.float64, device=counts.device)
+    if out is None:
+        out = torch.empty((rows.shape[0], d), dtype=torch.float64, device=counts.device)
     # a few MiB of rows at a time on a CPU, so the four passes over them run in cache (half the time of whole blocks)
     step = rows.shape[0] if counts.device.type != "cpu" else max(1, CACHE_BYTES // (8 * d))
     consecutive = _consecutive(rows)
@@ -123,5 +126,16 @@ def sfal_ndcg(counts: torch.Tensor, n_windows: int, embeddings: torch.Tensor, to
     for features without an explanation): ``[d]`` float64 NDCG. Phi and cosine rows are built per block, so
     a 16k-feature SAE needs ``counts`` plus a few ``block x d`` matrices, never a ``d x d`` float matrix."""
     unit = unit_rows(embeddings.to(counts.device))
-    return ndcg_by_rows(lambda rows: phi_from_counts(counts, n_windows, rows), lambda rows: unit[rows] @ unit.T,
-                        counts.shape[0], counts.device, top_n=top_n, block=block, report=report)
+    d = counts.shape[0]
+    # one buffer per similarity for every block: a fresh block x d matrix per block would be new memory each time,
+    # which the OS maps and zeroes page by page (64 MiB twice per block at 16k features: ~1 s of a run on 2 cores)
+    phi_buffer, cosine_buffer = (torch.empty((min(block, d), d), dtype=torch.float64, device=counts.device)
+                                 for _ in range(2))
+
+    def phi_rows(rows: torch.Tensor) -> torch.Tensor:
+        return phi_from_counts(counts, n_windows, rows, out=phi_buffer[: rows.shape[0]])
+
+    def cosine_rows(rows: torch.Tensor) -> torch.Tensor:
+        return torch.mm(unit[rows], unit.T, out=cosine_buffer[: rows.shape[0]])
+
+    return ndcg_by_rows(phi_rows, cosine_rows, d, counts.device, top_n=top_n, block=block, report=report)

@@ -2,7 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import torch
+
+COMPILED_MIN_COLUMNS = 8192
+"""float64 CPU rows at least this long (SFAL's) go to the compiled selection
+(:mod:`~sae_assets.core.common.row_selection`), after a one-time compile (~25 s on 2 cores, cached on disk) that
+shorter rows, e.g. the demo's 2,048 features, never pay."""
 
 
 def top_order(scores: torch.Tensor, k: int, slack: int | None = None) -> torch.Tensor:
@@ -14,9 +20,14 @@ def top_order(scores: torch.Tensor, k: int, slack: int | None = None) -> torch.T
     there have their candidates ordered by (value descending, column ascending), exact whenever the last
     candidate is below the k-th value, i.e. every entry tied with the k-th value is a candidate; rows with more
     ties than that at the boundary (all-equal rows, e.g. a feature without an explanation) are completed by
-    :func:`_fill_ties`, and rows holding NaN take a full stable sort.
+    :func:`_fill_ties`, and rows holding NaN take a full stable sort. float64 CPU rows of at least
+    :data:`COMPILED_MIN_COLUMNS` take :func:`~sae_assets.core.common.row_selection.top_rows` instead (the same
+    result).
     """
     b, n = scores.shape
+    if scores.device.type == "cpu" and scores.dtype == torch.float64 and n >= COMPILED_MIN_COLUMNS and 1 <= k <= n \
+            and not scores.requires_grad:
+        return _compiled_order(scores, k)
     extra = min(n - k, max(64, k // 4) if slack is None else slack)
     if extra <= 0:
         return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
@@ -31,6 +42,19 @@ def top_order(scores: torch.Tensor, k: int, slack: int | None = None) -> torch.T
     if unsure.any():
         rows = unsure.nonzero().flatten()
         top[rows] = _candidate_order(scores, rows, _take(vals, rows), _take(cols, rows), k)
+    return top
+
+
+def _compiled_order(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """:func:`top_order` by :func:`~sae_assets.core.common.row_selection.top_rows` on the CPU's threads; rows
+    holding NaN take a full stable sort, as in the torch path."""
+    from sae_assets.core.common.row_selection import top_rows
+
+    top = torch.from_numpy(top_rows(np.ascontiguousarray(scores.numpy()), k, torch.get_num_threads()))
+    nan = top[:, 0] < 0
+    if nan.any():
+        rows = nan.nonzero().flatten()
+        top[rows] = torch.sort(scores[rows], dim=1, descending=True, stable=True).indices[:, :k]
     return top
 
 

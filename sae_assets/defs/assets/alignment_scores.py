@@ -10,7 +10,7 @@ from pydantic import Field
 
 from sae_assets.core.alignment.sfal import DEFAULT_TOP_N, sfal_ndcg
 from sae_assets.core.common.list_columns import list_matrix
-from sae_assets.core.common.progress import Progress, tracked
+from sae_assets.core.common.progress import Progress, heartbeat, tracked
 from sae_assets.core.scan.cooccurrence import dense_counts
 from sae_assets.defs.assets.explanation_embeddings import explanation_embeddings
 from sae_assets.defs.automation import cheap_refresh
@@ -61,7 +61,10 @@ def alignment_scores(context: dg.AssetExecutionContext, config: AlignmentConfig,
         vectors = torch.zeros((d, matrix.shape[1]), dtype=torch.float64, device=dev)  # SFAL: no explanation -> 0
         rows = torch.from_numpy(group["feature"].to_numpy().astype(np.int64)).to(dev)
         vectors[rows] = torch.from_numpy(matrix).to(dev)
-        ndcg = sfal_ndcg(counts, n_windows, vectors, top_n=config.top_n, report=context.log.info).cpu().numpy()
+        # the first block can pass 10 s without a progress line: at 8,192+ features the ranking kernel is compiled
+        # on its first use on a machine (~25 s on 2 cores; cached on disk afterwards)
+        with heartbeat(context.log.info, f"SFAL NDCG {model} layer {layer}, {name}") as report:
+            ndcg = sfal_ndcg(counts, n_windows, vectors, top_n=config.top_n, report=report).cpu().numpy()
         frames.append(pl.DataFrame({"feature": pl.Series(range(d), dtype=pl.Int32),
                                     "embedding_model": [name] * d, "ndcg": ndcg,
                                     "has_explanation": np.isin(np.arange(d), group["feature"].to_numpy())}))

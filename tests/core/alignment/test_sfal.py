@@ -101,3 +101,25 @@ def test_phi_rows_computed_a_few_at_a_time_equal_the_formula_bit_for_bit() -> No
     assert torch.equal(phi_from_counts(counts, n, torch.arange(100, 1090)), formula[100:1090])
     scattered = torch.from_numpy(rng.choice(d, 600, replace=False))
     assert torch.equal(phi_from_counts(counts, n, scattered), formula[scattered])
+
+
+def test_sfal_ranks_long_rows_with_the_compiled_selection_to_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Rows from ``COMPILED_MIN_COLUMNS`` on are ranked by the compiled kernel: the NDCG is bit-for-bit the torch
+    path's (dead features, unexplained features, duplicate explanations, a partial last block)."""
+    import sae_assets.core.common.ranking as ranking
+
+    rng = np.random.default_rng(17)
+    d = 700
+    presence = torch.from_numpy((rng.random((300, d)) < rng.uniform(0.005, 0.3, d)).astype(np.float64))
+    counts = (presence.T @ presence).int()
+    counts[5, 5] = 0  # dead
+    vectors = torch.from_numpy(rng.standard_normal((d, 16)))
+    vectors[rng.random(d) < 0.1] = 0  # unexplained
+    vectors[40] = vectors[41]
+    torch_path = sfal_ndcg(counts, 300, vectors, top_n=200, block=128)
+    monkeypatch.setattr(ranking, "COMPILED_MIN_COLUMNS", 512)
+    calls: list[int] = []
+    compiled = ranking._compiled_order
+    monkeypatch.setattr(ranking, "_compiled_order", lambda s, k: calls.append(k) or compiled(s, k))
+    assert torch.equal(sfal_ndcg(counts, 300, vectors, top_n=200, block=128), torch_path)
+    assert len(calls) == 2 * 6  # both rankings of every block (6 blocks of up to 128 rows)
