@@ -16,7 +16,11 @@ import torch
 from sae_assets.core.common.progress import Progress, Report
 from sae_assets.core.common.ranking import top_order
 
-DEFAULT_BLOCK = 4096
+DEFAULT_BLOCK = 2048
+"""Rows per block. A diagonal block's product is computed whole though half of it repeats the other half, so
+smaller blocks compute less in all (16,384 rows: 151M products at 2,048 against 168M at 4,096, 134M the least)
+while each product stays large enough to run at full speed; 7.5 vs 8.6 s (median of four) for 16,384 x 2,304
+on 2 cores."""
 
 
 def check_vectors(vectors: torch.Tensor, k: int) -> None:
@@ -81,13 +85,16 @@ def exact_knn(vectors: torch.Tensor | np.ndarray, k: int, block: int = DEFAULT_B
     n, dev, step = unit.shape[0], unit.device, max(1, block)
     best_vals = torch.full((n, k), -torch.inf, dtype=torch.float32, device=dev)
     best_idx = torch.full((n, k), n, dtype=torch.int64, device=dev)  # placeholders sort after real indices
+    # one product buffer for every block pair: a fresh block x block matrix per pair is new memory each time, which
+    # the OS maps and zeroes page by page
+    buffer = torch.empty((min(step, n), min(step, n)), dtype=torch.float32, device=dev)
     n_blocks = -(-n // step)
     progress = Progress(f"exact {k}-NN of {n:,} vectors", n_blocks * (n_blocks + 1) // 2, "block pairs", report)
     for a in range(0, n, step):
         a_end = min(a + step, n)
         for c in range(a, n, step):
             c_end = min(c + step, n)
-            scores = unit[a:a_end] @ unit[c:c_end].T  # [bA, bC]
+            scores = torch.mm(unit[a:a_end], unit[c:c_end].T, out=buffer[: a_end - a, : c_end - c])  # [bA, bC]
             if a == c:
                 scores.fill_diagonal_(-torch.inf)  # never its own neighbour (n > k leaves k finite others)
             vals, cols = ordered_top(scores, k)
