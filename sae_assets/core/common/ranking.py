@@ -7,7 +7,7 @@ import torch
 
 COMPILED_MIN_COLUMNS = 8192
 """float64 CPU rows at least this long (SFAL's) go to the compiled selection
-(:mod:`~sae_assets.core.common.row_selection`), after a one-time compile (~25 s on 2 cores, cached on disk) that
+(:mod:`~sae_assets.core.common.row_selection`), after a one-time compile (~20 s on 2 cores, cached on disk) that
 shorter rows, e.g. the demo's 2,048 features, never pay."""
 
 
