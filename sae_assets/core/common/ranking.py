@@ -30,19 +30,24 @@ def top_order(scores: torch.Tensor, k: int, slack: int | None = None) -> torch.T
         return _compiled_order(scores, k)
     extra = min(n - k, max(64, k // 4) if slack is None else slack)
     if extra <= 0:
-        return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
+        return _stable_head(scores, k)
     vals, cols = scores.topk(k + extra, dim=1, sorted=True)  # descending; the order of equal values unspecified
     top = cols[:, :k].clone()
     unsure = (vals[:, 1 : k + 1] == vals[:, :k]).any(dim=1)
     nan = vals[:, 0].isnan()  # topk, like sort, puts NaN first
     if nan.any():
         rows = nan.nonzero().flatten()
-        top[rows] = torch.sort(scores[rows], dim=1, descending=True, stable=True).indices[:, :k]
+        top[rows] = _stable_head(scores[rows], k)
         unsure &= ~nan
     if unsure.any():
         rows = unsure.nonzero().flatten()
         top[rows] = _candidate_order(scores, rows, _take(vals, rows), _take(cols, rows), k)
     return top
+
+
+def _stable_head(scores: torch.Tensor, k: int) -> torch.Tensor:
+    """The first k columns of each row's full stable descending sort (NaN first): rows no faster path orders."""
+    return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]
 
 
 def _compiled_order(scores: torch.Tensor, k: int) -> torch.Tensor:
@@ -54,7 +59,7 @@ def _compiled_order(scores: torch.Tensor, k: int) -> torch.Tensor:
     nan = top[:, 0] < 0
     if nan.any():
         rows = nan.nonzero().flatten()
-        top[rows] = torch.sort(scores[rows], dim=1, descending=True, stable=True).indices[:, :k]
+        top[rows] = _stable_head(scores[rows], k)
     return top
 
 

@@ -28,8 +28,6 @@ import numpy as np
 
 SAMPLE = 1024
 """Entries of each row the threshold is read from."""
-
-
 _MSB = np.uint64(1 << 63)
 _BYTE = np.uint64(255)
 
