@@ -22,6 +22,7 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
+from sae_assets.core.common.heap import retained_heap  # noqa: E402
 from sae_assets.core.scan.activation_examples import ExampleConfig  # noqa: E402
 from sae_assets.core.scan.activation_scan import ScanConfig, document_batches, run_scan  # noqa: E402
 
@@ -109,7 +110,7 @@ def bare(lm, hook, docs, cfg: ScanConfig, pad_id: int, device) -> float:
 
     _sync(device)
     start = time.perf_counter()
-    with torch.inference_mode():
+    with torch.inference_mode(), retained_heap():  # as the scan's loop: memory reused, not faulted in each batch
         for batch in document_batches(iter(docs), lambda: cfg.batch_tokens, cfg.chunk_documents):
             _, tokens, _ = _pad(batch, pad_id)
             lm.hook_activations(tokens, hook)

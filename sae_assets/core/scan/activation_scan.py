@@ -18,6 +18,7 @@ from typing import Any, Protocol
 import polars as pl
 import torch
 
+from sae_assets.core.common.heap import retained_heap
 from sae_assets.core.common.progress import Progress, Report
 from sae_assets.core.scan.activation_examples import ExampleCollector, ExampleConfig
 from sae_assets.core.scan.cooccurrence import CooccurrenceCounter, window_presence
@@ -196,10 +197,11 @@ def run_scan(model: HookModel, hook_name: str, sae: Any, documents: Iterable[Doc
     scanner = Scanner(model, hook_name, sae, cfg, device, report)
     progress = Progress(f"scan at {hook_name}", expected_tokens, "tokens", report)
     seen = 0
-    for batch in document_batches(documents, lambda: scanner.batch_tokens, cfg.chunk_documents):
-        scanner.process(batch, pad_id)
-        seen += len(batch)
-        progress.advance(sum(len(ids) for _, ids in batch))
+    with retained_heap():  # each batch's forward and latents reuse the last one's memory instead of faulting it in
+        for batch in document_batches(documents, lambda: scanner.batch_tokens, cfg.chunk_documents):
+            scanner.process(batch, pad_id)
+            seen += len(batch)
+            progress.advance(sum(len(ids) for _, ids in batch))
     progress.finish()
     if seen == 0:
         raise ValueError("The corpus gave no documents to scan.")
