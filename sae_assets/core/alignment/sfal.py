@@ -15,7 +15,7 @@ from collections.abc import Callable
 import torch
 
 from sae_assets.core.common.progress import Progress
-from sae_assets.core.common.ranking import top_order
+from sae_assets.core.common.ranking import prepare_top_order, top_order
 
 DEFAULT_TOP_N = 1023
 CACHE_BYTES = 1 << 22
@@ -93,6 +93,7 @@ def ndcg_by_rows(phi_rows: RowScores, semantic_rows: RowScores, d: int, device: 
     out = torch.empty(d, dtype=torch.float64, device=device)
     relevance_rows = torch.zeros((min(block, d), d), dtype=torch.float64, device=device)  # [block, d]
     gains = gain_by_rank.expand(min(block, d), -1).contiguous()
+    prepare_top_order(d, torch.float64, device)  # its one-time compile would skew the first block's rate and ETA
     progress = Progress("SFAL NDCG", d, "features", report)
     for start in range(0, d, block):
         rows = torch.arange(start, min(start + block, d), device=device)

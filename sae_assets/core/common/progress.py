@@ -22,14 +22,22 @@ class Progress:
         self.done = 0
         self.start = time.perf_counter()
         self._last = self.start
+        self.set_aside_s = 0.0
+        """Seconds of one-off work inside the loop (see :meth:`set_aside`), left out of the rate and the ETA."""
 
     @property
     def elapsed_s(self) -> float:
         return time.perf_counter() - self.start
 
+    def set_aside(self, seconds: float) -> None:
+        """Leave ``seconds`` of one-off work that the remaining items will not repeat (a model's load, the LLM
+        labels of a first block) out of the rate, so the ETA is that of the items' own pace."""
+        self.set_aside_s += max(seconds, 0.0)
+
     def message(self) -> str:
         elapsed = self.elapsed_s
-        rate = self.done / elapsed if elapsed > 0 else 0.0
+        paced = elapsed - self.set_aside_s
+        rate = self.done / paced if paced > 0 else 0.0
         eta = (self.total - self.done) / rate if rate > 0 else float("inf")
         pct = 100.0 * self.done / self.total if self.total else 100.0
         eta = max(eta, 0.0)

@@ -45,6 +45,14 @@ def top_order(scores: torch.Tensor, k: int, slack: int | None = None) -> torch.T
     return top
 
 
+def prepare_top_order(n: int, dtype: torch.dtype, device: torch.device | str) -> None:
+    """Load the compiled ranking that :func:`top_order` takes for rows of ``n`` columns of ``dtype`` on ``device``
+    (compiling it the first time on a machine: ~20 s on 2 cores, then cached on disk), so that a loop's first step
+    does not carry it; nothing for rows it would not take."""
+    if torch.device(device).type == "cpu" and dtype == torch.float64 and n >= COMPILED_MIN_COLUMNS:
+        _compiled_order(torch.zeros((1, COMPILED_MIN_COLUMNS), dtype=torch.float64), 1)
+
+
 def _stable_head(scores: torch.Tensor, k: int) -> torch.Tensor:
     """The first k columns of each row's full stable descending sort (NaN first): rows no faster path orders."""
     return torch.sort(scores, dim=1, descending=True, stable=True).indices[:, :k]

@@ -118,6 +118,8 @@ def label_in_blocks(examples: pl.DataFrame, indices: list[int], background: Coun
             out.llm |= llm_labels(chat, settings.max_new_tokens, for_llm, settings.chunk, report)
             out.llm_seconds += time.perf_counter() - t0
         pending -= set(part)
+        if for_llm and not pending:  # the blocks left have no LLM labels: their ETA at the pace without them
+            progress.set_aside(out.llm_seconds)
         if not pending and out.llm and all(err is not None for _, err in out.llm.values()):
             first = next(iter(out.llm.values()))[1]
             raise AllLabelCallsFailed(f"Every LLM label call failed; nothing written. First error: {first}")

@@ -61,8 +61,8 @@ def alignment_scores(context: dg.AssetExecutionContext, config: AlignmentConfig,
         vectors = torch.zeros((d, matrix.shape[1]), dtype=torch.float64, device=dev)  # SFAL: no explanation -> 0
         rows = torch.from_numpy(group["feature"].to_numpy().astype(np.int64)).to(dev)
         vectors[rows] = torch.from_numpy(matrix).to(dev)
-        # the first block can pass 10 s without a progress line: at 8,192+ features the ranking kernel is compiled
-        # on its first use on a machine (~20 s on 2 cores; cached on disk afterwards)
+        # more than 10 s can pass before the first progress line: at 8,192+ features the ranking kernel is loaded
+        # first, and compiled on its first use on a machine (~20 s on 2 cores; cached on disk afterwards)
         with heartbeat(context.log.info, f"SFAL NDCG {model} layer {layer}, {name}") as report:
             ndcg = sfal_ndcg(counts, n_windows, vectors, top_n=config.top_n, report=report).cpu().numpy()
         frames.append(pl.DataFrame({"feature": pl.Series(range(d), dtype=pl.Int32),

@@ -122,4 +122,4 @@ def test_sfal_ranks_long_rows_with_the_compiled_selection_to_the_same_bits(monke
     compiled = ranking._compiled_order
     monkeypatch.setattr(ranking, "_compiled_order", lambda s, k: calls.append(k) or compiled(s, k))
     assert torch.equal(sfal_ndcg(counts, 300, vectors, top_n=200, block=128), torch_path)
-    assert len(calls) == 2 * 6  # both rankings of every block (6 blocks of up to 128 rows)
+    assert calls == [1] + [200] * 2 * 6  # loaded before the first block, then both rankings of every block (6 blocks)

@@ -63,3 +63,16 @@ def test_top_order_takes_the_compiled_path_on_long_cpu_rows(monkeypatch: pytest.
     assert torch.equal(ranking.top_order(scores, 700), expected)
     assert called == [700]
     assert torch.equal(expected[8], torch.sort(scores[8], descending=True, stable=True).indices[:700])
+
+
+def test_prepare_top_order_loads_the_compiled_path_only_where_top_order_takes_it(
+        monkeypatch: pytest.MonkeyPatch) -> None:
+    called: list[tuple[int, ...]] = []
+    monkeypatch.setattr(ranking, "_compiled_order", lambda s, k: called.append(tuple(s.shape)))
+    n = ranking.COMPILED_MIN_COLUMNS
+    ranking.prepare_top_order(n - 1, torch.float64, "cpu")  # short rows: torch's path
+    ranking.prepare_top_order(n, torch.float32, "cpu")  # float32: torch's path
+    ranking.prepare_top_order(n, torch.float64, "meta")  # another device: torch's path
+    assert called == []
+    ranking.prepare_top_order(4 * n, torch.float64, torch.device("cpu"))
+    assert called == [(1, n)]

@@ -1,11 +1,15 @@
 from __future__ import annotations
 
+import re
+import time
 from collections import Counter
 
 import numpy as np
 import polars as pl
 import pytest
 
+from sae_assets.core.common.progress import Progress
+from sae_assets.core.labels import blocks
 from sae_assets.core.labels.blocks import AllLabelCallsFailed, LabelSettings, label_in_blocks
 from sae_assets.core.labels.choice import Candidate, LabelChoice, choose_label
 from sae_assets.core.labels.labelling import background_counts_series
@@ -122,3 +126,35 @@ def test_blocks_keep_the_choice_rule_on_random_features() -> None:
                                  Candidate("keywords", run.keywords[f], run.keyword_scores.get(f)),
                                  Candidate("explanation", *run.explanations.get(f, (None, None)))])
         assert choice == expected
+
+
+def test_the_llm_labels_are_left_out_of_the_eta() -> None:
+    class SlowChat(Chat):
+        def chat(self, conversations, max_tokens):
+            time.sleep(1.0)
+            return super().chat(conversations, max_tokens)
+
+    examples = _examples()
+    messages: list[str] = []
+    settings = LabelSettings(n_shown=3, n_holdout=2, llm_max_features=2, chunk=2)
+    label_in_blocks(examples, list(range(7)), background_counts_series(examples["tokens"]), SlowChat(), _encode,
+                    settings, report=messages.append, block=1)
+    last = [m for m in messages if m.startswith("feature labels: 7/7")][-1]
+    rate = float(re.search(r"\(100%\), ([\d,]+) features/s", last).group(1).replace(",", ""))
+    assert rate > 7 / 1.0  # the second of LLM time is not in the rate; with it the rate would be below 7/s
+
+
+def test_while_llm_labels_remain_they_stay_in_the_eta(monkeypatch: pytest.MonkeyPatch) -> None:
+    set_aside: list[float] = []
+
+    class Recording(Progress):
+        def set_aside(self, seconds: float) -> None:
+            set_aside.append(seconds)
+            super().set_aside(seconds)
+
+    monkeypatch.setattr(blocks, "Progress", Recording)
+    examples = _examples()
+    settings = LabelSettings(n_shown=3, n_holdout=2, llm_max_features=5, chunk=2)
+    run = label_in_blocks(examples, list(range(7)), background_counts_series(examples["tokens"]), Chat(), _encode,
+                          settings, block=2)
+    assert set_aside == [run.llm_seconds]  # once, after the third block's (the last) LLM labels
