@@ -55,8 +55,10 @@ def measured() -> dict[str, int]:
 
 
 def test_blocks_are_reused_inside_and_faulted_in_each_time_outside(measured: dict[str, int]) -> None:
-    assert measured["outside"] >= 5 * measured["pages"]  # mapped and unmapped every iteration
-    assert measured["inside"] < measured["pages"]  # reused
+    # mapped and unmapped every iteration: each of its pages faulted in again (fewer faults where the kernel backs
+    # the block with transparent huge pages, but at least one per iteration)
+    assert measured["outside"] >= 6
+    assert measured["inside"] * 10 < min(measured["outside"], 5 * measured["pages"])  # reused
 
 
 def test_memory_is_returned_on_leaving(measured: dict[str, int]) -> None:
