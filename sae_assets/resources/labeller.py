@@ -8,6 +8,7 @@ endpoint's origin (not along redirects to another) and never into an error.
 
 from __future__ import annotations
 
+import inspect
 import logging
 import threading
 import time
@@ -22,6 +23,7 @@ from pydantic import Field
 
 from sae_assets.catalog import LanguageModelSpec
 from sae_assets.core.common.precision import matmul_precision
+from sae_assets.core.common.prompt_batches import PromptBatch, layout, longest_first
 from sae_assets.resources.device import DeviceResource
 from sae_assets.resources.http_credentials import OriginScopedSession
 from sae_assets.resources.language_model import ModelLoadError, load_hf_model
@@ -49,15 +51,15 @@ class ChatBackend(Protocol):
 
 
 class LocalChat:
-    """A causal LM run with transformers' ``generate`` (greedy), batched with left padding."""
+    """A causal LM run with transformers' ``generate`` (greedy), in batches of similar length whose common opening
+    is computed once."""
 
     def __init__(self, spec: LanguageModelSpec, device: torch.device, batch_size: int,
-                 compute_dtype: torch.dtype | None = None) -> None:
+                 compute_dtype: torch.dtype | None = None, share_prefix: bool = True) -> None:
         key = (spec, str(device))
         with _LOCK:
             if key not in _CACHE:
                 model, tokenizer = load_hf_model(spec, torch.float32)
-                tokenizer.padding_side = "left"
                 if tokenizer.pad_token_id is None:
                     tokenizer.pad_token = tokenizer.eos_token
                 _CACHE[key] = (model.to(device).eval(), tokenizer)
@@ -65,21 +67,47 @@ class LocalChat:
         self.device, self.batch_size, self.name = device, batch_size, spec.hub_id
         self.compute_dtype = compute_dtype
         """bfloat16: generate under bf16 autocast (:mod:`~sae_assets.core.common.precision`); None: float32."""
+        self.share_prefix = share_prefix
+        """Run a batch's common opening once (the same replies; False: plain left padding, for comparison)."""
+        forward = inspect.signature(self.model.forward).parameters
+        # transformers 5 names the key/value cache ``cache`` in forward, generate and outputs; 4.x ``past_key_values``
+        self._cache_keyword = "cache" if "cache" in forward else "past_key_values"
+        self._last_logits = {"logits_to_keep": 1} if "logits_to_keep" in forward else {}
 
     @torch.inference_mode()
     def chat(self, conversations: list[Messages], max_tokens: int) -> list[Reply]:
-        replies: list[Reply] = []
-        for start in range(0, len(conversations), self.batch_size):
-            batch = conversations[start : start + self.batch_size]
-            prompts = [self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
-                       for m in batch]
-            enc = self.tokenizer(prompts, return_tensors="pt", padding=True, add_special_tokens=False).to(self.device)
-            with matmul_precision(self.compute_dtype, self.device):
-                out = self.model.generate(**enc, max_new_tokens=max_tokens, do_sample=False,
-                                          pad_token_id=self.tokenizer.pad_token_id)
-            texts = self.tokenizer.batch_decode(out[:, enc["input_ids"].shape[1] :], skip_special_tokens=True)
-            replies.extend(Reply(text=t) for t in texts)
-        return replies
+        """Replies in the order of ``conversations``; generated in batches of similar length, each batch's shared
+        opening run once (:mod:`~sae_assets.core.common.prompt_batches`)."""
+        ids = self._prompt_ids(conversations)
+        texts = [""] * len(ids)
+        for rows in longest_first([len(p) for p in ids], self.batch_size):
+            batch = layout(ids, rows, self.tokenizer.pad_token_id, self.share_prefix)
+            for row, text in zip(rows, self._generate(batch, max_tokens), strict=True):
+                texts[row] = text
+        return [Reply(text=t) for t in texts]
+
+    def prompt_lengths(self, conversations: list[Messages]) -> list[int]:
+        """Tokens of each conversation's prompt: callers that split many conversations into calls group similar
+        lengths (:func:`~sae_assets.core.labels.runs.llm_labels`)."""
+        return [len(ids) for ids in self._prompt_ids(conversations)]
+
+    def _prompt_ids(self, conversations: list[Messages]) -> list[list[int]]:
+        prompts = [self.tokenizer.apply_chat_template(m, tokenize=False, add_generation_prompt=True)
+                   for m in conversations]
+        return list(self.tokenizer(prompts, add_special_tokens=False)["input_ids"]) if prompts else []
+
+    def _generate(self, batch: PromptBatch, max_tokens: int) -> list[str]:
+        input_ids, mask = batch.input_ids.to(self.device), batch.attention_mask.to(self.device)
+        cache: dict[str, Any] = {}
+        with matmul_precision(self.compute_dtype, self.device):
+            if batch.shared:  # the opening once, its keys and values repeated for every row
+                opening = self.model(input_ids[:1, : batch.shared], use_cache=True, **self._last_logits)
+                kv = getattr(opening, self._cache_keyword)
+                kv.batch_repeat_interleave(len(batch.rows))
+                cache[self._cache_keyword] = kv
+            out = self.model.generate(input_ids=input_ids, attention_mask=mask, max_new_tokens=max_tokens,
+                                      do_sample=False, pad_token_id=self.tokenizer.pad_token_id, **cache)
+        return self.tokenizer.batch_decode(out[:, input_ids.shape[1] :], skip_special_tokens=True)
 
 
 class OpenAIChat:
@@ -140,9 +168,10 @@ class LabellerResource(dg.ConfigurableResource):
     api_key: str | None = Field(default=None, repr=False,
                                 description="openai: bearer token, sent to base_url's origin only (use EnvVar)")
     max_new_tokens: int = 24
-    batch_size: int = Field(default=16, description="local: conversations per generate call (left-padded); as many "
-                            "as feature_labels sends at once (its chunk): 32 SmolLM2 labels of synthetic prompts "
-                            "in 21.7 s at 16, 26.3 s at 8, 22.5 s at 32 (2 cores, bf16)")
+    batch_size: int = Field(default=16, description="local: conversations per generate call (similar lengths "
+                            "together, their common opening computed once); as many as feature_labels sends at "
+                            "once (its chunk): 32 SmolLM2 labels of synthetic prompts in 21.7 s at 16, 26.3 s at 8, "
+                            "22.5 s at 32 (2 cores, bf16)")
     retries: int = 2
     backoff_s: float = 1.0
     timeout_s: float = 60.0

@@ -102,6 +102,25 @@ def test_local_smollm2_labels_offline() -> None:
     assert all(0 < len(label.split()) <= 9 for label in labels)
 
 
+def test_local_batches_share_their_opening_and_reply_as_one_at_a_time() -> None:
+    """Prompts of different lengths in one call: batched longest first with the common opening run once, the
+    replies are those of each prompt generated alone, in the caller's order; the length measure is tokens."""
+    windows = [Window([" in", " 1999", ","], [0, 3.0, 0]), Window([" since", " 2004"], [0, 2.5]),
+               Window([" the", " 12th", " of", " May"], [0, 0, 0, 1.5])]
+    prompts = [label_messages(windows[:1]), label_messages(windows), label_messages(windows[1:2]),
+               label_messages(windows[1:])]
+    client = LabellerResource(device=DeviceResource(device="cpu"), batch_size=3).client()
+    lengths = client.prompt_lengths(prompts)  # type: ignore[attr-defined]
+    assert lengths[1] == max(lengths) and len(set(lengths)) == 4
+    shared = client.chat(prompts, max_tokens=10)
+    client.share_prefix = False  # type: ignore[attr-defined]
+    padded = client.chat(prompts, max_tokens=10)
+    client.batch_size = 1  # type: ignore[attr-defined]
+    alone = client.chat(prompts, max_tokens=10)
+    assert [r.text for r in shared] == [r.text for r in padded] == [r.text for r in alone]
+    assert all(r.error is None and r.text for r in shared)
+
+
 @pytest.mark.slow
 def test_local_labeller_and_embedder_under_bf16_autocast() -> None:
     """precision bfloat16 reaches both models: the labeller still writes labels, the embedder's float32 vectors stay

@@ -70,12 +70,18 @@ class TextVectors:
 def llm_labels(chat: Any, max_tokens: int, evidence: dict[int, FeatureEvidence], chunk: int,
                report: Report | None = None) -> dict[int, tuple[str | None, str | None]]:
     """feature -> (label, error) for every feature with shown windows; errors are never turned into labels."""
-    features = [f for f, ev in evidence.items() if ev.shown]
+    messages = {f: label_messages(ev.shown + ev.extra) for f, ev in evidence.items() if ev.shown}
+    # longest prompts first, so a chunk's prompts are of similar length and a local model's batch is little padding:
+    # the backend's own measure where it has one (a local model's tokens), else characters
+    measure = getattr(chat, "prompt_lengths", None)
+    sizes = measure(list(messages.values())) if measure is not None else \
+        [sum(len(m["content"]) for m in conversation) for conversation in messages.values()]
+    features = [f for _, f in sorted(zip(sizes, messages, strict=True), key=lambda pair: -pair[0])]
     progress = Progress("LLM labels", len(features), "features", report)
     out: dict[int, tuple[str | None, str | None]] = {}
     for start in range(0, len(features), chunk):
         batch = features[start : start + chunk]
-        replies = chat.chat([label_messages(evidence[f].shown + evidence[f].extra) for f in batch], max_tokens)
+        replies = chat.chat([messages[f] for f in batch], max_tokens)
         for f, reply in zip(batch, replies, strict=True):
             if reply.error is not None:
                 out[f] = (None, reply.error)

@@ -12,10 +12,11 @@ class ScriptedChat:
     """Replies from a function of the last user message; records every call."""
 
     def __init__(self, answer) -> None:
-        self.answer, self.calls = answer, []
+        self.answer, self.calls, self.sent = answer, [], []
 
     def chat(self, conversations, max_tokens):
         self.calls.append(len(conversations))
+        self.sent.append([c[-1]["content"] for c in conversations])
         return [self.answer(c[-1]["content"]) for c in conversations]
 
 
@@ -38,6 +39,31 @@ def test_llm_labels_keep_errors_as_errors() -> None:
     assert chat.calls == [1, 1]
     bad = llm_labels(ScriptedChat(lambda p: Reply("   ")), 8, _evidence(), chunk=4)
     assert bad[0][0] is None and bad[0][1].startswith("unparseable reply")
+
+
+def test_llm_labels_send_prompts_of_similar_length_together() -> None:
+    """Longest prompts first, by the backend's own measure where it has one (tokens), else by characters, so a
+    chunk pads little; every feature's label still lands on that feature."""
+    words = {0: "a", 1: "bb bb bb", 2: "c c", 3: "dddd dddd"}
+    evidence = {f: FeatureEvidence(f, shown=[Window([" " + w], [1.0])]) for f, w in words.items()}
+
+    def answer(prompt: str) -> Reply:
+        return Reply(next(w.split()[0] for w in words.values() if f"<<{w}>>" in prompt))
+
+    expected = {f: (w.split()[0], None) for f, w in words.items()}
+    by_chars = ScriptedChat(answer)
+    assert llm_labels(by_chars, 8, evidence, chunk=2) == expected
+    assert [[next(w for w in words.values() if f"<<{w}>>" in p) for p in call] for call in by_chars.sent] == \
+        [["dddd dddd", "bb bb bb"], ["c c", "a"]]
+
+    class Measured(ScriptedChat):
+        def prompt_lengths(self, conversations):  # a tokenizer that finds "c c" the longest, the rest alike
+            return [10 if "<<c c>>" in c[-1]["content"] else 1 for c in conversations]
+
+    measured = Measured(answer)
+    assert llm_labels(measured, 8, evidence, chunk=2) == expected
+    assert [[next(w for w in words.values() if f"<<{w}>>" in p) for p in call] for call in measured.sent] == \
+        [["c c", "a"], ["bb bb bb", "dddd dddd"]]  # then ties in the caller's order
 
 
 def test_detection_judge_auroc() -> None:
