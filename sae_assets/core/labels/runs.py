@@ -49,7 +49,9 @@ class TextVectors:
     """``encode`` with memory: each distinct text is embedded once, in batches of ``batch`` new texts, calling
     ``poll()`` after each batch (e.g. ``progress.advance(0)``, which logs when it is due). Window texts recur:
     the same held-out windows score the LLM label and the keyword label, and random windows serve many features.
-    Callable like an ``Encode``: ``texts -> [len(texts), dim]``."""
+    New texts are sent longest first, so a batch holds texts of similar length (an embedder pads each of its own
+    batches to its longest text): by ``encode.lengths(texts)`` where the encoder has it (the embedder's tokens),
+    else by characters. Callable like an ``Encode``: ``texts -> [len(texts), dim]``."""
 
     def __init__(self, encode: Encode, batch: int = 512, poll: Callable[[], None] | None = None) -> None:
         self.encode, self.batch, self.poll = encode, batch, poll
@@ -58,6 +60,9 @@ class TextVectors:
 
     def __call__(self, texts: list[str]) -> np.ndarray:
         new = sorted({t for t in texts if t not in self.vectors})
+        measure = getattr(self.encode, "lengths", None)
+        sizes = measure(new) if measure is not None and new else [len(t) for t in new]
+        new = [t for _, t in sorted(zip(sizes, new, strict=True), key=lambda pair: -pair[0])]  # stable: ties sorted
         for start in range(0, len(new), self.batch):
             part = new[start : start + self.batch]
             self.vectors.update(zip(part, np.asarray(self.encode(part)), strict=True))

@@ -1,7 +1,6 @@
 """``feature_labels``: LLM and keyword labels from activating examples and Neuronpedia's explanations, each with
 a held-out detection score; ``label`` is the best-scoring (``core/labels/choice.py``)."""
 
-import functools
 import json
 import os
 from typing import TextIO
@@ -183,7 +182,7 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
                    f"labelling {len(indices):,} features ({len(candidates):,} with Neuronpedia explanations)")
             report(f"precision {config.precision}: {precision_name(dtype)}")
             chat = labeller.client(dtype) if config.use_llm or config.llm_detection else None
-            encode = functools.partial(embedder.encode, compute_dtype=dtype)
+            encode = embedder.encoder(dtype)  # with the embedder's token lengths, to batch windows by length
             run = label_in_blocks(examples, indices, background, chat, encode, settings, prompts, report,
                                   on_block=lambda block, evidence: _export_examples(examples_out, block, evidence),
                                   explanations=candidates)

@@ -99,3 +99,21 @@ def test_text_vectors_embed_each_text_once_in_batches() -> None:
     assert embedding_scores(vectors, {0: "cars", 1: "pets"}, _evidence()) == {0: 0.0, 1: 1.0}
     assert calls == []  # windows and labels seen before are not embedded again
     assert vectors.encoded == 5 and len(polls) == 3  # 5 distinct texts, batches of 2
+
+
+def test_text_vectors_send_texts_of_similar_length_together() -> None:
+    calls = []
+
+    def encode(texts):
+        calls.append(list(texts))
+        return np.ones((len(texts), 2), dtype=np.float32)
+
+    texts = ["a", "a much longer window of text", "mid length", "tiny", "another long window here", "medium!!"]
+    TextVectors(encode, batch=2)(texts)  # no lengths of its own: characters
+    assert calls == [["a much longer window of text", "another long window here"], ["mid length", "medium!!"],
+                     ["tiny", "a"]]
+    calls.clear()
+    encode.lengths = lambda texts: [t.count(" ") + 1 for t in texts]  # e.g. the embedder's tokens: words here
+    TextVectors(encode, batch=2)(texts + ["1 2 3 4 5 6"])
+    assert calls == [["1 2 3 4 5 6", "a much longer window of text"], ["another long window here", "mid length"],
+                     ["a", "medium!!"], ["tiny"]]
