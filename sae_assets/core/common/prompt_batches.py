@@ -30,7 +30,8 @@ class PromptBatch:
 
 
 def longest_first(lengths: Sequence[int], batch_size: int) -> list[list[int]]:
-    """Indices in batches of at most ``batch_size``, longest first (stable among equal lengths)."""
+    """Indices in batches of at most ``batch_size``, longest first (stable among equal lengths); also the
+    embedder's batches of texts (``resources/embedder.py``)."""
     order = sorted(range(len(lengths)), key=lambda i: -lengths[i])
     return [order[start : start + batch_size] for start in range(0, len(order), max(1, batch_size))]
 
