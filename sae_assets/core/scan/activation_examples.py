@@ -75,6 +75,10 @@ class _Buffer:
         new_rows = torch.where(from_batch, top - size, n_rows).sort(dim=0).values  # entering rows first
         j, col = (new_rows < n_rows).nonzero(as_tuple=True)
         slot, row, feature = free_slots[j, col], new_rows[j, col], cols[col]
+        # Entries land in distinct (slot, feature) places, so their order is free: document by document, the
+        # windows' reads from the batch stay in cache (half the time of a gather in slot order).
+        order = (row * key.shape[1] + feature).argsort()
+        slot, row, feature = slot[order], row[order], feature[order]
         self.key[slot, feature] = key[row, feature]
         self.value[slot, feature] = value[row, feature]
         self.doc[slot, feature] = doc[row, feature]

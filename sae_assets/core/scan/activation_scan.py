@@ -22,6 +22,7 @@ from sae_assets.core.common.heap import retained_heap
 from sae_assets.core.common.progress import Progress, Report
 from sae_assets.core.scan.activation_examples import ExampleCollector, ExampleConfig
 from sae_assets.core.scan.cooccurrence import CooccurrenceCounter, window_presence
+from sae_assets.core.scan.document_peaks import document_peaks, worth_compiling
 from sae_assets.core.scan.encode import CheckedEncoder
 from sae_assets.core.scan.example_table import examples_frame
 from sae_assets.core.scan.feature_profiles import DocumentProfiles
@@ -115,7 +116,7 @@ def _is_oom(err: BaseException) -> bool:
 
 class Scanner:
     def __init__(self, model: HookModel, hook_name: str, sae: Any, cfg: ScanConfig, device: torch.device,
-                 report: Report | None = None) -> None:
+                 report: Report | None = None, expected_tokens: int = 0) -> None:
         self.model, self.hook_name, self.sae, self.cfg, self.device = model, hook_name, sae, cfg, device
         self.report = report or log.info
         d_sae, d_in = int(sae.cfg.d_sae), int(sae.cfg.d_in)
@@ -127,6 +128,7 @@ class Scanner:
         self.n_docs_with_window = 0
         self.generator = torch.Generator().manual_seed(cfg.seed)
         self.encode = CheckedEncoder(sae)
+        self.compiled_peaks = worth_compiling(expected_tokens, d_sae)
 
     @torch.inference_mode()
     def _encode(self, tokens: torch.Tensor,
@@ -149,9 +151,10 @@ class Scanner:
     @torch.inference_mode()
     def _accumulate(self, doc_index: torch.Tensor, tokens: torch.Tensor, lengths: torch.Tensor,
                     feats: torch.Tensor, x: torch.Tensor, x_hat: torch.Tensor, n_valid: int) -> None:
-        peak, peak_pos = feats.max(dim=1)  # [b, d_sae] each document's maximum and where
+        # [b, d_sae] each document's maximum and where; [d_sae] tokens above the threshold
+        peak, peak_pos, n_active = document_peaks(feats, self.cfg.activation_threshold, self.compiled_peaks)
         doc_sum = feats.sum(dim=1)  # [b, d_sae] each document's activation mass, shared by stats and profiles
-        self.stats.add(feats, peak, doc_sum, n_valid, x, x_hat)
+        self.stats.add(feats, peak, doc_sum, n_valid, x, x_hat, n_active)
         self.profiles.add(doc_index, doc_sum)
         self.examples.add(doc_index, tokens.to(self.device), lengths.to(self.device), feats, peak, peak_pos)
         presence = [window_presence(feats[row, 1 : int(n)], self.cfg.window, self.cfg.activation_threshold)
@@ -194,7 +197,7 @@ def run_scan(model: HookModel, hook_name: str, sae: Any, documents: Iterable[Doc
     if cfg.window < 1 or cfg.context_size < 2:
         raise ValueError("window must be >= 1 and context_size >= 2")
     start = time.perf_counter()
-    scanner = Scanner(model, hook_name, sae, cfg, device, report)
+    scanner = Scanner(model, hook_name, sae, cfg, device, report, expected_tokens)
     progress = Progress(f"scan at {hook_name}", expected_tokens, "tokens", report)
     seen = 0
     with retained_heap():  # each batch's forward and latents reuse the last one's memory instead of faulting it in

@@ -216,3 +216,19 @@ def test_documents_are_streamed_not_held(tiny) -> None:
     result = run_scan(Counting(), HOOK, sae, documents(), 400 * 13, 0, cfg, CPU, _strings)
     assert result.n_documents == 400 and scanned["n"] == 400
     assert max(backlog) <= 32
+
+
+def test_compiled_peaks_give_the_same_tables(tiny, monkeypatch: pytest.MonkeyPatch) -> None:
+    """A large scan takes each document's peaks from the compiled kernel, a small one from torch: same tables."""
+    import sae_assets.core.scan.document_peaks as peaks
+
+    lm, sae, docs = tiny
+    small, _ = _scan(lm, sae, docs, window=4, batch_tokens=100)
+    monkeypatch.setattr(peaks, "COMPILED_FROM", 1)
+    calls: list[bool] = []
+    kernel = peaks._peaks
+    monkeypatch.setattr(peaks, "_peaks", lambda *args: calls.append(True) or kernel(*args))
+    large, _ = _scan(lm, sae, docs, window=4, batch_tokens=100)
+    assert calls and not small.examples.is_empty()
+    assert large.feature_stats.equals(small.feature_stats) and large.examples.equals(small.examples)
+    assert large.profiles.equals(small.profiles)
