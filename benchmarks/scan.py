@@ -9,6 +9,10 @@ Same model, SAE and documents for every row, in one process:
   (c) baseline: SFAL's loop: batch 1, a full ``run_with_cache`` per document (every layer, every hook
                 cached), SAE encode, and co-occurrence as one dense outer product per window.
 Targets: scan >= 0.9 x bare (issue 17), scan >= 20 x baseline (tokens/s).
+
+The forward inside each scan run is timed too (its ``hook_activations`` calls): its share of the scan's time is
+the same ratio measured on the same batches, moments apart, so a host whose speed drifts between the (a) and (b)
+runs (some do, by 1.5x within minutes) moves both parts alike.
 """
 
 from __future__ import annotations
@@ -118,12 +122,30 @@ def bare(lm, hook, docs, cfg: ScanConfig, pad_id: int, device) -> float:
     return time.perf_counter() - start
 
 
-def scan(lm, hook, sae, docs, cfg, pad_id, device, strings) -> float:
+class TimedForward:
+    """The model as the scan sees it, adding up the seconds of its forwards to the hook."""
+
+    def __init__(self, lm, device: torch.device) -> None:
+        self.lm, self.device, self.seconds = lm, device, 0.0
+
+    def hook_activations(self, tokens: torch.Tensor, hook_name: str) -> torch.Tensor:
+        _sync(self.device)
+        start = time.perf_counter()
+        acts = self.lm.hook_activations(tokens, hook_name)
+        _sync(self.device)
+        self.seconds += time.perf_counter() - start
+        return acts
+
+
+def scan(lm, hook, sae, docs, cfg, pad_id, device, strings) -> tuple[float, float]:
+    """Seconds of one scan, and of the forwards inside it."""
+    timed = TimedForward(lm, device)
     _sync(device)
     start = time.perf_counter()
-    run_scan(lm, hook, sae, iter(docs), sum(len(d) for _, d in docs), pad_id, cfg, device, strings, lambda m: None)
+    run_scan(timed, hook, sae, iter(docs), sum(len(d) for _, d in docs), pad_id, cfg, device, strings,
+             lambda m: None)
     _sync(device)
-    return time.perf_counter() - start
+    return time.perf_counter() - start, timed.seconds
 
 
 def sfal_baseline(lm, hook, sae, docs, window: int, device) -> float:
@@ -169,10 +191,12 @@ def main() -> None:
     bare(lm, hook, warm, cfg, pad_id, device)  # warm-up: allocator, kernels, caches
     scan(lm, hook, sae, warm, cfg, pad_id, device, strings)
 
-    bare_s, scan_s = [], []
+    bare_s, scan_s, share = [], [], []
     for _ in range(args.repeats):  # interleaved, so drifting machine load hits both alike
         bare_s.append(bare(lm, hook, docs, cfg, pad_id, device))
-        scan_s.append(scan(lm, hook, sae, docs, cfg, pad_id, device, strings))
+        total, forward = scan(lm, hook, sae, docs, cfg, pad_id, device, strings)
+        scan_s.append(total)
+        share.append(forward / total)
     rows = [("(a) bare forward to hook", n_tokens, min(bare_s)),
             ("(b) one-pass scan", n_tokens, min(scan_s)),
             ("(c) SFAL-style baseline", n_base, sfal_baseline(lm, hook, sae, base_docs, args.window, device))]
@@ -181,7 +205,8 @@ def main() -> None:
     print(f"\nmodel {args.model} ({lm.name}), {hook}, {what}; d_sae {int(sae.cfg.d_sae)}, device {device}, "
           f"{torch.get_num_threads()} threads, context {args.context}, window {args.window}, "
           f"batch {args.batch_tokens} tokens; best of {args.repeats} interleaved runs for (a) and (b) "
-          f"(all: bare {', '.join(f'{t:.1f}' for t in bare_s)} s, scan {', '.join(f'{t:.1f}' for t in scan_s)} s)\n")
+          f"(all: bare {', '.join(f'{t:.1f}' for t in bare_s)} s, scan {', '.join(f'{t:.1f}' for t in scan_s)} s); "
+          f"the forward's share of each scan run: {', '.join(f'{r:.3f}' for r in share)}\n")
     print(f"| {'variant':<26} | {'tokens':>8} | {'seconds':>8} | {'tokens/s':>9} | {'x bare':>6} "
           f"| {'x baseline':>10} |")
     print(f"|{'-' * 28}|{'-' * 10}|{'-' * 10}|{'-' * 11}|{'-' * 8}|{'-' * 12}|")

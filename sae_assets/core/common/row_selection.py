@@ -21,10 +21,10 @@ on 2 cores, against 60-90 ms for torch's sorted ``topk`` with the tie handling a
 
 from __future__ import annotations
 
-from concurrent.futures import ThreadPoolExecutor
-
 import numba
 import numpy as np
+
+from sae_assets.core.common.row_split import over_row_blocks
 
 SAMPLE = 1024
 """Entries of each row the threshold is read from."""
@@ -115,10 +115,5 @@ def top_rows(scores: np.ndarray, k: int, threads: int = 1) -> np.ndarray:
     if not 1 <= k <= n:
         raise ValueError(f"k must be in 1..{n}, not {k}")
     out = np.empty((b, k), dtype=np.int64)
-    bounds = np.linspace(0, b, max(1, min(threads, b)) + 1).astype(int)
-    if len(bounds) == 2:
-        _top_rows(scores, k, out, 0, b)
-        return out
-    with ThreadPoolExecutor(len(bounds) - 1) as pool:
-        list(pool.map(lambda lo_hi: _top_rows(scores, k, out, *lo_hi), zip(bounds[:-1], bounds[1:], strict=True)))
+    over_row_blocks(lambda first, last: _top_rows(scores, k, out, first, last), b, threads)
     return out
