@@ -7,7 +7,8 @@ position (``torch.max(dim=1)``) and each feature's count of tokens above the act
 compiled kernel here reads the batch once, row by row, and keeps the three running results in cache
 (0.09 s); documents are split over threads, the kernel releasing the GIL. Without it, torch's path takes ``amax``
 and finds the first position equal to it (0.15 s). Results are exactly ``torch.max``'s (value and first position;
-NaN wins as there: the first NaN) and ``(feats > threshold).sum``. Other devices and dtypes use torch.
+NaN wins as there: the first NaN; torch's path may give a zero peak the other sign) and ``(feats > threshold).sum``.
+Other devices and dtypes use torch.
 
 The kernel is compiled once per machine (1.3 s) and cached on disk, but its first call costs each process ~0.6 s
 (numba loading its typing and lowering registries), more than it saves on a small scan: the scan asks for it only
