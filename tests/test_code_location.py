@@ -56,7 +56,7 @@ def test_definitions_load_every_object_in_the_defs_folder() -> None:
     assert found["jobs"] <= {job.name for job in repo.get_all_jobs()}
     assert found["sensors"] == {s.name for s in repo.sensor_defs}
     assert found["schedules"] == {s.name for s in repo.schedule_defs}
-    assert len(found["assets"]) == 16 and len(found["jobs"]) == 7
+    assert found["jobs"], "the walk found no job under defs/"  # the subset check above holds for none
     assert set(defs.resources or {}) >= {"lake", "device", "corpus", "language_model", "neuronpedia"}
 
 
