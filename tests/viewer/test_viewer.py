@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 import requests
 
+from sae_assets.core.common.atomic_file import stage_file
 from sae_assets.core.feature_map.knn import exact_knn
 from sae_assets.core.feature_map.layout import (
     commit_layer,
@@ -19,7 +20,6 @@ from sae_assets.core.feature_map.layout import (
     layer_file_name,
     layer_json,
     nodes_frame,
-    stage_file,
     write_manifest,
 )
 from sae_assets.viewer.server import serve_in_thread
@@ -50,7 +50,7 @@ def export_layer(root: Path, layer: int, n: int = N, gzip_file: bool = False, se
     payload = layer_json(nodes, edges_frame(indices, sims, 4, -1.0), 4, model=model, layer=layer)
     directory = root / model
     directory.mkdir(parents=True, exist_ok=True)
-    path = commit_layer(stage_file(directory, layer_file_name(layer, gzip_file), encode(payload, gzip_file)))
+    path = commit_layer(stage_file(directory / layer_file_name(layer, gzip_file), encode(payload, gzip_file)))
     write_manifest(directory, model, [layer_entry(path, payload)])
     return payload
 

@@ -7,17 +7,16 @@ no approximate neighbour search (pynndescent) of its own.
 
 The viewer reads ``layer-N.json`` (or ``layer-N.json.gz``) in the seed's shape, ``{"layer", "model", "nodes":
 [{"id", "position": [x, y, z], "label", "density", "cluster"}], "edges": [{"source", "target", "similarity"}]}``, and
-``manifest.json`` listing the layers present. Files are written to a temporary name and renamed, so a reader
-never sees half a file and a failed write leaves nothing behind.
+``manifest.json`` listing the layers present. Files are written through
+:mod:`~sae_assets.core.common.atomic_file` (a temporary name, then renamed), so a reader never sees half a file and a
+failed write leaves nothing behind.
 """
 
 from __future__ import annotations
 
 import gzip as gz
 import json
-import os
 import re
-import tempfile
 import threading
 import time
 import warnings
@@ -30,6 +29,7 @@ import numpy as np
 import polars as pl
 import torch
 
+from sae_assets.core.common.atomic_file import StagedFile, write_atomic
 from sae_assets.core.common.progress import Report
 from sae_assets.core.common.umap_cache import load_umap
 from sae_assets.core.common.umap_progress import umap_tqdm_kwds
@@ -239,55 +239,6 @@ def read_json(path: Path) -> dict:
     return json.loads(gz.decompress(data) if path.name.endswith(".gz") else data)
 
 
-class ExportError(OSError):
-    """An export file could not be written (directory missing or not writable, disk full...)."""
-
-
-@dataclass(frozen=True)
-class StagedFile:
-    """Bytes written under a temporary name beside ``path``: :meth:`commit` renames (atomic), :meth:`discard`
-    removes."""
-
-    temp: Path
-    path: Path
-
-    def commit(self) -> Path:
-        os.replace(self.temp, self.path)
-        return self.path
-
-    def discard(self) -> None:
-        self.temp.unlink(missing_ok=True)
-
-
-def stage_file(directory: Path | str, name: str, data: bytes) -> StagedFile:
-    """Write ``data`` to a temporary file in ``directory``; raises ExportError (leaving nothing) when it fails."""
-    directory = Path(directory)
-    if not directory.is_dir():
-        raise ExportError(f"export directory {directory} does not exist or is not a directory")
-    try:
-        fd, temp = tempfile.mkstemp(dir=directory, prefix=f".{name}.", suffix=".tmp")
-    except OSError as err:
-        raise ExportError(f"export directory {directory} is not writable: {err}") from err
-    try:
-        os.fchmod(fd, 0o644)  # mkstemp's 0600 would hide the export from a web server running as another user
-        with os.fdopen(fd, "wb") as f:
-            f.write(data)
-    except OSError as err:
-        Path(temp).unlink(missing_ok=True)
-        raise ExportError(f"could not write {name} in {directory}: {err}") from err
-    return StagedFile(Path(temp), directory / name)
-
-
-def write_atomic(directory: Path | str, name: str, data: bytes) -> Path:
-    """``directory/name`` replaced at once with ``data``; ExportError, and no file left, when it fails."""
-    staged = stage_file(directory, name, data)
-    try:
-        return staged.commit()
-    except OSError as err:
-        staged.discard()
-        raise ExportError(f"could not write {staged.path}: {err}") from err
-
-
 def commit_layer(staged: StagedFile) -> Path:
     """Publish a staged ``layer-N.json[.gz]`` and remove the layer's file of the other format, if any."""
     path = staged.commit()
@@ -321,7 +272,7 @@ def write_manifest(directory: Path | str, model: str, fresh: Iterable[dict] = ()
         entry = known.get(path.name)
         entries.append(entry if entry is not None and entry["bytes"] == path.stat().st_size else layer_entry(path))
     manifest = manifest_json(model, entries)
-    return write_atomic(directory, MANIFEST, (json.dumps(manifest, indent=1) + "\n").encode()), manifest
+    return write_atomic(directory / MANIFEST, json.dumps(manifest, indent=1) + "\n"), manifest
 
 
 def _previous_entries(directory: Path) -> list[dict]:

@@ -4,7 +4,6 @@ from __future__ import annotations
 
 import gzip
 import json
-import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -12,9 +11,9 @@ import polars as pl
 import pytest
 import umap.umap_
 
+from sae_assets.core.common.atomic_file import stage_file
 from sae_assets.core.feature_map.knn import exact_knn
 from sae_assets.core.feature_map.layout import (
-    ExportError,
     FeatureMapConfig,
     build_feature_map,
     commit_layer,
@@ -25,9 +24,7 @@ from sae_assets.core.feature_map.layout import (
     layer_json,
     nodes_frame,
     read_json,
-    stage_file,
     umap_knn,
-    write_atomic,
     write_manifest,
 )
 from tests.core.feature_map.test_knn import brute_force, tied_vectors
@@ -118,7 +115,7 @@ def test_files_manifest_and_gzip(tmp_path: Path) -> None:
     nodes, edges = _frames()
     for layer, zipped in ((3, False), (1, True)):
         payload = layer_json(nodes, edges, 4, model="m", layer=layer)
-        staged = stage_file(tmp_path, layer_file_name(layer, zipped), encode(payload, zipped))
+        staged = stage_file(tmp_path / layer_file_name(layer, zipped), encode(payload, zipped))
         assert not staged.path.exists()  # nothing visible before the commit
         commit_layer(staged)
     assert sorted(p.name for p in tmp_path.iterdir()) == ["layer-1.json.gz", "layer-3.json"]
@@ -132,29 +129,7 @@ def test_files_manifest_and_gzip(tmp_path: Path) -> None:
          "bytes": (tmp_path / "layer-3.json").stat().st_size}]}
     # layer 3 again, gzipped: its plain file goes, the manifest follows
     payload = layer_json(nodes.head(1), edges.head(1), 4, model="m", layer=3)
-    new = commit_layer(stage_file(tmp_path, layer_file_name(3, True), encode(payload, True)))
+    new = commit_layer(stage_file(tmp_path / layer_file_name(3, True), encode(payload, True)))
     _, manifest = write_manifest(tmp_path, "m", [layer_entry(new, payload)])
     assert [(e["file"], e["features"]) for e in manifest["layers"]] == [("layer-1.json.gz", 2), ("layer-3.json.gz", 1)]
     assert sorted(p.name for p in tmp_path.iterdir()) == ["layer-1.json.gz", "layer-3.json.gz", "manifest.json"]
-
-
-def test_unwritable_directory_leaves_nothing(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    not_a_dir = tmp_path / "file"
-    not_a_dir.write_text("x")
-    with pytest.raises(ExportError, match="is not a directory"):
-        write_atomic(not_a_dir, "layer-1.json", b"{}")
-
-    def refuse(*args, **kwargs):
-        raise PermissionError(13, "Permission denied")
-
-    target = tmp_path / "out"
-    target.mkdir()
-    with monkeypatch.context() as m:
-        m.setattr(tempfile, "mkstemp", refuse)
-        with pytest.raises(ExportError, match="is not writable.*Permission denied"):
-            write_atomic(target, "layer-1.json", b"{}")
-    with monkeypatch.context() as m:  # the rename fails: the temporary file is removed
-        m.setattr("os.replace", refuse)
-        with pytest.raises(ExportError, match="could not write"):
-            write_atomic(target, "layer-1.json", b"{}")
-    assert list(target.iterdir()) == []
