@@ -51,7 +51,7 @@ def main(argv: list[str] | None = None) -> int:
     from sae_assets.definitions import defs
     from sae_assets.defs.jobs import PIPELINE_JOBS, pipeline_job_name
     from sae_assets.defs.partitions import partition_key, register_models
-    from sae_assets.defs.run_recovery import reap_dead_runs
+    from sae_assets.defs.run_recovery import reap_dead_runs, run_worker_tags
     from sae_assets.resources.lake import LakeResource
 
     catalog = load_catalog()
@@ -71,14 +71,16 @@ def main(argv: list[str] | None = None) -> int:
         log.info("Running %s for partition %s", job_name, key)
         # No run config: the assets take their budgets from the partition's profile (cpu on this machine
         # unless it has a GPU), as runs started by the sensor, automation or the UI do.
-        result = job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False)
+        # Tagged with this process, so that a later run or demo can fail the run if the process dies (OOM).
+        result = job.execute_in_process(instance=instance, partition_key=key, raise_on_error=False,
+                                        tags=run_worker_tags())
         if not result.success:
             failed.append(layer)
             log.error("Run %s for %s failed", result.run_id, key)
     if job_name in PIPELINE_JOBS and len(failed) < len(layers):
         log.info("Running model_reports for %s", args.model)
         result = defs.resolve_job_def("model_reports").execute_in_process(
-            instance=instance, partition_key=args.model, raise_on_error=False)
+            instance=instance, partition_key=args.model, raise_on_error=False, tags=run_worker_tags())
         if not result.success:
             failed.append("model_reports")
             log.error("Run %s (model_reports for %s) failed", result.run_id, args.model)

@@ -7,11 +7,32 @@
   steps carry :data:`GPU_OP_TAGS`, so their pods request a GPU and tolerate GPU nodes; the others do not.
   ``SAE_ASSETS_K8S_NAMESPACE`` names the namespace of the step Jobs (default: the run's).
 The ``gpu`` pool (one slot: ``dagster_home/dagster.yaml`` or the Helm values) keeps GPU steps one at a time.
+
+Whichever it is, the executor is wrapped by :func:`with_run_recovery`: the run first fails the runs of this host
+whose process died (OOM, ``kill -9``) and frees the pool slots they hold (:mod:`sae_assets.defs.run_recovery`).
+The executor is where a run starts in every launch path (CLI, UI, sensor, daemon): its ``execute`` runs once, in
+the run worker, after RUN_START and before any step claims a slot, for the in-process, multiprocess and k8s
+executors alike (each claims slots in the run worker, inside ``execute``). The alternatives run too late or not
+everywhere: a run-status sensor only with a daemon (``dagster dev`` already has run monitoring), a hook after a
+step, a resource at a step's setup (and as a hidden side effect). ``execute_in_process`` swaps in its own
+executor: the demo, its only user here, tags its runs and reaps before it starts them.
 """
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from typing import TYPE_CHECKING
 
 import dagster as dg
 
 from sae_assets import settings
+from sae_assets.defs.run_recovery import on_run_start
+
+if TYPE_CHECKING:  # annotations only: Dagster exports no public name for these execute() argument types
+    from dagster._core.execution.context.system import PlanOrchestrationContext
+    from dagster._core.execution.plan.plan import ExecutionPlan
+    from dagster._core.execution.retries import RetryMode
+    from dagster._core.execution.step_dependency_config import StepDependencyConfig
 
 GPU_POOL = "gpu"
 # dagster-k8s reads this op tag when it builds a step's pod: one GPU, on nodes tainted for GPUs.
@@ -25,7 +46,48 @@ GPU_OP_TAGS = {
 }
 
 
+class RunRecoveryExecutor(dg.Executor):
+    """``inner``, after :func:`~sae_assets.defs.run_recovery.on_run_start` at the start of the run."""
+
+    def __init__(self, inner: dg.Executor) -> None:
+        self.inner = inner
+
+    def execute(self, plan_context: PlanOrchestrationContext,
+                execution_plan: ExecutionPlan) -> Iterator[dg.DagsterEvent]:
+        on_run_start(plan_context.instance, plan_context.dagster_run, plan_context.log)
+        yield from self.inner.execute(plan_context, execution_plan)
+
+    @property
+    def retries(self) -> RetryMode:
+        return self.inner.retries
+
+    @property
+    def step_dependency_config(self) -> StepDependencyConfig:
+        return self.inner.step_dependency_config
+
+
+def with_run_recovery(executor_def: dg.ExecutorDefinition) -> dg.ExecutorDefinition:
+    """``executor_def`` (same name, config and requirements) whose runs reap dead runs before their steps."""
+    create = executor_def.executor_creation_fn
+    if create is None:
+        raise ValueError(f"executor {executor_def.name!r} has no creation function")
+    return dg.ExecutorDefinition(
+        name=executor_def.name,
+        # The schema object as is (a configured executor's carries its config mapping), as Dagster's own
+        # copy_for_configured passes it; the constructor's annotation only lists user-facing schema types.
+        config_schema=executor_def.config_schema,  # type: ignore[arg-type]
+        requirements=executor_def.get_requirements,
+        executor_creation_fn=lambda init_context: RunRecoveryExecutor(create(init_context)),
+        description=executor_def.description,
+    )
+
+
 def executor_from_env() -> dg.ExecutorDefinition:
+    """The executor ``SAE_ASSETS_EXECUTOR`` names, wrapped by :func:`with_run_recovery`."""
+    return with_run_recovery(_chosen_executor())
+
+
+def _chosen_executor() -> dg.ExecutorDefinition:
     kind = settings.executor_kind()  # in_process, multiprocess or k8s (ValueError otherwise)
     if kind == "in_process":
         return dg.in_process_executor

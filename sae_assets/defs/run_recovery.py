@@ -6,13 +6,13 @@ the concurrency slots its steps claimed, so every GPU step of later runs waits o
 - Under ``dagster dev`` the code server marks a run whose worker process died as failed, and run monitoring
   (``dagster_home/dagster.yaml``: ``free_slots_after_run_end_seconds``) frees the slots of finished runs.
 - Runs without a daemon (``dagster asset materialize``, ``dagster job execute``, ``python -m sae_assets.demo``,
-  tests) are covered here. Each run that sets up the ``device`` resource (every GPU asset needs it) tags itself
-  with the host and pid of its process (:func:`record_run_worker`), then :func:`reap_dead_runs` fails every
-  STARTED/CANCELING run of this host whose tagged process is gone and frees its slots, and frees the slots
-  still held by runs that ended. With the in-process executor (the default) resources are set up before any
-  step claims a pool slot, so a run cleans up after a crashed one before its GPU steps queue on the pool. The
-  demo calls it before it launches runs. By hand (the only way with the multiprocess or k8s executor, whose
-  step processes set up resources after the slot is claimed):
+  tests) are covered here. At the start of every run, before any step claims a pool slot, the location's
+  executor (:func:`sae_assets.defs.executors.with_run_recovery`, whatever ``SAE_ASSETS_EXECUTOR`` picks) calls
+  :func:`on_run_start`: it tags the run with the host and pid of its process (:func:`record_run_worker`), then
+  :func:`reap_dead_runs` fails every STARTED/CANCELING run of this host whose tagged process is gone and frees
+  its slots, and frees the slots still held by runs that ended. ``execute_in_process`` swaps in its own
+  executor: the demo tags its runs with :func:`run_worker_tags` and reaps once before it launches them. By
+  hand (e.g. for a run of another host):
 
       python -m sae_assets.defs.run_recovery [--dry-run]           # reap dead runs of this host
       python -m sae_assets.defs.run_recovery --run-id ID --force   # fail ID and free its slots, no questions
@@ -33,6 +33,10 @@ import sys
 import time
 
 import dagster as dg
+
+# Private on purpose: report_run_failed takes the failure reason only as JobFailureData, and Dagster exports
+# neither it nor RunFailureReason; UNEXPECTED_TERMINATION (as Dagster's own run monitoring reports a dead run)
+# sets the run's dagster/failure_reason tag, which run retries read.
 from dagster._core.events import JobFailureData, RunFailureReason
 
 log = logging.getLogger(__name__)
@@ -43,8 +47,6 @@ WORKER_PID_TAG = "sae_assets/worker_pid"
 # run_monitoring.free_slots_after_run_end_seconds); a run failed here is freed at once.
 FINISHED_RUN_GRACE_S = 30.0
 _IN_PROGRESS = [dg.DagsterRunStatus.STARTED, dg.DagsterRunStatus.CANCELING]
-_recorded_runs: set[str] = set()  # runs this process has tagged (a run sets its resources up more than once)
-_checked_runs: set[str] = set()  # runs of this process that have reaped already
 
 
 def dead_run_message(pid: int) -> str:
@@ -99,16 +101,19 @@ def process_is_gone(pid: int, started_at: float) -> bool:
     return letter in ("Z", "X") or created > started_at + 2.0
 
 
+def run_worker_tags() -> dict[str, str]:
+    """The tags that name this process as a run's worker: for runs this process starts and runs itself
+    (``execute_in_process``, whose own executor does not tag)."""
+    return {WORKER_HOST_TAG: host_id(), WORKER_PID_TAG: str(os.getpid())}
+
+
 def record_run_worker(instance: dg.DagsterInstance, run: dg.DagsterRun) -> bool:
-    """Tag the run with this host and the pid of its process, when this process is it (in-process executor)
-    or its direct child (a multiprocess step). Returns whether it tagged."""
-    if run.run_id in _recorded_runs:
-        return True
+    """Tag the run with this host and the pid of this process when this process started it (its RUN_START
+    event's pid: the run worker, where the executor runs). Returns whether it tagged."""
     start = run_start(instance, run.run_id)
-    if start is None or start[0] not in (os.getpid(), os.getppid()):
+    if start is None or start[0] != os.getpid():
         return False
-    instance.add_run_tags(run.run_id, {WORKER_HOST_TAG: host_id(), WORKER_PID_TAG: str(start[0])})
-    _recorded_runs.add(run.run_id)
+    instance.add_run_tags(run.run_id, run_worker_tags())
     return True
 
 
@@ -180,19 +185,19 @@ def reap_dead_runs(instance: dg.DagsterInstance, exclude_run_id: str | None = No
     return reaped
 
 
-def on_run_worker_start(context: dg.InitResourceContext) -> None:
-    """Called from the ``device`` resource's setup: tag this run with its host and pid, then reap dead runs.
-    Never fails the run: an error here is logged and the run goes on."""
-    run, instance = context.run, context.instance
-    if run is None or instance is None or run.run_id in _checked_runs:
-        return
-    _checked_runs.add(run.run_id)
+def on_run_start(instance: dg.DagsterInstance, run: dg.DagsterRun, run_log: logging.Logger | None = None) -> list[str]:
+    """At the start of ``run``, in its worker process: tag the run with its host and pid, then reap dead runs
+    (``run_log`` says which, in the run's own log). Never fails the run: an error is logged and the run goes on.
+    Returns the ids of the runs failed or freed."""
     try:
         record_run_worker(instance, run)
-        for run_id in reap_dead_runs(instance, exclude_run_id=run.run_id):
-            (context.log or log).warning(f"Freed what run {run_id} held: its process was gone or it had ended")
+        reaped = reap_dead_runs(instance, exclude_run_id=run.run_id)
     except Exception:  # noqa: BLE001 (recovery of other runs must never break this one)
         log.exception("Could not check for dead runs; this run goes on")
+        return []
+    for run_id in reaped:
+        (run_log or log).warning(f"Freed what run {run_id} held: its process was gone or it had ended")
+    return reaped
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -2,13 +2,9 @@
 
 from __future__ import annotations
 
-import logging
-
 import dagster as dg
 import torch
 from pydantic import Field
-
-log = logging.getLogger(__name__)
 
 DTYPES: dict[str, torch.dtype] = {
     "float32": torch.float32,
@@ -48,13 +44,6 @@ class DeviceResource(dg.ConfigurableResource):
 
     device: str = Field(default="auto", description="auto | cpu | cuda | cuda:N")
     dtype: str = Field(default="auto", description="auto | float32 | bfloat16 | float16")
-
-    def setup_for_execution(self, context: dg.InitResourceContext) -> None:
-        # Every GPU asset needs the device, and with the in-process executor resources are set up before any
-        # step claims a `gpu` pool slot: the moment to free what runs that died (OOM, kill -9) still hold.
-        from sae_assets.defs.run_recovery import on_run_worker_start
-
-        on_run_worker_start(context)
 
     def torch_device(self) -> torch.device:
         return resolve_device(self.device)

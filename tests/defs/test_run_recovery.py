@@ -2,26 +2,38 @@
 only slot is marked failed and its slot freed, so the next run's GPU step runs, and no data is lost.
 
 ``crash_probe`` is a tiny GPU-pool asset on the real model × layer partitions that uses the real ``device``
-resource (whose setup calls the reaper) and writes through the real Delta storage. The module is also the code
-location the killed CLI run and ``dagster dev`` load (``-f tests/defs/test_run_recovery.py``)."""
+resource and writes through the real Delta storage; its runs use the platform's executor, which reaps at the
+start of every run. The module is also the code location the killed CLI run and ``dagster dev`` load
+(``-f tests/defs/test_run_recovery.py``)."""
 
 import json
+import logging
 import os
 import shutil
 import signal
 import subprocess
 import sys
 import time
+from collections.abc import Iterator
 from pathlib import Path
+from unittest import mock
 
 import dagster as dg
 import polars as pl
 import pytest
 from dagster._core.instance.ref import InstanceRef
 
-from sae_assets.defs.executors import GPU_POOL
+from sae_assets.defs.executors import GPU_POOL, RunRecoveryExecutor, executor_from_env, with_run_recovery
 from sae_assets.defs.partitions import MODEL_PARTITIONS_NAME, model_and_layer, model_layer_partitions
-from sae_assets.defs.run_recovery import WORKER_HOST_TAG, dead_run_message, host_id, process_is_gone, reap_dead_runs
+from sae_assets.defs.run_recovery import (
+    WORKER_HOST_TAG,
+    dead_run_message,
+    host_id,
+    on_run_start,
+    process_is_gone,
+    reap_dead_runs,
+    run_worker_tags,
+)
 from sae_assets.resources.device import DeviceResource
 from sae_assets.storage.delta import read_partition, table_uri, write_partition
 
@@ -45,9 +57,10 @@ def crash_probe(context: dg.AssetExecutionContext, config: ProbeConfig, device: 
     write_partition(df, table_uri(config.lake_root, "crash_probe"), model, layer)
 
 
-# The platform's default executor (SAE_ASSETS_EXECUTOR=in_process): the run's process runs its steps.
+# The platform's default executor (SAE_ASSETS_EXECUTOR=in_process, wrapped to reap at run start): the run's
+# process runs its steps.
 defs = dg.Definitions(assets=[crash_probe], resources={"device": DeviceResource(device="cpu", dtype="float32")},
-                      executor=dg.in_process_executor)
+                      executor=with_run_recovery(dg.in_process_executor))
 
 
 @pytest.fixture
@@ -137,7 +150,7 @@ def test_a_killed_run_is_failed_its_gpu_slot_freed_and_nothing_is_lost(tmp_path:
     instance.add_run_tags(killed, {WORKER_HOST_TAG: host_id()})
     assert reap_dead_runs(instance, dry_run=True) == [killed]
 
-    # The next CLI run of a GPU step (the crashed partition again) is not blocked: its device setup reaps first.
+    # The next CLI run of a GPU step (the crashed partition again) is not blocked: its executor reaps first.
     rerun = subprocess.run(cli_materialize(2, {"lake_root": lake}), cwd=REPO_ROOT, env=env, timeout=180,
                            capture_output=True, text=True)
     assert rerun.returncode == 0, (rerun.stdout + rerun.stderr)[-4000:]
@@ -152,6 +165,73 @@ def test_a_killed_run_is_failed_its_gpu_slot_freed_and_nothing_is_lost(tmp_path:
     uri = table_uri(lake, "crash_probe")
     assert read_partition(uri, MODEL, 1)["value"].to_list() == [1.0, 1.0, 1.0]
     assert read_partition(uri, MODEL, 2)["value"].to_list() == [2.0, 2.0, 2.0]
+
+
+def test_every_executor_of_the_platform_reaps_first_and_keeps_its_config(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAE_ASSETS_EXECUTOR", "in_process")
+    in_process = executor_from_env()
+    assert in_process.name == "in_process" and in_process is not dg.in_process_executor
+    assert in_process.config_schema is dg.in_process_executor.config_schema
+    monkeypatch.setenv("SAE_ASSETS_EXECUTOR", "multiprocess")
+    monkeypatch.setenv("SAE_ASSETS_MAX_CONCURRENT", "3")
+    multiprocess = executor_from_env()
+    assert multiprocess.name == "multiprocess"
+    assert multiprocess.apply_config_mapping({}).value["config"]["max_concurrent"] == 3  # .configured() kept
+    assert multiprocess.get_requirements({}) == dg.multiprocess_executor.get_requirements({})
+    # The wrapped executor reaps once, before the executor it wraps runs (and claims slots for) any step.
+    calls: list[str] = []
+
+    def steps(*_: object) -> Iterator[str]:
+        calls.append("steps")
+        yield "step events"
+
+    inner = mock.create_autospec(dg.Executor, instance=True)
+    inner.execute.side_effect = steps
+    with mock.patch("sae_assets.defs.executors.on_run_start", lambda *_: calls.append("reaped")):
+        assert list(RunRecoveryExecutor(inner).execute(mock.Mock(), mock.Mock())) == ["step events"]
+    assert calls == ["reaped", "steps"]
+
+
+def test_recovery_never_fails_the_run_that_starts(caplog: pytest.LogCaptureFixture) -> None:
+    broken = mock.Mock(spec=dg.DagsterInstance)
+    broken.get_records_for_run.side_effect = OSError("run storage is gone")
+    with caplog.at_level(logging.ERROR):
+        assert on_run_start(broken, dg.DagsterRun(job_name="analyze_sae")) == []
+    assert "Could not check for dead runs" in caplog.text
+
+
+PROBE_IN_PROCESS = """import json, sys
+import dagster as dg
+from sae_assets.defs.run_recovery import run_worker_tags
+from sae_assets.resources.device import DeviceResource
+from tests.defs.test_run_recovery import MODEL, crash_probe, run_config
+dg.materialize([crash_probe], partition_key=f"4|{MODEL}", instance=dg.DagsterInstance.get(), tags=run_worker_tags(),
+               resources={"device": DeviceResource(device="cpu")}, run_config=run_config(**json.loads(sys.argv[1])))
+"""
+
+
+def test_a_killed_in_process_run_tagged_as_the_demo_tags_it_is_reaped(tmp_path: Path, home: Path) -> None:
+    # execute_in_process (the demo's runs) swaps in its own executor, so the demo tags its runs itself.
+    instance = dg.DagsterInstance.from_ref(InstanceRef.from_dir(str(home)))
+    started, log = tmp_path / "started", tmp_path / "killed-run.log"
+    config = {"lake_root": str(tmp_path / "lake"), "hang_s": 120, "started_file": str(started)}
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-c", PROBE_IN_PROCESS, json.dumps(config)], cwd=REPO_ROOT,
+                                env={**os.environ, "DAGSTER_HOME": str(home)}, stdout=out, stderr=subprocess.STDOUT)
+    try:
+        killed = wait_for_gpu_slot(instance, proc, started, log, timeout_s=120)
+        assert reap_dead_runs(instance, dry_run=True) == []  # alive
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    run = instance.get_run_by_id(killed)
+    assert run is not None and run.tags[WORKER_HOST_TAG] == run_worker_tags()[WORKER_HOST_TAG]
+    assert reap_dead_runs(instance) == [killed]
+    assert instance.get_run_by_id(killed).status == dg.DagsterRunStatus.FAILURE
+    assert gpu_pool(instance) == (set(), set())
 
 
 REPOS = """{ repositoriesOrError { ... on RepositoryConnection { nodes { name location { name } } } } }"""
