@@ -55,6 +55,16 @@ def test_no_core_module_reaches_into_another_stage() -> None:
             assert stages <= {"common"}, name
 
 
+def test_no_lower_layer_imports_the_dagster_wiring() -> None:
+    # defs/ wires the layers below it into Dagster; nothing below reaches back up, not even inside a function.
+    lower = ("sae_assets.resources", "sae_assets.core", "sae_assets.storage", "sae_assets.catalog")
+    checked = [name for name in MODULES if name in lower or name.startswith(tuple(f"{p}." for p in lower))]
+    assert "sae_assets.resources.device" in checked and "sae_assets.catalog" in checked
+    for name in checked:
+        up = sorted(i for i in MODULES[name] if i == "sae_assets.defs" or i.startswith("sae_assets.defs."))
+        assert not up, f"{name} imports {up}"
+
+
 def test_no_import_cycles() -> None:
     graph = {name: {i for i in imports if i in MODULES and i != name} for name, imports in MODULES.items()}
     done: set[str] = set()
