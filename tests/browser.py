@@ -73,14 +73,21 @@ def free_port() -> int:
 @contextmanager
 def serving(args: list[str], url: str, timeout_s: float = 60.0, env: dict | None = None,
             log_name: str = "server.log") -> Iterator[subprocess.Popen]:
-    """Run ``python <args>`` until ``url`` answers; stop it (and its children) afterwards. Its output goes to
-    ``test-artifacts/<log_name>``, whose tail is in the failure message when it never answers."""
+    """Run ``python <args>`` in the repo root (`dagster dev` finds the location there) until ``url`` answers."""
+    with serving_command([sys.executable, *args], url, REPO, {**os.environ, **(env or {})}, timeout_s,
+                         log_name) as proc:
+        yield proc
+
+
+@contextmanager
+def serving_command(argv: list[str], url: str, cwd: Path, env: dict[str, str], timeout_s: float = 60.0,
+                    log_name: str = "server.log") -> Iterator[subprocess.Popen]:
+    """Run ``argv`` in ``cwd`` with exactly ``env`` until ``url`` answers; stop it (and its children) afterwards.
+    Its output goes to ``test-artifacts/<log_name>``, whose tail is in the failure message when it never answers."""
     ARTIFACTS.mkdir(exist_ok=True)
     log_path = ARTIFACTS / log_name
     with open(log_path, "wb") as log:
-        proc = subprocess.Popen([sys.executable, *args], stdout=log, stderr=subprocess.STDOUT,
-                                env={**os.environ, **(env or {})}, start_new_session=True,
-                                cwd=REPO)  # `dagster dev` finds the location in pyproject.toml
+        proc = subprocess.Popen(argv, stdout=log, stderr=subprocess.STDOUT, env=env, start_new_session=True, cwd=cwd)
         try:
             deadline = time.monotonic() + timeout_s
             while True:
@@ -91,12 +98,19 @@ def serving(args: list[str], url: str, timeout_s: float = 60.0, env: dict | None
                     pass
                 if proc.poll() is not None or time.monotonic() > deadline:
                     tail = log_path.read_text(errors="replace")[-3000:]
-                    pytest.fail(f"{' '.join(args)} did not answer at {url} (exit {proc.poll()}):\n{tail}")
+                    pytest.fail(f"{' '.join(argv)} did not answer at {url} (exit {proc.poll()}):\n{tail}")
                 time.sleep(0.3)
             yield proc
         finally:  # the whole process group: `dagster dev` has a webserver and a daemon below it
-            os.killpg(proc.pid, signal.SIGTERM)
+            _kill_group(proc, signal.SIGTERM)
             try:
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
-                os.killpg(proc.pid, signal.SIGKILL)
+                _kill_group(proc, signal.SIGKILL)
+
+
+def _kill_group(proc: subprocess.Popen, sig: int) -> None:
+    try:
+        os.killpg(proc.pid, sig)
+    except ProcessLookupError:  # the group has already exited
+        pass
