@@ -3,7 +3,7 @@
 The package reads the environment only through this module (:func:`get` and the typed accessors below), and
 always when called, never at import, so a variable set later (a test's ``monkeypatch``) is seen. Secrets that
 Dagster resources take as ``dg.EnvVar`` (so the UI does not show them) use the names defined here.
-``python -m sae_assets.settings`` prints the README's Configuration table; ``tests/test_settings.py`` keeps the
+``python -m sae_assets.settings`` prints the table of docs/configuration.md; ``tests/test_settings.py`` keeps the
 two equal and fails when the package reads a variable that is not in :data:`SETTINGS`. Plain Python: no Dagster.
 """
 
@@ -59,7 +59,7 @@ DEFAULT_MAX_CONCURRENT = {"multiprocess": 2, "k8s": 8}
 
 @dataclass(frozen=True)
 class Setting:
-    """One environment variable: ``default`` and ``help`` (one line) as the README's table shows them (Markdown)."""
+    """One environment variable: ``default`` and ``help`` (one line) as docs/configuration.md's table shows them."""
 
     name: str
     default: str
@@ -132,7 +132,8 @@ def get(name: str, default: str) -> str: ...
 def get(name: str, default: str | None = None) -> str | None:
     """The variable's value now, ``default`` when unset; ``KeyError`` for a name not in :data:`SETTINGS`."""
     if name not in BY_NAME:
-        raise KeyError(f"{name} is not in sae_assets.settings.SETTINGS: add it there (and to the README's table).")
+        raise KeyError(f"{name} is not in sae_assets.settings.SETTINGS: add it there (and regenerate the "
+                       "table in docs/configuration.md).")
     return os.environ.get(name, default)
 
 
@@ -199,7 +200,7 @@ def aws_environment() -> dict[str, str]:
 
 
 def markdown_table() -> str:
-    """The README's Configuration table: one row per setting."""
+    """The table of docs/configuration.md (Environment variables): one row per setting."""
     rows = ["| variable | default | meaning |", "|---|---|---|"]
     rows += [f"| `{s.name}` | {s.default} | {s.help} |" for s in SETTINGS]
     return "\n".join(rows) + "\n"
