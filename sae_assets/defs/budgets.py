@@ -23,17 +23,17 @@ from sae_assets.catalog import CatalogEntry
 PROFILES: dict[str, dict[str, dict[str, Any]]] = {
     "cpu": {
         # Fewer steps at a higher rate: 49k activations x 4 epochs at lr 2e-3 reach the explained variance of
-        # 65k x 6 at 1e-3 (the demo's layer 6: 0.881 vs 0.883) in 40 s instead of 67 s on 2 cores.
-        # Training in bf16 autocast where the CPU has native bf16 matmuls: 28 -> 16 s at the demo's layer 6, explained
-        # variance 0.881 either way.
+        # 65k x 6 at 1e-3 in about 60% of the time. Training in bf16 autocast where the CPU has native bf16 matmuls
+        # is faster again at the same explained variance. Measured: benchmarks/results/
+        # 2026-11-29-issue-17-baseline-and-first-steps.md and 2026-12-01-speed-native-bf16.md.
         "trained_sae": {"training_tokens": 49_152, "epochs": 4.0, "lr": 2e-3, "precision": "auto"},
         # 65k tokens of 512-token documents; the packaged offline corpus is Wikipedia summaries (median ~100
         # tokens), so the co-occurrence window is 64 tokens instead of SFAL's 256.
         "activation_scan": {"max_tokens": 65_536, "window": 64, "context_size": 512, "batch_tokens": 4096},
         # SmolLM2 labels ~1 feature/s on 2 cores: LLM labels for the first 32 features; every feature still gets
         # its keyword label and detection score, so SFAL scores every explained feature.
-        # bf16 matmuls where the CPU has them (AVX-512 BF16 / AMX): the demo's detection embeddings at 2.7x and its
-        # LLM labels at 1.7x the float32 rate; scores within bf16 rounding of float32's (see core/common/precision).
+        # bf16 matmuls where the CPU has them (AVX-512 BF16 / AMX): detection embeddings and LLM labels about twice
+        # as fast, scores within bf16 rounding of float32's (see core/common/precision).
         "feature_labels": {"llm_max_features": 32, "precision": "auto"},
         # Prompt optimization runs the model dozens of times per step: 4 targets, briefly. (Its precision stays
         # float32: bf16 autocast made the demo's search only ~10% faster, its forwards being small.)

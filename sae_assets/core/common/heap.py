@@ -3,14 +3,13 @@
 glibc's malloc serves a block above a threshold (which grows to at most 32 MiB) with its own ``mmap`` and unmaps it
 when freed, and trims the heap's free top back to the OS. A loop that makes and frees the same tens of MB every
 iteration (a forward pass's ``[b, heads, seq, seq]`` attention scores, a batch's latents) therefore faults and
-zeroes those pages again each time: a scan of 30k tokens at layer 2 of the demo's model (a 2,048-latent TopK SAE)
-took 470-650k page faults, its bare forward 225k. Inside :func:`retained_heap` blocks up to 128 MiB come from the
-heap and up to 256 MiB of its free top is kept, so a loop's blocks are reused: 125-137k and 9-16k faults, and 6.10
--> 5.74 s and 4.86 -> 4.67 s (medians of three interleaved runs, 2 cores). Larger blocks (a 16k-latent batch's 268
-MB of latents) are mapped as before, which bounds what the setting adds to a run's peak memory (a 16k-latent scan:
-within 0.2 GB of 3.5 GB). On leaving, the thresholds go back to where glibc's own dynamic scheme ends up and the
-freed memory is returned (``malloc_trim``). SAE training (steps, and the collection of activations in 16 x 128-token
-batches, whose blocks stay under glibc's own thresholds) measured the same way gained nothing and is left out.
+zeroes those pages again each time. Inside :func:`retained_heap` blocks up to 128 MiB come from the heap and up to
+256 MiB of its free top is kept, so a loop's blocks are reused: the scan's page faults drop to about a quarter, its
+bare forward's to a tenth or less. Larger blocks (a 16k-latent batch's 268 MB of latents) are mapped as before,
+which bounds what the setting adds to a run's peak memory. On leaving, the thresholds go back to where glibc's own
+dynamic scheme ends up and the freed memory is returned (``malloc_trim``). SAE training (steps, and the collection of
+activations in 16 x 128-token batches, whose blocks stay under glibc's own thresholds) gained nothing and is left
+out. Measured: ``benchmarks/results/2026-12-02-retained-heap.md``.
 
 Elsewhere than glibc (macOS, musl) it does nothing.
 """
