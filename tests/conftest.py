@@ -13,7 +13,7 @@ os.environ.setdefault("HF_DATASETS_OFFLINE", "1")
 os.environ.setdefault("WANDB_MODE", "disabled")
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
-pytest_plugins = ["tests.s3_server"]  # the moto S3 fixture, s3_options
+pytest_plugins = ["tests.s3_server", "tests.readme_clone"]  # moto S3 (s3_options); the README clone
 
 TEST_CATALOG = """
 models:

@@ -1,7 +1,7 @@
 """The README's commands, run as written from a folder laid out like a clean clone after the demo.
 
-Every ``bash`` block of README.md is run, except the ones `.ci/run` runs itself (setup + demo, the tests: checked to
-be in `.ci/run` word for word) and the few in ``ELSEWHERE`` (each with the reason it cannot run here). Server
+Every ``bash`` block of README.md is run, except the one `.ci/run` runs itself (setup + demo, the tests: checked to
+be in `.ci/run` word for word). Server
 commands (`dagster dev`, the viewer) are started in the background on a free port, and the other blocks' URLs are
 pointed at it. Every other block runs in bash with ``set -eu``, and its output is checked for what the command
 should give; ``python`` blocks run in the clone's Python (the YAML catalog example is checked by
@@ -12,32 +12,18 @@ fails, or a new command that is neither run nor accounted for, fails here instea
 
 from __future__ import annotations
 
-import os
 import re
-import shutil
 import subprocess
-from collections.abc import Iterator
-from contextlib import ExitStack
 from pathlib import Path
 
-import polars as pl
 import pytest
 
-from sae_assets.defs.partitions import register_models
-from sae_assets.resources.lake import LakeResource
-from tests.browser import free_port, serving_command
 from tests.conftest import REPO_ROOT
+from tests.readme_clone import MODEL, SERVER_PORTS, readme_env
 from tests.readme_commands import Block, readme_blocks, with_port
-from tests.ui.dagster_dev import assert_location_loaded, open_instance
-from tests.viewer.test_feature_data import write_lake
 
-MODEL, LAYER = "smollm2-135m@demo-res", 6
 BLOCKS = readme_blocks(REPO_ROOT / "README.md")
 CI_RUN = ("bash scripts/setup && .venv/bin/python -m sae_assets.demo", ".venv/bin/python -m pytest")
-ELSEWHERE: dict[str, str] = {}
-"""README commands not run here, by pattern, with the reason."""
-SERVER_PORTS = {"dagster dev": 3000, "sae_assets.viewer": 8050}
-"""Each server's default port, as the README's URLs name it."""
 EXPECTED = {r"/graphql": ['"assetNodes"', '"sae_decoder"', '"feature_map"'], r"dg list defs": ["trained_sae"],
             r"/api/feature\?": ['"label"'], r"asset materialize": ["RUN_SUCCESS"]}
 """What a block's output must contain, by a pattern of its commands: the command did its job, not only exit 0."""
@@ -47,62 +33,7 @@ def _is_ci(block: Block) -> bool:
     return block.lang == "bash" and all(c in CI_RUN for c in block.commands())
 
 
-def _elsewhere(command: str) -> bool:
-    return any(re.search(pattern, command) for pattern in ELSEWHERE)
-
-
 RUNNABLE = [b for b in BLOCKS if b.lang in ("bash", "python") and not _is_ci(b) and not b.is_server]
-
-
-def readme_env() -> dict[str, str]:
-    """The environment a newcomer's shell has: none of the platform's variables, no DAGSTER_HOME. Automation starts
-    stopped so the clone's instance runs only what the commands launch."""
-    env = {k: v for k, v in os.environ.items() if k != "DAGSTER_HOME" and not k.startswith("SAE_ASSETS_")}
-    return {**env, "SAE_ASSETS_AUTOMATION": "stopped"}
-
-
-def write_small_lake(root: Path) -> None:
-    """The viewer tests' lake (every table a feature page reads), re-keyed to the demo's model and layer 6."""
-    staging = root.parent / "staging-lake"
-    write_lake(str(staging))
-    lake = LakeResource(root=str(root))
-    for table in sorted(p.name for p in staging.iterdir() if (p / "_delta_log").is_dir()):
-        lake.write_partition(table, pl.read_delta(str(staging / table)).drop("model", "layer"), MODEL, LAYER)
-    shutil.rmtree(staging)
-
-
-@pytest.fixture(scope="module")
-def clone(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    """A folder like the repo root after the demo: the venv and package linked, the top-level files copied."""
-    root = tmp_path_factory.mktemp("clone")
-    for name in (".venv", "sae_assets"):
-        (root / name).symlink_to(REPO_ROOT / name)
-    for name in ("workspace.yaml", "pyproject.toml"):
-        shutil.copy(REPO_ROOT / name, root / name)
-    (root / "dagster_home").mkdir()
-    shutil.copy(REPO_ROOT / "dagster_home" / "dagster.yaml", root / "dagster_home" / "dagster.yaml")
-    write_small_lake(root / "dagster_home" / "lake")
-    register_models(open_instance(root / "dagster_home"), [MODEL])
-    return root
-
-
-@pytest.fixture(scope="module")
-def ports(clone: Path) -> Iterator[dict[int, int]]:
-    """Every server block of the README started as written, on a free port: README port -> the port used."""
-    with ExitStack() as stack:
-        used: dict[int, int] = {}
-        for block in (b for b in BLOCKS if b.is_server):
-            (command,) = block.commands()
-            server, default = next((s, p) for s, p in SERVER_PORTS.items() if s in command)
-            port = free_port()
-            url = f"http://127.0.0.1:{port}"
-            ready = f"{url}/server_info" if server == "dagster dev" else f"{url}/"
-            stack.enter_context(serving_command(["bash", "-c", f"{command} --port {port}"], ready, clone,
-                                                readme_env(), timeout_s=240, log_name=f"readme-{port}.log"))
-            if server == "dagster dev":
-                assert_location_loaded(url)
-            used[default] = port
-        yield used
 
 
 def test_every_command_is_run_here_or_by_ci() -> None:
@@ -114,20 +45,18 @@ def test_every_command_is_run_here_or_by_ci() -> None:
     servers = [b for b in BLOCKS if b.is_server]
     assert sorted(s for b in servers for s in SERVER_PORTS if s in b.commands()[0]) == sorted(SERVER_PORTS)
     assert all(len(b.commands()) == 1 for b in servers), "a server block holds its one command"
-    assert not [c for b in RUNNABLE if b.lang == "bash" for c in b.commands() if _elsewhere(c)], \
-        "a block mixes commands run here with ones that cannot be: split it"
 
 
 @pytest.mark.parametrize("block", RUNNABLE, ids=[b.name for b in RUNNABLE])
-def test_readme_block_runs_as_written(block: Block, clone: Path, ports: dict[int, int]) -> None:
+def test_readme_block_runs_as_written(block: Block, readme_clone: Path, readme_ports: dict[int, int]) -> None:
     if block.lang == "python":
-        argv = [str(clone / ".venv" / "bin" / "python"), "-c", block.body]
+        argv = [str(readme_clone / ".venv" / "bin" / "python"), "-c", block.body]
     else:
         script = "\n".join(block.commands())
-        for default, port in ports.items():
+        for default, port in readme_ports.items():
             script = with_port(script, default, port)
         argv = ["bash", "-eu", "-c", script]  # no pipefail: `curl | head` as a shell runs it
-    done = subprocess.run(argv, cwd=clone, env=readme_env(), capture_output=True, text=True, timeout=600)
+    done = subprocess.run(argv, cwd=readme_clone, env=readme_env(), capture_output=True, text=True, timeout=600)
     output = done.stdout + done.stderr
     assert done.returncode == 0, f"README line {block.line} failed ({done.returncode}):\n{output[-4000:]}"
     for pattern, wanted in EXPECTED.items():

@@ -1,16 +1,15 @@
-"""The Dagster UI as users start it: `dagster dev` on 127.0.0.1 with a fresh DAGSTER_HOME, a partition of the
-embedded default launched through GraphQL, then the asset graph and the partition page in headless Chromium.
-Screenshots and the server log are kept in test-artifacts/."""
+"""The Dagster UI as users start it: the README's `dagster dev` (tests/readme_clone.py: a fresh DAGSTER_HOME in a
+clean-clone folder), a partition of the embedded default launched through GraphQL, then the asset graph and the
+partition page in headless Chromium. Screenshots and the server log are kept in test-artifacts/."""
 
 from __future__ import annotations
 
-from pathlib import Path
 from urllib.parse import quote
 
 import pytest
 
 from tests.browser import browser_page, screenshot
-from tests.ui.dagster_dev import REPOSITORY, TINY_TRAINING, dagster_dev, graphql, hard_timeout, wait_for_run
+from tests.ui.dagster_dev import REPOSITORY, TINY_TRAINING, DagsterDev, graphql, hard_timeout, wait_for_run
 
 MODEL = "smollm2-135m@demo-res"
 PARTITION = f"2|{MODEL}"
@@ -41,16 +40,16 @@ def launch_partition(url: str) -> str:
 
 
 @pytest.mark.slow
-def test_launch_a_partition_and_see_it_in_the_ui(tmp_path: Path) -> None:
-    with hard_timeout(900, "the UI test"), dagster_dev(tmp_path, [MODEL]) as dev:
-        url = dev.url
+def test_launch_a_partition_and_see_it_in_the_ui(readme_dagster_dev: DagsterDev) -> None:
+    with hard_timeout(900, "the UI test"):
+        url = readme_dagster_dev.url
         nodes = {"/".join(n["assetKey"]["path"]): n for n in graphql(url, NODES)["assetNodes"]}
         assert {"trained_sae", "sae_decoder", "feature_stats", "feature_map", "alignment_report"} <= set(nodes)
         dims = {d["name"]: d["partitionKeys"] for d in nodes["sae_decoder"]["partitionKeysByDimension"]}
         assert MODEL in dims["model"] and dims["layer"][:3] == ["0", "1", "2"]
 
         run_id = launch_partition(url)
-        assert wait_for_run(url, run_id) == "SUCCESS", f"run {run_id}: see test-artifacts/dagster-dev.log"
+        assert wait_for_run(url, run_id) == "SUCCESS", f"run {run_id}: see test-artifacts/readme-dagster-dev.log"
 
         with browser_page(1400, 900) as page:
             page.goto(f"{url}/locations/sae_assets/asset-groups/sae")
