@@ -28,11 +28,8 @@ import torch
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 
 from sae_assets.core.alignment.explanations import choose_explanations, normalize  # noqa: E402
-from sae_assets.core.alignment.sfal import (  # noqa: E402
-    phi_from_counts,
-    sfal_ndcg,
-    unit_rows,
-)
+from sae_assets.core.alignment.sfal import phi_from_counts, sfal_ndcg  # noqa: E402
+from sae_assets.core.common.similarity import unit_rows  # noqa: E402
 from sae_assets.resources.neuronpedia import NeuronpediaResource  # noqa: E402
 from tests.neuronpedia_server import NeuronpediaServer  # noqa: E402
 
@@ -140,7 +137,7 @@ def filed_ndcg_by_rows(phi_rows, semantic_rows, d: int, device, top_n: int, bloc
 def as_filed(counts: torch.Tensor, n_windows: int, vectors: torch.Tensor, top_n: int, block: int) -> torch.Tensor:
     """``sfal_ndcg`` with the scoring loop, ranking and Phi code it had when issue 17 was filed (CPU): a new
     Phi and cosine block per block."""
-    unit = unit_rows(vectors)
+    unit = unit_rows(vectors.to(torch.float64))
     return filed_ndcg_by_rows(lambda rows: filed_phi_rows(counts, n_windows, rows), lambda rows: unit[rows] @ unit.T,
                               counts.shape[0], counts.device, top_n=top_n, block=block)
 

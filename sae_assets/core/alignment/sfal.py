@@ -15,7 +15,9 @@ from collections.abc import Callable
 import torch
 
 from sae_assets.core.common.progress import Progress
-from sae_assets.core.common.ranking import prepare_top_order, top_order
+from sae_assets.core.common.ranking import top_order
+from sae_assets.core.common.ranking_torch import prepare_top_order
+from sae_assets.core.common.similarity import phi_rows, phi_scale, unit_rows
 
 DEFAULT_TOP_N = 1023
 CACHE_BYTES = 1 << 22
@@ -32,13 +34,11 @@ def phi_from_counts(counts: torch.Tensor, n_windows: int, rows: torch.Tensor | N
 
     For features i, j with the 2x2 contingency over windows (both, i only, j only, neither):
     ``phi = (N c_ij - c_i c_j) / sqrt(c_i (N - c_i) c_j (N - c_j))``, with ``c_i = C[i, i]``; 0 where a
-    feature is present in no window or in every window (the coefficient is undefined there).
+    feature is present in no window or in every window (the coefficient is undefined there). The formula is
+    :func:`~sae_assets.core.common.similarity.phi_rows`'s (the viewer's too); here it runs on row blocks.
     """
     marg = counts.diagonal().to(torch.float64)
-    n = float(n_windows)
-    spread = marg * (n - marg)  # [d]; 0 where the coefficient is undefined
-    inv_sd = torch.where(spread > 0, spread.clamp_min(1e-300).rsqrt(), torch.zeros((), dtype=torch.float64,
-                                                                                      device=marg.device))
+    inv_sd = torch.from_numpy(phi_scale(marg.cpu().numpy(), n_windows)).to(marg.device)  # [d]; 0 where undefined
     if rows is None:
         rows = torch.arange(counts.shape[0], device=counts.device)
     d = counts.shape[1]
@@ -50,9 +50,7 @@ def phi_from_counts(counts: torch.Tensor, n_windows: int, rows: torch.Tensor | N
     for s in range(0, rows.shape[0], step):
         r, o = rows[s : s + step], out[s : s + step]
         o.copy_(counts.narrow(0, int(rows[0]) + s, r.shape[0]) if consecutive else counts.index_select(0, r))
-        # N c_ij - c_i c_j in one pass: every term is an integer below 2^53, so exact however it is fused; then the
-        # two scalings in this order, as the formula reads (the only rounding steps)
-        o.addr_(marg[r], marg, beta=n, alpha=-1).mul_(inv_sd[r].unsqueeze(1)).mul_(inv_sd.unsqueeze(0))
+        phi_rows(o, n_windows, marg[r], marg, inv_sd[r], inv_sd)  # in place: the numerator fused in one pass
     return out
 
 
@@ -60,19 +58,6 @@ def _consecutive(rows: torch.Tensor) -> bool:
     """Whether ``rows`` is a run of consecutive indices (SFAL's blocks), read with ``narrow`` instead of a gather."""
     b = rows.shape[0]
     return bool(b) and int(rows[-1] - rows[0]) == b - 1 and bool((rows.diff() == 1).all())
-
-
-def unit_rows(vectors: torch.Tensor) -> torch.Tensor:
-    """``[d, dim]`` -> float64 rows of unit length; rows of zeros stay zero (similarity 0 with anything)."""
-    v = vectors.to(torch.float64)
-    norms = v.norm(dim=1, keepdim=True)
-    return torch.where(norms > 0, v / norms.clamp_min(1e-300), torch.zeros((), dtype=v.dtype, device=v.device))
-
-
-def cosine_similarity(vectors: torch.Tensor) -> torch.Tensor:
-    """``[d, dim]`` -> ``[d, d]``; rows of zeros give similarity 0."""
-    unit = unit_rows(vectors)
-    return unit @ unit.T
 
 
 def ndcg_by_rows(phi_rows: RowScores, semantic_rows: RowScores, d: int, device: torch.device | str,
@@ -114,29 +99,22 @@ def ndcg_by_rows(phi_rows: RowScores, semantic_rows: RowScores, d: int, device: 
     return out
 
 
-def ndcg_scores(phi: torch.Tensor, semantic: torch.Tensor, top_n: int = DEFAULT_TOP_N,
-                block: int = 512) -> torch.Tensor:
-    """Per-feature NDCG@top_n, ``[d]`` float64, from ``phi`` and ``semantic`` similarity matrices ``[d, d]``."""
-    return ndcg_by_rows(lambda rows: phi[rows], lambda rows: semantic[rows], phi.shape[0], phi.device,
-                        top_n=top_n, block=block)
-
-
 def sfal_ndcg(counts: torch.Tensor, n_windows: int, embeddings: torch.Tensor, top_n: int = DEFAULT_TOP_N,
               block: int = 512, report: Callable[[str], None] | None = None) -> torch.Tensor:
     """SFAL from the scan's co-occurrence ``counts [d, d]`` and explanation ``embeddings [d, dim]`` (zero rows
     for features without an explanation): ``[d]`` float64 NDCG. Phi and cosine rows are built per block, so
     a 16k-feature SAE needs ``counts`` plus a few ``block x d`` matrices, never a ``d x d`` float matrix."""
-    unit = unit_rows(embeddings.to(counts.device))
+    unit = unit_rows(embeddings.to(counts.device, torch.float64))  # [d, dim]
     d = counts.shape[0]
     # one buffer per similarity for every block: a fresh block x d matrix per block would be new memory each time,
     # which the OS maps and zeroes page by page (64 MiB twice per block at 16k features: ~1 s of a run on 2 cores)
     phi_buffer, cosine_buffer = (torch.empty((min(block, d), d), dtype=torch.float64, device=counts.device)
                                  for _ in range(2))
 
-    def phi_rows(rows: torch.Tensor) -> torch.Tensor:
+    def phi_block(rows: torch.Tensor) -> torch.Tensor:
         return phi_from_counts(counts, n_windows, rows, out=phi_buffer[: rows.shape[0]])
 
-    def cosine_rows(rows: torch.Tensor) -> torch.Tensor:
+    def cosine_block(rows: torch.Tensor) -> torch.Tensor:
         return torch.mm(unit[rows], unit.T, out=cosine_buffer[: rows.shape[0]])
 
-    return ndcg_by_rows(phi_rows, cosine_rows, d, counts.device, top_n=top_n, block=block, report=report)
+    return ndcg_by_rows(phi_block, cosine_block, d, counts.device, top_n=top_n, block=block, report=report)

@@ -15,6 +15,7 @@ import torch
 
 from sae_assets.core.common.progress import Progress, Report
 from sae_assets.core.common.ranking import top_order
+from sae_assets.core.common.similarity import unit_rows
 
 DEFAULT_BLOCK = 2048
 """Rows per block. A diagonal block's product is computed whole though half of it repeats the other half, so
@@ -41,12 +42,6 @@ def check_vectors(vectors: torch.Tensor, k: int) -> None:
     if n <= k:
         raise ValueError(f"layer has {n} features, fewer than k+1 = {k + 1}: k = {k} nearest neighbours "
                          "besides the feature itself need at least k+1 features; lower k_edges / n_neighbors.")
-
-
-def unit_rows32(vectors: torch.Tensor) -> torch.Tensor:
-    """``[n, dim]`` -> float32 rows of unit length; rows of zeros stay zero."""
-    v = vectors.to(torch.float32)
-    return v / v.norm(dim=1, keepdim=True).clamp_min(1e-30)
 
 
 def ordered_top(scores: torch.Tensor, k: int) -> tuple[torch.Tensor, torch.Tensor]:
@@ -81,7 +76,7 @@ def exact_knn(vectors: torch.Tensor | np.ndarray, k: int, block: int = DEFAULT_B
     if device is not None:
         v = v.to(device)
     check_vectors(v, k)
-    unit = unit_rows32(v)  # [n, dim]
+    unit = unit_rows(v.to(torch.float32))  # [n, dim]
     n, dev, step = unit.shape[0], unit.device, max(1, block)
     best_vals = torch.full((n, k), -torch.inf, dtype=torch.float32, device=dev)
     best_idx = torch.full((n, k), n, dtype=torch.int64, device=dev)  # placeholders sort after real indices

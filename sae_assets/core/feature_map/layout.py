@@ -16,7 +16,6 @@ from __future__ import annotations
 
 import gzip as gz
 import json
-import re
 import threading
 import time
 import warnings
@@ -31,13 +30,12 @@ import torch
 
 from sae_assets.core.common.atomic_file import StagedFile, write_atomic
 from sae_assets.core.common.progress import Report
+from sae_assets.core.common.similarity import unit_rows
 from sae_assets.core.common.umap_cache import load_umap
 from sae_assets.core.common.umap_progress import umap_tqdm_kwds
-from sae_assets.core.feature_map.knn import exact_knn, unit_rows32
+from sae_assets.core.feature_map.export_names import LAYER_FILE, MANIFEST
+from sae_assets.core.feature_map.knn import exact_knn
 from sae_assets.core.feature_map.pca_init import pca_layout
-
-LAYER_FILE = re.compile(r"^layer-(\d+)\.json(\.gz)?$")
-MANIFEST = "manifest.json"
 
 
 @dataclass(frozen=True)
@@ -129,7 +127,7 @@ def umap_3d(vectors: np.ndarray, knn_indices: np.ndarray, knn_sims: np.ndarray, 
     umap = load_umap()  # heavy (numba): imported only when used; kernels cached on disk
 
     idx, dist = umap_knn(np.asarray(knn_indices), np.asarray(knn_sims), cfg.n_neighbors)
-    unit = unit_rows32(torch.as_tensor(np.asarray(vectors)))
+    unit = unit_rows(torch.as_tensor(np.asarray(vectors)).to(torch.float32))
     init: str | np.ndarray = cfg.init
     if cfg.init == "pca":
         init = pca_layout(unit, 3, cfg.seed)

@@ -8,7 +8,22 @@ import numpy as np
 import pytest
 import torch
 
-from sae_assets.core.alignment.sfal import cosine_similarity, ndcg_scores, phi_from_counts, sfal_ndcg
+from sae_assets.core.alignment.sfal import DEFAULT_TOP_N, ndcg_by_rows, phi_from_counts, sfal_ndcg
+from sae_assets.core.common.similarity import unit_rows
+
+
+def cosine_similarity(vectors: torch.Tensor) -> torch.Tensor:
+    """``[d, dim]`` -> ``[d, d]`` float64; rows of zeros give similarity 0."""
+    unit = unit_rows(vectors.to(torch.float64))
+    return unit @ unit.T
+
+
+def ndcg_scores(phi: torch.Tensor, semantic: torch.Tensor, top_n: int = DEFAULT_TOP_N,
+                block: int = 512) -> torch.Tensor:
+    """Per-feature NDCG@top_n ``[d]`` from whole ``phi`` and ``semantic`` matrices ``[d, d]``: the scorer on rows
+    sliced from dense matrices, against which the blocked Phi and cosine rows of ``sfal_ndcg`` are checked."""
+    return ndcg_by_rows(lambda rows: phi[rows], lambda rows: semantic[rows], phi.shape[0], phi.device,
+                        top_n=top_n, block=block)
 
 
 def _phi_reference(presence: np.ndarray) -> np.ndarray:
@@ -106,7 +121,7 @@ def test_phi_rows_computed_a_few_at_a_time_equal_the_formula_bit_for_bit() -> No
 def test_sfal_ranks_long_rows_with_the_compiled_selection_to_the_same_bits(monkeypatch: pytest.MonkeyPatch) -> None:
     """Rows from ``COMPILED_MIN_COLUMNS`` on are ranked by the compiled kernel: the NDCG is bit-for-bit the torch
     path's (dead features, unexplained features, duplicate explanations, a partial last block)."""
-    import sae_assets.core.common.ranking as ranking
+    import sae_assets.core.common.ranking_torch as ranking
 
     rng = np.random.default_rng(17)
     d = 700

@@ -1,8 +1,9 @@
-"""Partial ranking against a full stable sort."""
+"""Partial ranking against a full stable sort, for torch rows (SFAL, k-NN) and numpy rows (the viewer) alike."""
 
 from __future__ import annotations
 
 import numpy as np
+import pytest
 import torch
 
 from sae_assets.core.common.ranking import top_order
@@ -47,3 +48,24 @@ def test_top_order_every_path_and_slack_equals_a_stable_sort() -> None:
     for k in (1, 20, 1023):
         for slack in (None, 1, 16, 300):
             assert torch.equal(top_order(scores, k, slack=slack), full[:, :k]), (k, slack)
+
+
+def test_numpy_rows_take_the_order_of_torch_rows() -> None:
+    """The viewer's numpy rows: short rows sorted whole, long ones cut by a partition first; ties by column (-0.0
+    tied with 0.0), NaN first, as the torch paths and torch's stable sort order them."""
+    rng = np.random.default_rng(13)
+    scores = np.round(rng.standard_normal((8, 300)), 1)
+    scores[1] = 0.0
+    scores[2, ::2] = -0.0
+    scores[3, [5, 250]] = np.nan
+    scores[4, :] = rng.integers(0, 3, 300)
+    scores[5, 290:] = 9.0  # the top ties all at the end
+    full = torch.sort(torch.from_numpy(scores), dim=1, descending=True, stable=True).indices.numpy()
+    for k in (0, 1, 10, 74, 75, 76, 299, 300):  # rows longer than 4k are cut by a partition: k = 74 is, 75 not
+        got = top_order(scores, k)
+        assert got.dtype == np.int64 and got.shape == (8, k)
+        assert np.array_equal(got, full[:, :k]), k
+        if k:
+            assert np.array_equal(got, top_order(torch.from_numpy(scores), k).numpy()), k
+    with pytest.raises(ValueError, match="k must be in 0..300"):
+        top_order(scores, 301)

@@ -7,6 +7,7 @@ import pytest
 import torch
 
 import sae_assets.core.common.ranking as ranking
+import sae_assets.core.common.ranking_torch as ranking_torch
 from sae_assets.core.common.row_selection import SAMPLE, top_rows
 
 
@@ -57,9 +58,9 @@ def test_top_order_takes_the_compiled_path_on_long_cpu_rows(monkeypatch: pytest.
     scores[8, 100] = torch.nan
     expected = ranking.top_order(scores, 700)  # 3,000 columns: the torch path
     called: list[int] = []
-    compiled = ranking._compiled_order
-    monkeypatch.setattr(ranking, "_compiled_order", lambda s, k: called.append(k) or compiled(s, k))
-    monkeypatch.setattr(ranking, "COMPILED_MIN_COLUMNS", 2048)
+    compiled = ranking_torch._compiled_order
+    monkeypatch.setattr(ranking_torch, "_compiled_order", lambda s, k: called.append(k) or compiled(s, k))
+    monkeypatch.setattr(ranking_torch, "COMPILED_MIN_COLUMNS", 2048)
     assert torch.equal(ranking.top_order(scores, 700), expected)
     assert called == [700]
     assert torch.equal(expected[8], torch.sort(scores[8], descending=True, stable=True).indices[:700])
@@ -68,11 +69,11 @@ def test_top_order_takes_the_compiled_path_on_long_cpu_rows(monkeypatch: pytest.
 def test_prepare_top_order_loads_the_compiled_path_only_where_top_order_takes_it(
         monkeypatch: pytest.MonkeyPatch) -> None:
     called: list[tuple[int, ...]] = []
-    monkeypatch.setattr(ranking, "_compiled_order", lambda s, k: called.append(tuple(s.shape)))
-    n = ranking.COMPILED_MIN_COLUMNS
-    ranking.prepare_top_order(n - 1, torch.float64, "cpu")  # short rows: torch's path
-    ranking.prepare_top_order(n, torch.float32, "cpu")  # float32: torch's path
-    ranking.prepare_top_order(n, torch.float64, "meta")  # another device: torch's path
+    monkeypatch.setattr(ranking_torch, "_compiled_order", lambda s, k: called.append(tuple(s.shape)))
+    n = ranking_torch.COMPILED_MIN_COLUMNS
+    ranking_torch.prepare_top_order(n - 1, torch.float64, "cpu")  # short rows: torch's path
+    ranking_torch.prepare_top_order(n, torch.float32, "cpu")  # float32: torch's path
+    ranking_torch.prepare_top_order(n, torch.float64, "meta")  # another device: torch's path
     assert called == []
-    ranking.prepare_top_order(4 * n, torch.float64, torch.device("cpu"))
+    ranking_torch.prepare_top_order(4 * n, torch.float64, torch.device("cpu"))
     assert called == [(1, n)]
