@@ -98,10 +98,11 @@ class LakeResource(dg.ConfigurableResource):
             return delta.scan_partition(uri, model, layer, storage_options=options)
 
     def read_partition(self, asset_name: str, model: str, layer: int | str | None = None,
-                       columns: list[str] | None = None) -> pl.DataFrame:
-        """:meth:`scan_partition` collected (only ``columns``, when given); a file that cannot be read also raises
-        :class:`LakeReadError`."""
+                       columns: list[str] | None = None, keep: pl.Expr | None = None) -> pl.DataFrame:
+        """:meth:`scan_partition` collected (the rows matching ``keep``, only ``columns``, when given); a file that
+        cannot be read also raises :class:`LakeReadError`."""
         lazy = self.scan_partition(asset_name, model, layer)
+        lazy = lazy if keep is None else lazy.filter(keep)
         with read_check.reading(self.table_uri(asset_name), asset_name, model, layer):
             return (lazy.select(columns) if columns else lazy).collect()
 

@@ -66,8 +66,9 @@ def test_unreachable_neuronpedia_writes_nothing(test_catalog: Path, lake_root: s
         assert "failed after 1 attempts" in failure_text(result)
         assert lake_tables(lake_root) == []
         unread = materialize(instance, lake_root, GEMMA, 3, assets=(explanations,))
-        assert "materialize neuronpedia_explanations for gemma-2-2b@gemmascope-res-16k layer 3 first" in \
-            failure_text(unread)
+        assert (f"explanations {GEMMA} layer 3: no neuronpedia_explanations rows for partition 3|{GEMMA} (there "
+                "is no neuronpedia_explanations table); materialize neuronpedia_explanations first, or use source "
+                "'labels'.") in failure_text(unread)
 
 
 def test_a_model_without_neuronpedia_ids_has_no_neuronpedia_explanations(test_catalog: Path, lake_root: str) -> None:
@@ -113,7 +114,8 @@ def test_alignment_report_across_layers(test_catalog: Path, lake_root: str) -> N
         register_models(instance, [GEMMA])
         missing = dg.materialize([alignment_report], partition_key=GEMMA, instance=instance,
                                  resources={"lake": lake}, raise_on_error=False)
-        assert "No alignment_scores table" in failure_text(missing)
+        assert (f"alignment_report {GEMMA}: no alignment_scores rows for any layer of {GEMMA} (there is no "
+                "alignment_scores table); materialize alignment_scores first.") in failure_text(missing)
         for layer, values in (("12", [0.2, 0.4, 0.9]), ("3", [0.1, 0.1, 0.4])):
             lake.write_partition("alignment_scores", pl.concat([pl.DataFrame({
                 "feature": pl.Series([0, 1, 2], dtype=pl.Int32), "embedding_model": [name] * 3,

@@ -65,7 +65,8 @@ def test_explanations_over_a_deleted_neuronpedia_file_and_alignment_scores_over_
     lake.write_partition("neuronpedia_explanations", pl.DataFrame({
         "feature": features, "description": [f"feature {i}" for i in range(n)], "explanation_type": ["t"] * n,
         "explainer_model": ["m"] * n, "created_at": [""] * n}), GEMMA, 12)
-    lake.write_partition("feature_stats", pl.DataFrame({"feature": features, "density": [0.1] * n}), GEMMA, 12)
+    lake.write_partition("sae_decoder", pl.DataFrame({  # the SAE's width: its decoder rows
+        "feature": features, "decoder": pl.Series([[0.5] * 4] * n, dtype=pl.List(pl.Float32))}), GEMMA, 12)
     lake.write_partition("cooccurrence", pl.DataFrame({
         "feature": features, "marginal": pl.Series([2] * n, dtype=pl.Int32),
         "partners": pl.Series([[(i + 1) % n] for i in range(n)], dtype=pl.List(pl.Int32)),

@@ -56,7 +56,8 @@ def test_clusters_targets_and_bad_filters(test_catalog: Path, lake_root: str) ->
     lake = LakeResource(root=lake_root)
     with dg.instance_for_test() as instance:
         register_models(instance, [MODEL])
-        assert "Missing tables" in failure_text(_run(instance, lake, 1))
+        assert (f"feature_clusters {MODEL} layer 1: no feature_stats rows for partition 1|{MODEL} (there is no "
+                "feature_stats table); materialize activation_scan first.") in failure_text(_run(instance, lake, 1))
         truth = _write_scan_tables(lake, 1)
         result = _run(instance, lake, 1, method="dbscan", eps=1.0, min_samples=4, n_neighbors=10,
                       features_per_cluster=2)

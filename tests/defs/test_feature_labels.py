@@ -108,6 +108,8 @@ def test_labels_scores_exports_and_bad_input(test_catalog: Path, lake_root: str,
         down = materialize(instance, lake_root, MODEL, 1, assets=(feature_labels,),
                            labeller=_openai("http://127.0.0.1:9/v1"))
         assert "Every LLM label call failed; nothing written" in failure_text(down)
+        exports = sorted(exported.parent.iterdir())  # the previous exports stay, no temporary file is left
+        assert [p.name for p in exports] == ["feature_examples.jsonl", "feature_labels.json"]
         outside = materialize(instance, lake_root, MODEL, 1, assets=(feature_labels,),
                               labels={"feature_indices": [3, 256, 9999]})
         assert "Feature indices outside the SAE (d_sae=256): [256, 9999]" in failure_text(outside)

@@ -5,9 +5,11 @@ import numpy as np
 import polars as pl
 
 from sae_assets.core.alignment.report import layer_summary
+from sae_assets.core.common.atomic_file import write_atomic
 from sae_assets.core.common.plots import lines_png
 from sae_assets.defs.assets.alignment_scores import alignment_scores
 from sae_assets.defs.automation import report_refresh
+from sae_assets.defs.inputs import StepInputs
 from sae_assets.defs.metadata import input_table_versions, md_text, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_partitions
 from sae_assets.resources.lake import LakeResource
@@ -30,15 +32,11 @@ REPORT_FILE = "scoring_results.csv"
 def alignment_report(context: dg.AssetExecutionContext, lake: LakeResource) -> dg.MaterializeResult:
     model = context.partition_key
     inputs = input_table_versions(context, lake)
-    if lake.missing_tables("alignment_scores"):
-        raise dg.Failure("No alignment_scores table: materialize alignment_scores for some layers first.")
-    scores = lake.scan_partition("alignment_scores", model).collect()
-    if scores.is_empty():
-        raise dg.Failure(f"No alignment_scores for {model}: materialize alignment_scores for its layers first.")
+    scores = StepInputs(lake, "alignment_report", model, None).read("alignment_scores")  # every layer
     report = layer_summary(scores)
     written = lake.write_partition("alignment_report", report, model, None)
-    csv_path = lake.local_dir("exports", "alignment_report", model) / REPORT_FILE
-    report.select(pl.lit(model).alias("model"), pl.all()).write_csv(csv_path)
+    csv_path = write_atomic(lake.local_dir("exports", "alignment_report", model) / REPORT_FILE,
+                            report.select(pl.lit(model).alias("model"), pl.all()).write_csv())
     layers = report["layer"].unique(maintain_order=True).to_list()
     context.log.info("SFAL report for %s: layers %s, %d rows; CSV %s", model, ", ".join(layers), report.height,
                      csv_path)

@@ -1,6 +1,7 @@
 """``alignment_scores``: SFAL's per-feature NDCG of co-occurrence (Phi) rankings against explanation similarity."""
 
 import time
+from typing import Any
 
 import dagster as dg
 import numpy as np
@@ -14,6 +15,7 @@ from sae_assets.core.common.progress import Progress, heartbeat, tracked
 from sae_assets.core.scan.cooccurrence import dense_counts
 from sae_assets.defs.assets.explanation_embeddings import explanation_embeddings
 from sae_assets.defs.automation import cheap_refresh
+from sae_assets.defs.inputs import StepInputs
 from sae_assets.defs.metadata import input_table_versions, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.resources.device import DeviceResource
@@ -26,7 +28,7 @@ class AlignmentConfig(dg.Config):
 
 @dg.asset(
     partitions_def=model_layer_partitions,
-    deps=["cooccurrence", explanation_embeddings],
+    deps=["sae_decoder", "cooccurrence", explanation_embeddings],
     kinds={"torch", "polars", "delta"},
     group_name="alignment",
     code_version="1",
@@ -40,21 +42,21 @@ def alignment_scores(context: dg.AssetExecutionContext, config: AlignmentConfig,
     location = resolve_partition(context)
     inputs = input_table_versions(context, lake)
     model, layer = location.model_key, location.layer
-    missing = lake.missing_tables("cooccurrence", "feature_stats", "explanation_embeddings")
-    if missing:
-        raise dg.Failure(f"Missing tables {missing}: materialize activation_scan and explanation_embeddings first.")
-    d = lake.scan_partition("feature_stats", model, layer).select(pl.len()).collect().item()
-    windows = lake.scan_partition("cooccurrence", model, layer).select(pl.col("n_windows").max()).collect().item()
-    embeddings = lake.scan_partition("explanation_embeddings", model, layer).collect()
-    if windows is None or embeddings.is_empty() or d < 2:
-        raise dg.Failure(f"No co-occurrence or embeddings for {model} layer {layer}.")
+    upstream = StepInputs(lake, "alignment_scores", model, layer)
+    d = upstream.d_sae()
+    upstream.require("cooccurrence")
+    windows = upstream.scan("cooccurrence").select(pl.col("n_windows").max()).collect().item()
+    embeddings = upstream.read("explanation_embeddings")
+    if d < 2:
+        raise dg.Failure(f"{upstream.where}: the SAE has {d} feature; SFAL ranks a feature's partners.")
     dev = device.torch_device()
     start = time.perf_counter()
     # The histogram rows are read a block at a time into one int32 matrix (4 d^2 bytes on the device).
     blocks = lake.iter_partition("cooccurrence", model, layer, ["feature", "marginal", "partners", "counts"])
     counts = dense_counts(tracked(blocks, Progress("cooccurrence read", d, "features", context.log.info), len), d, dev)
     n_windows = int(windows)
-    frames, summary = [], {}
+    frames: list[pl.DataFrame] = []
+    summary: dict[str, dict[str, Any]] = {}
     for name, group in embeddings.group_by("embedding_model", maintain_order=True):
         name = name[0]
         matrix = list_matrix(group["embedding"], np.float64)

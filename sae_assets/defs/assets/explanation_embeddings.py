@@ -10,6 +10,7 @@ from pydantic import Field
 from sae_assets.core.common.progress import Progress, heartbeat
 from sae_assets.defs.assets.explanations import explanations
 from sae_assets.defs.automation import cheap_refresh
+from sae_assets.defs.inputs import StepInputs
 from sae_assets.defs.metadata import input_table_versions, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.resources.embedder import EmbedderError, EmbedderResource
@@ -38,12 +39,8 @@ def explanation_embeddings(context: dg.AssetExecutionContext, config: Explanatio
                            lake: LakeResource, embedder: EmbedderResource) -> dg.MaterializeResult:
     location = resolve_partition(context)
     inputs = input_table_versions(context, lake)
-    if lake.missing_tables("explanations"):
-        raise dg.Failure("No explanations table: materialize explanations first.")
-    texts = (lake.scan_partition("explanations", location.model_key, location.layer)
-             .filter(pl.col("description").str.strip_chars() != "").select("feature", "description").collect())
-    if texts.is_empty():
-        raise dg.Failure(f"No explanations for {location.model_key} layer {location.layer}.")
+    texts = StepInputs(lake, "explanation_embeddings", location.model_key, location.layer).read(
+        "explanations", ["feature", "description"], keep=pl.col("description").str.strip_chars() != "")
     frames, rates = [], {}
     for name in config.models:
         start = time.perf_counter()

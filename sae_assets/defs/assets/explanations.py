@@ -11,6 +11,7 @@ from sae_assets.core.alignment.explanations import choose_explanations
 from sae_assets.defs.assets.feature_labels import feature_labels
 from sae_assets.defs.assets.neuronpedia_explanations import neuronpedia_explanations
 from sae_assets.defs.automation import cheap_refresh
+from sae_assets.defs.inputs import StepInputs
 from sae_assets.defs.metadata import input_table_versions, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.resources.lake import LakeResource
@@ -24,25 +25,19 @@ class ExplanationsConfig(dg.Config):
     preferred_models: list[str] = Field(default=[], description="Explainer models, most preferred first.")
 
 
-def _from_neuronpedia(lake: LakeResource, model: str, layer: int, config: ExplanationsConfig) -> pl.DataFrame:
-    if lake.missing_tables("neuronpedia_explanations"):
-        raise dg.Failure(f"No neuronpedia_explanations table: materialize neuronpedia_explanations for {model} "
-                         f"layer {layer} first.")
-    records = lake.read_partition("neuronpedia_explanations", model, layer,
-                                  ["feature", "description", "explanation_type", "explainer_model", "created_at"])
-    if records.is_empty():
-        raise dg.Failure(f"neuronpedia_explanations holds no explanations for {model} layer {layer}: materialize "
-                         "it (again), or use source 'labels'.")
+def _from_neuronpedia(upstream: StepInputs, config: ExplanationsConfig) -> pl.DataFrame:
+    records = upstream.read("neuronpedia_explanations",
+                            ["feature", "description", "explanation_type", "explainer_model", "created_at"],
+                            or_else="use source 'labels'")
     return choose_explanations(records.iter_rows(named=True), "neuronpedia", config.preferred_types,
                                config.preferred_models)
 
 
-def _from_labels(lake: LakeResource, model: str, layer: int) -> pl.DataFrame:
-    if lake.missing_tables("feature_labels"):
-        raise dg.Failure(f"No feature_labels for {model} layer {layer}: materialize feature_labels first.")
-    labels = lake.read_partition("feature_labels", model, layer).filter(pl.col("label").is_not_null())
+def _from_labels(upstream: StepInputs) -> pl.DataFrame:
+    labels = upstream.read("feature_labels")
+    labels = labels.filter(pl.col("label").is_not_null())
     if labels.is_empty():
-        raise dg.Failure(f"feature_labels of {model} layer {layer} holds no labels.")
+        raise dg.Failure(f"{upstream.where}: feature_labels holds no labels for this partition.")
     return labels.select(
         pl.col("feature").cast(pl.Int32), pl.col("label").alias("description"),
         pl.concat_str(pl.lit("sae-assets:"), pl.col("label_source")).alias("explanation_type"),
@@ -68,14 +63,15 @@ def explanations(context: dg.AssetExecutionContext, config: ExplanationsConfig,
     location = resolve_partition(context)
     inputs = input_table_versions(context, lake)
     entry, model, layer = location.entry, location.model_key, location.layer
+    upstream = StepInputs(lake, "explanations", model, layer)
     source = config.source if config.source != "auto" else ("neuronpedia" if entry.neuronpedia else "labels")
     if source == "neuronpedia":
         if entry.neuronpedia is None:
             raise dg.Failure(f"{model} has no Neuronpedia ids in the catalog; use source 'labels'.")
-        frame = _from_neuronpedia(lake, model, layer, config)
+        frame = _from_neuronpedia(upstream, config)
         origin = f"{entry.neuronpedia.model_id}/{entry.neuronpedia.source_id(layer)}"
     else:
-        frame, origin = _from_labels(lake, model, layer), "feature_labels"
+        frame, origin = _from_labels(upstream), "feature_labels"
     written = lake.write_partition("explanations", frame, model, layer)
     return dg.MaterializeResult(metadata={
         **table_metadata(written, inputs), "source": source, "origin": origin,

@@ -13,6 +13,7 @@ from sae_assets.core.clusters.plot import cluster_scatter_png
 from sae_assets.core.common.list_columns import list_matrix
 from sae_assets.core.common.progress import heartbeat
 from sae_assets.defs.automation import cheap_refresh
+from sae_assets.defs.inputs import StepInputs
 from sae_assets.defs.metadata import input_table_versions, md_text, png_markdown, table_metadata
 from sae_assets.defs.numba_cache import use_platform_numba_cache
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
@@ -86,25 +87,23 @@ def feature_clusters(context: dg.AssetExecutionContext, config: FeatureClustersC
     inputs = input_table_versions(context, lake)
     model, layer = location.model_key, location.layer
     table, column = VECTOR_TABLES[config.representation]
-    missing = lake.missing_tables("feature_stats", "activation_examples", table)
-    if missing:
-        raise dg.Failure(f"Missing tables {missing}: materialize sae_decoder and activation_scan first.")
+    upstream = StepInputs(lake, "feature_clusters", model, layer)
+    upstream.require("feature_stats", "activation_examples", table)
     try:
         cfg = config.cluster_config()
     except ValueError as err:
         raise dg.Failure(f"feature_clusters config: {err}") from err
     # Reading, UMAP and HDBSCAN run for tens of seconds at 16k+ features: never silent for more than 10 s.
     with heartbeat(context.log.info, f"feature_clusters {model} layer {layer}") as report:
-        stats = lake.scan_partition("feature_stats", model, layer).collect()
-        vectors_frame = lake.scan_partition(table, model, layer).select("feature", column).sort("feature").collect()
-        if stats.is_empty() or vectors_frame.height != stats.height:
+        stats = upstream.read("feature_stats")
+        vectors_frame = upstream.read(table, ["feature", column]).sort("feature")
+        if vectors_frame.height != stats.height:
             raise dg.Failure(f"{model} layer {layer}: feature_stats has {stats.height} rows and {table} "
                              f"{vectors_frame.height}; re-materialize activation_scan and sae_decoder for this "
                              "partition.")
         vectors = list_matrix(vectors_frame[column])
-        examples = (lake.scan_partition("activation_examples", model, layer).filter(pl.col("kind") == "top")
-                    .select("feature", "kind", "tokens", "token_position", "window_start")
-                    .collect())
+        examples = lake.read_partition("activation_examples", model, layer, ["feature", "kind", "tokens",
+                                       "token_position", "window_start"], keep=pl.col("kind") == "top")
         start = time.perf_counter()
         try:
             result = cluster_features(stats, vectors, examples, cfg, report)

@@ -1,25 +1,28 @@
 """``feature_labels``: LLM and keyword labels from activating examples and Neuronpedia's explanations, each with
-a held-out detection score; ``label`` is the best-scoring (``core/labels/choice.py``)."""
+a held-out detection score; ``label`` is the best-scoring (``core/labels/choice.py``). The table and its exports
+are built in ``core/labels/table.py``."""
 
-import json
-import os
-from typing import TextIO
+from dataclasses import dataclass
+from typing import IO
 
 import dagster as dg
 import numpy as np
 import polars as pl
+import torch
 from pydantic import Field
 
+from sae_assets.core.common.atomic_file import atomic_file, write_atomic
 from sae_assets.core.common.precision import compute_dtype, precision_name
-from sae_assets.core.common.progress import heartbeat
-from sae_assets.core.labels.blocks import AllLabelCallsFailed, LabelSettings, label_in_blocks
-from sae_assets.core.labels.choice import PRECEDENCE
-from sae_assets.core.labels.evidence import EVIDENCE_COLUMNS, FeatureEvidence, read_selection
+from sae_assets.core.common.progress import Report, heartbeat
+from sae_assets.core.labels.blocks import AllLabelCallsFailed, BlockedLabels, LabelSettings, label_in_blocks
+from sae_assets.core.labels.evidence import EVIDENCE_COLUMNS, read_selection
 from sae_assets.core.labels.labelling import background_counts_series
+from sae_assets.core.labels.table import example_lines, label_frame, labels_json, select_features, source_summary
 from sae_assets.defs.assets.neuronpedia_explanations import neuronpedia_explanations
 from sae_assets.defs.automation import on_new_inputs
 from sae_assets.defs.budgets import with_budget
 from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
+from sae_assets.defs.inputs import StepInputs
 from sae_assets.defs.metadata import input_table_versions, md_text, table_metadata, viewer_link
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.defs.run_config import ConfigPair, core_config
@@ -27,14 +30,8 @@ from sae_assets.resources.embedder import EmbedderResource
 from sae_assets.resources.labeller import LabellerResource
 from sae_assets.resources.lake import LakeResource
 
-SCORE_METHOD = "embedding-auroc"
-LABEL_SCHEMA = {
-    "feature": pl.Int32, "label": pl.String, "label_source": pl.String, "score": pl.Float64,
-    "label_llm": pl.String, "score_llm": pl.Float64, "label_keywords": pl.String, "score_keywords": pl.Float64,
-    "label_explanation": pl.String, "score_explanation": pl.Float64, "score_method": pl.String,
-    "score_llm_detection": pl.Float64, "n_examples": pl.Int32, "labeller_model": pl.String,
-    "selection_score": pl.Float64, "error": pl.String,
-}
+EXAMPLES_FILE = "feature_examples.jsonl"
+LABELS_FILE = "feature_labels.json"
 
 
 class FeatureLabelsConfig(dg.Config):
@@ -78,24 +75,61 @@ LABEL_CONFIG = ConfigPair(
 )
 
 
-def _export_examples(out: TextIO, features: list[int], evidence: dict[int, FeatureEvidence]) -> None:
-    """The seed's feature_examples.jsonl lines: each feature's shown windows."""
-    for f in features:
-        out.write(json.dumps({"feature_index": f, "examples": [
-            {"text": w.text(), "tokens": list(w.tokens), "activations": list(w.activations),
-             "max_activation": max(w.activations, default=0.0)} for w in evidence[f].shown]}) + "\n")
+@dataclass(frozen=True)
+class LabelInputs:
+    """What one partition's labelling reads: its example windows, the features to label (and their selection
+    scores), optimized prompts (None: not asked for) and Neuronpedia's explanations by feature."""
+
+    examples: pl.DataFrame
+    indices: list[int]
+    selection_scores: list[float] | None
+    prompts: pl.DataFrame | None
+    candidates: dict[int, list[str]]
 
 
-def _neuronpedia_candidates(context: dg.AssetExecutionContext, lake: LakeResource, model: str,
-                            layer: int) -> dict[int, list[str]]:
+def read_label_inputs(context: dg.AssetExecutionContext, config: FeatureLabelsConfig,
+                      upstream: StepInputs) -> LabelInputs:
+    """The partition's :class:`LabelInputs`; fails on a bad selection or a missing input."""
+    try:
+        indices, selection_scores = read_selection(config.feature_indices, config.features_file)
+        examples = upstream.read("activation_examples", EVIDENCE_COLUMNS)
+        indices = select_features(indices, examples, upstream.d_sae(), config.max_features)
+    except ValueError as err:
+        raise dg.Failure(str(err)) from err
+    prompts = (upstream.scan("optimized_prompts", or_else="unset use_optimized_prompts")
+               .select("feature", "tokens", "position_activations").collect() if config.use_optimized_prompts
+               else None)
+    candidates = _neuronpedia_candidates(context, upstream) if config.use_neuronpedia else {}
+    return LabelInputs(examples, indices, selection_scores, prompts, candidates)
+
+
+def _neuronpedia_candidates(context: dg.AssetExecutionContext, upstream: StepInputs) -> dict[int, list[str]]:
     """Feature -> its distinct Neuronpedia explanations ({} where neuronpedia_explanations lacks the partition)."""
-    if lake.missing_tables("neuronpedia_explanations"):
+    lazy = upstream.optional("neuronpedia_explanations")
+    if lazy is None:
         context.log.info("No neuronpedia_explanations table: labelling without Neuronpedia candidates")
         return {}
-    rows = (lake.scan_partition("neuronpedia_explanations", model, layer).select("feature", "description")
+    rows = (lazy.select("feature", "description")
             .filter(pl.col("description").str.strip_chars() != "").unique(maintain_order=True)
             .group_by("feature", maintain_order=True).agg("description").collect())
     return dict(zip(rows["feature"].to_list(), rows["description"].to_list(), strict=True))
+
+
+def run_labelling(got: LabelInputs, config: FeatureLabelsConfig, labeller: LabellerResource,
+                  embedder: EmbedderResource, dtype: torch.dtype, report: Report,
+                  examples_out: IO[str]) -> BlockedLabels:
+    """Label ``got.indices`` with the resources' models at ``dtype``; each block's shown windows go to
+    ``examples_out`` as ``feature_examples.jsonl`` lines."""
+    background = background_counts_series(got.examples["tokens"])
+    report(f"{got.examples.height:,} example windows read, {len(background):,} distinct background tokens; "
+           f"labelling {len(got.indices):,} features ({len(got.candidates):,} with Neuronpedia explanations)")
+    report(f"precision {config.precision}: {precision_name(dtype)}")
+    chat = labeller.client(dtype) if config.use_llm or config.llm_detection else None
+    encode = embedder.encoder(dtype)  # with the embedder's token lengths, to batch windows by length
+    settings = core_config(config, LabelSettings, max_new_tokens=labeller.max_new_tokens)
+    return label_in_blocks(got.examples, got.indices, background, chat, encode, settings, got.prompts, report,
+                           on_block=lambda block, evidence: examples_out.writelines(example_lines(block, evidence)),
+                           explanations=got.candidates)
 
 
 def _fmt(score: float | None) -> str:
@@ -110,19 +144,27 @@ def _preview(frame: pl.DataFrame, n: int = 15) -> str:
     return "\n".join(lines)
 
 
-def _source_metadata(frame: pl.DataFrame) -> dict[str, float | int]:
-    """How often each candidate source won, and each source's mean score over the features it has a score for."""
-    out: dict[str, float | int] = {}
-    for source in PRECEDENCE:
-        out[f"wins_{source}"] = int((frame["label_source"] == source).sum())
-        mean = frame[f"score_{source}"].drop_nulls().drop_nans().mean()
-        out[f"mean_score_{source}"] = float("nan") if mean is None else float(mean)  # type: ignore[arg-type]
-    return out
+def _run_metadata(frame: pl.DataFrame, run: BlockedLabels, labeller_model: str | None) -> dict:
+    """The labelling run's figures: scores by source, detection, LLM errors and pace, the preview table."""
+    valid = [s for s in run.scores.values() if np.isfinite(s)]
+    detection, llm = run.detection, run.llm
+    return {
+        "mean_score": float(np.mean(valid)) if valid else float("nan"),  # of the shown labels
+        **source_summary(frame),
+        "mean_score_llm_detection": float(np.nanmean(list(detection.values()))) if detection else float("nan"),
+        "features_labelled": frame.height,
+        "optimized_prompts_shown": run.prompts_added,
+        "windows_embedded": run.texts_embedded,
+        "llm_errors": sum(1 for _, err in llm.values() if err),
+        "labels_per_second": round(len(llm) / run.llm_seconds, 2) if llm else 0.0,
+        "labeller_model": labeller_model or "none (keywords only)",
+        "preview": dg.MetadataValue.md(_preview(frame)),
+    }
 
 
 @dg.asset(
     partitions_def=model_layer_partitions,
-    deps=["activation_examples", neuronpedia_explanations],
+    deps=["sae_decoder", "activation_examples", neuronpedia_explanations],
     pool=GPU_POOL,
     op_tags=GPU_OP_TAGS,
     kinds={"torch", "polars", "delta"},
@@ -140,113 +182,30 @@ def feature_labels(context: dg.AssetExecutionContext, config: FeatureLabelsConfi
     inputs = input_table_versions(context, lake)
     model, layer = location.model_key, location.layer
     config, budget = with_budget(context, config, "feature_labels", location.entry, labeller.device.torch_device())
-    try:
-        indices, selection_scores = read_selection(config.feature_indices, config.features_file)
-    except ValueError as err:
-        raise dg.Failure(str(err)) from err
-    missing = lake.missing_tables("activation_examples", "feature_stats")
-    examples = (pl.DataFrame() if missing else lake.scan_partition("activation_examples", model, layer)
-                .select(EVIDENCE_COLUMNS).collect())
-    if examples.is_empty():
-        raise dg.Failure(f"No activation_examples for {model} layer {layer}: materialize activation_scan first.")
-    d_sae = lake.scan_partition("feature_stats", model, layer).select(pl.len()).collect().item()
-    if indices is None:
-        indices = sorted(examples.filter(pl.col("kind") == "top")["feature"].unique().to_list())
-    bad = [i for i in indices if not 0 <= i < d_sae]
-    if bad:
-        more = " ..." if len(bad) > 10 else ""
-        raise dg.Failure(f"Feature indices outside the SAE (d_sae={d_sae}): {bad[:10]}{more}")
-    if config.max_features is not None:
-        indices = indices[: config.max_features]
-    prompts = None
-    if config.use_optimized_prompts:
-        if lake.missing_tables("optimized_prompts"):
-            raise dg.Failure("use_optimized_prompts is set but there is no optimized_prompts table: "
-                             "materialize optimized_prompts first.")
-        prompts = (lake.scan_partition("optimized_prompts", model, layer)
-                   .select("feature", "tokens", "position_activations").collect())
-    candidates = _neuronpedia_candidates(context, lake, model, layer) if config.use_neuronpedia else {}
-    settings = core_config(config, LabelSettings, max_new_tokens=labeller.max_new_tokens)
+    got = read_label_inputs(context, config, StepInputs(lake, "feature_labels", model, layer))
     try:
         dtype = compute_dtype(config.precision, labeller.device.torch_device())
     except ValueError as err:
         raise dg.Failure(str(err)) from err
+    labeller_model = labeller.model if config.use_llm else None
     export_dir = lake.local_dir("exports", "feature_labels", model, f"layer-{layer}")
-    staged = export_dir / f".feature_examples.jsonl.{os.getpid()}.tmp"
     try:
-        # Loading the labeller, a batch of LLM generations or of embeddings can each take longer than 10 s.
+        # Loading the labeller, a batch of LLM generations or of embeddings can each take longer than 10 s. The
+        # examples export is published when the table is written; a failure leaves the previous one.
         with heartbeat(context.log.info, f"feature_labels {model} layer {layer}") as report, \
-                open(staged, "w") as examples_out:
-            background = background_counts_series(examples["tokens"])
-            report(f"{examples.height:,} example windows read, {len(background):,} distinct background tokens; "
-                   f"labelling {len(indices):,} features ({len(candidates):,} with Neuronpedia explanations)")
-            report(f"precision {config.precision}: {precision_name(dtype)}")
-            chat = labeller.client(dtype) if config.use_llm or config.llm_detection else None
-            encode = embedder.encoder(dtype)  # with the embedder's token lengths, to batch windows by length
-            run = label_in_blocks(examples, indices, background, chat, encode, settings, prompts, report,
-                                  on_block=lambda block, evidence: _export_examples(examples_out, block, evidence),
-                                  explanations=candidates)
-        labeller_model = labeller.model if config.use_llm else None
-        llm, choices, keywords = run.llm, run.choices, run.keywords
-
-        def error(f: int) -> str | None:
-            if not run.n_shown[f]:
-                return "no activating examples"
-            if choices[f].label is None and llm.get(f, (None, None))[1] is None:
-                return ("no label: not sent to the LLM (use_llm / llm_max_features) and no activating token has a "
-                        "letter or digit for a keyword label")
-            return llm.get(f, (None, None))[1]
-
-        explained = run.explanations
-        frame = pl.DataFrame({
-            "feature": indices,
-            "label": [choices[f].label for f in indices],
-            "label_source": [choices[f].source for f in indices],  # the rule: core/labels/choice.py
-            "score": [choices[f].score for f in indices],
-            "label_llm": [llm.get(f, (None, None))[0] for f in indices],
-            "score_llm": [run.llm_scores.get(f) for f in indices],
-            "label_keywords": [keywords[f] or None for f in indices],
-            "score_keywords": [run.keyword_scores.get(f) for f in indices],
-            "label_explanation": [explained.get(f, (None, None))[0] for f in indices],
-            "score_explanation": [explained.get(f, (None, None))[1] for f in indices],
-            "score_method": [SCORE_METHOD if choices[f].score is not None else None for f in indices],
-            "score_llm_detection": [run.detection.get(f) for f in indices],
-            "n_examples": [run.n_shown[f] for f in indices],
-            "labeller_model": [labeller_model] * len(indices),
-            "selection_score": selection_scores[: len(indices)] if selection_scores else [None] * len(indices),
-            "error": [error(f) for f in indices],
-        }, schema=LABEL_SCHEMA)  # explicit: a column that is all null in one partition keeps its type
-        written = lake.write_partition("feature_labels", frame, model, layer)
-        os.replace(staged, export_dir / "feature_examples.jsonl")
+                atomic_file(export_dir / EXAMPLES_FILE) as examples_out:
+            run = run_labelling(got, config, labeller, embedder, dtype, report, examples_out)
+            frame = label_frame(got.indices, run, labeller_model, got.selection_scores)
+            written = lake.write_partition("feature_labels", frame, model, layer)
     except AllLabelCallsFailed as err:
         raise dg.Failure(str(err)) from err
-    finally:
-        staged.unlink(missing_ok=True)
-    if prompts is not None:
+    if got.prompts is not None:
         context.log.info("Added %d optimized prompts to the labeller's evidence", run.prompts_added)
-    (export_dir / "feature_labels.json").write_text(json.dumps(
-        [{"feature_index": r["feature"], "llm_label": r["label_llm"], "search_label": r["label_keywords"],
-          "explanation": r["label_explanation"], "label": r["label"], "label_source": r["label_source"],
-          "score": r["score"], "score_llm": r["score_llm"], "score_keywords": r["score_keywords"],
-          "score_explanation": r["score_explanation"], "error": r["error"]} for r in frame.iter_rows(named=True)],
-        indent=1))
-    valid = [s for s in run.scores.values() if np.isfinite(s)]
-    detection = run.detection
+    labels_path = write_atomic(export_dir / LABELS_FILE, labels_json(frame))
     return dg.MaterializeResult(metadata={
-        **table_metadata(written, inputs),
-        "mean_score": float(np.mean(valid)) if valid else float("nan"),  # of the shown labels
-        **_source_metadata(frame),
-        "mean_score_llm_detection": float(np.nanmean(list(detection.values()))) if detection else float("nan"),
-        "features_labelled": len(indices),
-        "budget_profile": budget,
-        "precision": precision_name(dtype),
+        **table_metadata(written, inputs), **_run_metadata(frame, run, labeller_model),
+        "budget_profile": budget, "precision": precision_name(dtype),
         "viewer": viewer_link(model, layer),  # python -m sae_assets.viewer: the map, each feature's page
-        "optimized_prompts_shown": run.prompts_added,
-        "windows_embedded": run.texts_embedded,
-        "llm_errors": sum(1 for _, err in llm.values() if err),
-        "labels_per_second": round(len(llm) / run.llm_seconds, 2) if llm else 0.0,
-        "labeller_model": labeller_model or "none (keywords only)",
-        "feature_examples_jsonl": dg.MetadataValue.path(str(export_dir / "feature_examples.jsonl")),
-        "feature_labels_json": dg.MetadataValue.path(str(export_dir / "feature_labels.json")),
-        "preview": dg.MetadataValue.md(_preview(frame)),
+        "feature_examples_jsonl": dg.MetadataValue.path(str(export_dir / EXAMPLES_FILE)),
+        "feature_labels_json": dg.MetadataValue.path(str(labels_path)),
     })

@@ -1,38 +1,35 @@
 """``feature_map``: SAE decoder vectors -> 3-D UMAP map, cosine k-NN edges and the web viewer's JSON (seed 004)."""
 
+from pathlib import Path
 from typing import Literal
 
 import dagster as dg
 import numpy as np
 import polars as pl
-import torch
 from pydantic import Field
 
-from sae_assets.core.common.list_columns import list_matrix
+from sae_assets.core.common.atomic_file import stage_file
 from sae_assets.core.common.plots import figure_png
 from sae_assets.core.common.progress import heartbeat
+from sae_assets.core.feature_map.layer_map import LayerMap, layer_map
 from sae_assets.core.feature_map.layout import (
     FeatureMapConfig,
-    build_feature_map,
     commit_layer,
-    edges_frame,
     encode,
     layer_entry,
     layer_file_name,
-    layer_json,
-    nodes_frame,
-    stage_file,
     write_manifest,
 )
 from sae_assets.core.labels.choice import shown_label
 from sae_assets.defs.automation import cheap_refresh
-from sae_assets.defs.inputs import partition_decoder
+from sae_assets.defs.inputs import StepInputs
 from sae_assets.defs.metadata import input_table_versions, png_markdown, table_metadata, viewer_link
 from sae_assets.defs.numba_cache import use_platform_numba_cache
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.defs.run_config import ConfigPair, core_config
 from sae_assets.resources.device import DeviceResource
 from sae_assets.resources.lake import LakeResource
+from sae_assets.storage.delta import WriteResult
 
 
 class FeatureMapRunConfig(dg.Config):
@@ -64,24 +61,49 @@ class FeatureMapRunConfig(dg.Config):
 FEATURE_MAP_CONFIG = ConfigPair(FeatureMapRunConfig, FeatureMapConfig)
 
 
-def _by_feature(lake: LakeResource, model: str, layer: int, table: str, column: str,
-                keep: pl.Expr | None = None) -> dict:
+def _by_feature(upstream: StepInputs, table: str, column: str, keep: pl.Expr | None = None) -> dict:
     """Feature -> ``column`` of the partition's rows of ``table`` (those matching ``keep``); {} without the table."""
-    if lake.missing_tables(table):
+    lazy = upstream.optional(table)
+    if lazy is None:
         return {}
-    lazy = lake.scan_partition(table, model, layer)
     frame = (lazy if keep is None else lazy.filter(keep)).select("feature", column).collect()
     return dict(zip(frame["feature"].to_list(), frame[column].to_list(), strict=True))
 
 
-def _labels(lake: LakeResource, model: str, layer: int) -> dict[int, str]:
+def _labels(upstream: StepInputs) -> dict[int, str]:
     """Feature -> the shown label (:func:`~sae_assets.core.labels.choice.shown_label`: feature_labels.label, else
     the partition's explanation), from those materialized."""
-    explanation = _by_feature(lake, model, layer, "explanations", "description",  # a feature may have several
+    explanation = _by_feature(upstream, "explanations", "description",  # a feature may have several
                               pl.col("description").is_not_null() & (pl.col("description") != ""))
-    chosen = _by_feature(lake, model, layer, "feature_labels", "label")
+    chosen = _by_feature(upstream, "feature_labels", "label")
     shown = {f: shown_label(chosen.get(f), explanation.get(f)) for f in explanation.keys() | chosen.keys()}
     return {f: label for f, label in shown.items() if label is not None}
+
+
+def publish_layer(lake: LakeResource, where: str, model: str, layer: int, built: LayerMap,
+                  gzip: bool) -> tuple[WriteResult, WriteResult, Path, Path, dict]:
+    """The two tables written and the viewer's files published: the layer's JSON is staged first (a failure from
+    there on publishes nothing), committed once the tables are written, then the manifest rebuilt. Returns the two
+    writes, the layer file, the manifest file and the manifest."""
+    try:
+        export_dir = lake.local_dir("exports", "feature_map", model)
+        staged = stage_file(export_dir / layer_file_name(layer, gzip), encode(built.payload, gzip))
+    except (OSError, ValueError) as err:
+        raise dg.Failure(f"{where}: cannot write the JSON export: {err}", allow_retries=False) from err
+    try:
+        written = lake.write_partition("feature_map", built.nodes, model, layer)
+        edges_written = lake.write_partition("feature_map_edges", built.edges, model, layer)
+    except BaseException:
+        staged.discard()
+        raise
+    try:
+        layer_path = commit_layer(staged)
+        manifest_path, manifest = write_manifest(export_dir, model, [layer_entry(layer_path, built.payload)])
+    except OSError as err:
+        staged.discard()
+        raise dg.Failure(f"{where}: tables written (feature_map v{written.version}) but publishing the JSON in "
+                         f"{export_dir} failed: {err}; re-run the partition.") from err
+    return written, edges_written, layer_path, manifest_path, manifest
 
 
 def _preview_png(coords: np.ndarray, density: np.ndarray, title: str) -> bytes:
@@ -121,49 +143,26 @@ def feature_map(context: dg.AssetExecutionContext, config: FeatureMapRunConfig, 
     use_platform_numba_cache(lake)  # UMAP's kernels compiled once per machine, not per step process
     inputs = input_table_versions(context, lake)
     model, layer = location.model_key, location.layer
-    where = f"feature_map {model} layer {layer}"
+    upstream = StepInputs(lake, "feature_map", model, layer)
+    where = upstream.where
     try:
         cfg = config.feature_map_config()
     except ValueError as err:
         raise dg.Failure(f"{where} config: {err}") from err
-    decoder = partition_decoder(lake, model, layer, where)
-    vectors = list_matrix(decoder["decoder"], np.float32)
-    features = decoder["feature"].to_numpy()
+    decoder = upstream.decoder()
+    labels, density = _labels(upstream), _by_feature(upstream, "feature_stats", "density")
+    clusters = _by_feature(upstream, "feature_clusters", "cluster", pl.col("kept"))  # -1: noise
     try:
         with heartbeat(context.log.info, where) as report:  # UMAP's graph is silent for tens of seconds at 32k
-            fmap = build_feature_map(torch.from_numpy(vectors), cfg, device=device.torch_device(), report=report)
+            built = layer_map(decoder, cfg, model=model, layer=layer, labels=labels, density=density,
+                              clusters=clusters, device=device.torch_device(), report=report)
     except ValueError as err:
         raise dg.Failure(f"{where}: {err}", allow_retries=False) from err
+    fmap, nodes, edges = built.fmap, built.nodes, built.edges
     context.log.info("%s: exact %d-NN of %d x %d vectors in %.1fs, UMAP 3-D in %.1fs", where, cfg.knn_k,
-                     *vectors.shape, fmap.knn_seconds, fmap.umap_seconds)
-
-    labels = _labels(lake, model, layer)
-    density = _by_feature(lake, model, layer, "feature_stats", "density")
-    clusters = _by_feature(lake, model, layer, "feature_clusters", "cluster", pl.col("kept"))  # -1: noise
-    ids = features.tolist()
-    nodes = nodes_frame(features, fmap.coords, [labels.get(f) for f in ids], [density.get(f) for f in ids],
-                        [clusters.get(f) for f in ids])
-    edges = edges_frame(fmap.indices, fmap.sims, cfg.k_edges, cfg.edge_threshold, features)
-    payload = layer_json(nodes, edges, cfg.precision, model=model, layer=layer)
-    try:  # the JSON goes to a temporary file first: a failure from here on publishes nothing
-        export_dir = lake.local_dir("exports", "feature_map", model)
-        staged = stage_file(export_dir, layer_file_name(layer, cfg.gzip), encode(payload, cfg.gzip))
-    except (OSError, ValueError) as err:
-        raise dg.Failure(f"{where}: cannot write the JSON export: {err}", allow_retries=False) from err
-    try:
-        written = lake.write_partition("feature_map", nodes, model, layer)
-        edges_written = lake.write_partition("feature_map_edges", edges, model, layer)
-    except BaseException:
-        staged.discard()
-        raise
-    try:
-        layer_path = commit_layer(staged)
-        manifest_path, manifest = write_manifest(export_dir, model, [layer_entry(layer_path, payload)])
-    except OSError as err:
-        staged.discard()
-        raise dg.Failure(f"{where}: tables written (feature_map v{written.version}) but publishing the JSON in "
-                         f"{export_dir} failed: {err}; re-run the partition.") from err
-
+                     *built.shape, fmap.knn_seconds, fmap.umap_seconds)
+    written, edges_written, layer_path, manifest_path, manifest = publish_layer(lake, where, model, layer, built,
+                                                                                 cfg.gzip)
     density_values = nodes["density"].fill_null(float("nan")).to_numpy()
     return dg.MaterializeResult(metadata={
         **table_metadata(written, inputs),

@@ -23,7 +23,7 @@ from sae_assets.core.sae.logit_effects import (
 from sae_assets.defs.assets.sae_decoder import sae_decoder
 from sae_assets.defs.automation import on_new_inputs
 from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
-from sae_assets.defs.inputs import partition_decoder
+from sae_assets.defs.inputs import StepInputs
 from sae_assets.defs.metadata import input_table_versions, md_text, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.defs.run_config import ConfigPair, core_config
@@ -98,8 +98,9 @@ def logit_effects(context: dg.AssetExecutionContext, config: LogitEffectsRunConf
     location = resolve_partition(context)
     inputs = input_table_versions(context, lake)
     model, layer = location.model_key, location.layer
-    where = f"logit_effects {model} layer {layer}"
-    decoder = partition_decoder(lake, model, layer, where)
+    upstream = StepInputs(lake, "logit_effects", model, layer)
+    where = upstream.where
+    decoder = upstream.decoder()
     w_dec = decoder_matrix(decoder)
     features = decoder["feature"].to_numpy()
     bad = int((~w_dec.isfinite().all(dim=1)).sum())

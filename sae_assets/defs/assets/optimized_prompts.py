@@ -19,6 +19,7 @@ from sae_assets.defs.assets.feature_clusters import feature_clusters
 from sae_assets.defs.automation import on_new_inputs
 from sae_assets.defs.budgets import with_budget
 from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
+from sae_assets.defs.inputs import StepInputs
 from sae_assets.defs.metadata import input_table_versions, png_markdown, table_metadata
 from sae_assets.defs.partitions import model_layer_partitions, resolve_partition
 from sae_assets.defs.run_config import ConfigPair, core_config
@@ -90,16 +91,15 @@ PROMPT_CONFIG = ConfigPair(
 )
 
 
-def _targets(config: OptimizedPromptsConfig, lake: LakeResource, model: str, layer: int) -> list[int]:
+def _targets(config: OptimizedPromptsConfig, upstream: StepInputs) -> list[int]:
+    """The configured targets, else feature_clusters' selected features (fails when there are none)."""
     if config.feature_indices is not None:
         targets = list(config.feature_indices)
-    elif lake.missing_tables("feature_clusters"):
-        raise dg.Failure("No feature_clusters table: materialize feature_clusters or give feature_indices.")
     else:
-        targets = (lake.scan_partition("feature_clusters", model, layer).filter(pl.col("selected"))
-                   .select("feature").sort("feature").collect()["feature"].to_list())
+        targets = (upstream.read("feature_clusters", ["feature", "selected"], or_else="give feature_indices")
+                   .filter(pl.col("selected"))["feature"].sort().to_list())
     if not targets:
-        raise dg.Failure(f"No target features for {model} layer {layer}: feature_clusters selected none.")
+        raise dg.Failure(f"{upstream.where}: no target features: feature_clusters selected none.")
     return targets[: config.max_features] if config.max_features is not None else targets
 
 
@@ -168,9 +168,9 @@ def optimized_prompts(context: dg.AssetExecutionContext, config: OptimizedPrompt
     model, layer = location.model_key, location.layer
     config, budget = with_budget(context, config, "optimized_prompts", location.entry,
                                  language_model.device.torch_device())
-    if lake.missing_tables("feature_stats", "activation_examples"):
-        raise dg.Failure("Missing feature_stats/activation_examples: materialize activation_scan first.")
-    targets = _targets(config, lake, model, layer)
+    upstream = StepInputs(lake, "optimized_prompts", model, layer)
+    upstream.require("feature_stats", "activation_examples")
+    targets = _targets(config, upstream)
     init = _top_example_prompts(lake, model, layer, targets, config.length) if config.init == "top_example" else {}
     try:
         cfg = config.prompt_config()

@@ -5,13 +5,16 @@ import time
 import dagster as dg
 import numpy as np
 import polars as pl
+import torch
 from pydantic import Field
 
+from sae_assets.catalog import SaeLocation
+from sae_assets.core.common.language_model import LanguageModel
 from sae_assets.core.common.plots import histogram_png
 from sae_assets.core.common.precision import compute_dtype, precision_name
-from sae_assets.core.sae.metrics import evaluate_sae
 from sae_assets.core.sae.token_contexts import pack_contexts
-from sae_assets.core.sae.training import SaeTrainingConfig, collect_activations, train_sae
+from sae_assets.core.sae.training import SaeTrainingConfig
+from sae_assets.core.sae.training_run import TrainingRun, train_on_contexts, trained_sae_row
 from sae_assets.defs.budgets import with_budget
 from sae_assets.defs.executors import GPU_OP_TAGS, GPU_POOL
 from sae_assets.defs.metadata import input_table_versions, png_markdown, table_metadata
@@ -56,6 +59,45 @@ TRAINING_CONFIG = ConfigPair(
 )
 
 
+def training_contexts(context: dg.AssetExecutionContext, location: SaeLocation, config: TrainedSaeConfig,
+                      language_model: LanguageModelResource,
+                      corpus: CorpusResource) -> tuple[LanguageModel, str, torch.Tensor]:
+    """The language model, the corpus's name and the packed contexts (training + held-out tokens); fails on a
+    corpus error, a hook the model lacks, or a d_model other than the catalog's."""
+    entry = location.entry
+    n_contexts = -(-(config.training_tokens + config.eval_tokens) // (config.context_size - 1))
+    try:
+        documents = corpus.load()
+        t0 = time.perf_counter()
+        lm = language_model.load(entry.language_model)
+        context.log.info("Loaded %s on %s (%s) in %.1fs", lm.name, lm.device, lm.dtype, time.perf_counter() - t0)
+        if entry.d_model is not None and lm.d_model != entry.d_model:
+            raise dg.Failure(f"{lm.name} has d_model={lm.d_model} but the catalog says {entry.d_model} for "
+                             f"{location.model_key!r}: fix d_model in the catalog.")
+        lm.check_hook(location.hook_name)
+        contexts = pack_contexts(documents.documents, lm.tokenize, lm.bos_token_id,
+                                 config.context_size, n_contexts)
+    except (CorpusError, ValueError) as err:
+        raise dg.Failure(str(err)) from err
+    return lm, documents.name, contexts
+
+
+def _metadata(run: TrainingRun, row: pl.DataFrame, config: TrainedSaeConfig) -> dict:
+    """The trained SAE's figures: its metrics, shape, budget, timings and density histogram."""
+    density = run.metrics.feature_density.numpy()
+    return {
+        "sae_path": dg.MetadataValue.path(row["sae_path"][0]),
+        **{name: dg.MetadataValue.float(float(v)) for name, v in run.metrics.as_dict().items()
+           if name != "n_tokens"},
+        "d_in": int(run.sae.cfg.d_in), "d_sae": row["d_sae"][0], "architecture": row["architecture"][0],
+        "training_tokens": config.training_tokens, "training_samples": row["training_samples"][0],
+        "collect_seconds": round(run.collect_seconds, 1), "train_seconds": round(run.train_seconds, 1),
+        "feature_density": png_markdown(
+            histogram_png(np.log10(density + 1e-7), "Feature density on held-out tokens",
+                          "log10(density)"), "density histogram"),
+    }
+
+
 @dg.asset(
     partitions_def=model_layer_partitions,
     pool=GPU_POOL,
@@ -86,58 +128,22 @@ def trained_sae(
         )
     spec = entry.sae.train
     config, budget = with_budget(context, config, "trained_sae", entry, device.torch_device())
-    n_contexts = -(-(config.training_tokens + config.eval_tokens) // (config.context_size - 1))
     try:
         dtype = compute_dtype(config.precision, device.torch_device())  # a bad value fails before any work
-        documents = corpus.load()
-        t0 = time.perf_counter()
-        lm = language_model.load(entry.language_model)
-        context.log.info("Loaded %s on %s (%s) in %.1fs", lm.name, lm.device, lm.dtype, time.perf_counter() - t0)
-        if entry.d_model is not None and lm.d_model != entry.d_model:
-            raise dg.Failure(f"{lm.name} has d_model={lm.d_model} but the catalog says {entry.d_model} for "
-                             f"{location.model_key!r}: fix d_model in the catalog.")
-        lm.check_hook(location.hook_name)
-        contexts = pack_contexts(documents.documents, lm.tokenize, lm.bos_token_id,
-                                 config.context_size, n_contexts)
-    except (CorpusError, ValueError) as err:
+    except ValueError as err:
         raise dg.Failure(str(err)) from err
-
-    t0 = time.perf_counter()
-    acts = collect_activations(lm, contexts, location.hook_name, config.lm_batch_size, context.log.info)
-    collect_s = time.perf_counter() - t0
-    train_acts, eval_acts = acts[: config.training_tokens], acts[config.training_tokens :]
-
+    lm, corpus_name, contexts = training_contexts(context, location, config, language_model, corpus)
     training = core_config(config, SaeTrainingConfig, architecture=spec.architecture, d_sae=spec.d_sae, k=spec.k,
                            training_samples=int(config.training_tokens * config.epochs))
-    t0 = time.perf_counter()
-    sae = train_sae(train_acts, training, location.hook_name, entry.language_model.hub_id,
-                    device.torch_device(), context.log.info)
-    train_s = time.perf_counter() - t0
-    metrics = evaluate_sae(sae, eval_acts)
+    run = train_on_contexts(lm, contexts, location.hook_name, entry.language_model.hub_id, training,
+                            config.training_tokens, config.lm_batch_size, device.torch_device(), context.log.info)
+    metrics = run.metrics
     context.log.info("SAE %s layer %d: explained variance %.3f, L0 %.1f, dead %.1f%%", location.model_key,
                      location.layer, metrics.explained_variance, metrics.l0, 100 * metrics.dead_fraction)
-
-    path = sae_source.store_trained(location, sae)
-    row = pl.DataFrame({
-        "sae_path": [str(path)], "hook_name": [location.hook_name], "architecture": [spec.architecture],
-        "d_in": [int(sae.cfg.d_in)], "d_sae": [spec.d_sae], "k": [spec.k],
-        "training_tokens": [config.training_tokens], "training_samples": [training.training_samples],
-        "corpus": [documents.name], **{name: [value] for name, value in metrics.as_dict().items()},
-    })
+    path = sae_source.store_trained(location, run.sae)
+    row = trained_sae_row(path, location.hook_name, training, config.training_tokens, corpus_name, run)
     written = lake.write_partition("trained_sae", row, location.model_key, location.layer)
-    density = metrics.feature_density.numpy()
-    return dg.MaterializeResult(
-        metadata={
-            **table_metadata(written, inputs), "budget_profile": budget,
-            "precision": precision_name(dtype),
-            "sae_path": dg.MetadataValue.path(str(path)),
-            **{name: dg.MetadataValue.float(float(v)) for name, v in metrics.as_dict().items()
-               if name != "n_tokens"},
-            "d_in": int(sae.cfg.d_in), "d_sae": spec.d_sae, "architecture": spec.architecture,
-            "training_tokens": config.training_tokens, "training_samples": training.training_samples,
-            "collect_seconds": round(collect_s, 1), "train_seconds": round(train_s, 1),
-            "feature_density": png_markdown(
-                histogram_png(np.log10(density + 1e-7), "Feature density on held-out tokens",
-                              "log10(density)"), "density histogram"),
-        }
-    )
+    return dg.MaterializeResult(metadata={
+        **table_metadata(written, inputs), "budget_profile": budget, "precision": precision_name(dtype),
+        **_metadata(run, row, config),
+    })
