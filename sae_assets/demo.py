@@ -85,7 +85,7 @@ def main(argv: list[str] | None = None) -> int:
             failed.append("model_reports")
             log.error("Run %s (model_reports for %s) failed", result.run_id, args.model)
     log.info("Done in %.0fs (%s failed); lake at %s", time.perf_counter() - start, failed or "none",
-             LakeResource().root_uri)
+             LakeResource(root=settings.lake_root()).root_uri)
     return 1 if failed else 0
 
 

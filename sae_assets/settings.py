@@ -12,6 +12,7 @@ from __future__ import annotations
 import os
 import sys
 from dataclasses import dataclass
+from pathlib import Path
 from typing import overload
 
 LAKE = "SAE_ASSETS_LAKE"
@@ -52,6 +53,7 @@ DEFAULT_LAKE_MAINTENANCE_CRON = "0 4 * * 0"  # Sundays 04:00 UTC
 DEFAULT_MIN_EXPLAINED_VARIANCE = 0.5
 DEFAULT_MODEL_CACHE = "~/.cache/sae-assets/models"
 DEFAULT_VIEWER_URL = "http://127.0.0.1:8050"  # python -m sae_assets.viewer's default address
+DEFAULT_LAKE_ROOT = "dagster_home/lake"  # relative to the working directory: the repository's dagster_home
 BUDGET_PROFILES = ("cpu", "gpu")
 EXECUTOR_KINDS = ("in_process", "multiprocess", "k8s")
 DEFAULT_MAX_CONCURRENT = {"multiprocess": 2, "k8s": 8}
@@ -67,7 +69,7 @@ class Setting:
 
 
 SETTINGS: tuple[Setting, ...] = (
-    Setting(LAKE, "`$DAGSTER_HOME/lake`, else `dagster_home/lake`",
+    Setting(LAKE, f"`$DAGSTER_HOME/lake`, else `{DEFAULT_LAKE_ROOT}`",
             "lake root: a path or any deltalake URI (`s3://`, `gs://`, `az://`)"),
     Setting(FILES, "the lake root",
             "local directory for non-table files (trained SAE weights, exports); needed when the lake is remote"),
@@ -152,6 +154,21 @@ def automation_running() -> bool:
     if value not in ("running", "stopped"):
         raise ValueError(f"{AUTOMATION} must be 'running' or 'stopped', not {value!r}")
     return value == "running"
+
+
+def lake_root() -> str:
+    """The lake root (a path or deltalake URI): ``SAE_ASSETS_LAKE``, else ``$DAGSTER_HOME/lake``, else
+    :data:`DEFAULT_LAKE_ROOT`. The ``lake`` resource's, the viewer's and the CLI's default."""
+    if lake := nonempty(LAKE):
+        return lake
+    if home := nonempty(DAGSTER_HOME):
+        return str(Path(home) / "lake")
+    return DEFAULT_LAKE_ROOT
+
+
+def files_root() -> str | None:
+    """``SAE_ASSETS_FILES``: the local directory for files that are not tables; None: the lake root's."""
+    return nonempty(FILES)
 
 
 def viewer_url() -> str:

@@ -170,14 +170,14 @@ def test_accessors_return_the_defaults_when_unset(monkeypatch: pytest.MonkeyPatc
     from sae_assets.catalog.drop_folder import default_drop_folder
     from sae_assets.defs.executors import executor_from_env
     from sae_assets.defs.resources import default_resources
-    from sae_assets.resources.lake import DEFAULT_LAKE_ROOT, LakeResource, default_lake_root
 
-    assert default_lake_root() == DEFAULT_LAKE_ROOT and LakeResource().files_root is None
+    assert settings.lake_root() == settings.DEFAULT_LAKE_ROOT and settings.files_root() is None
     assert catalog_path() == DEFAULT_CATALOG_PATH
     assert default_drop_folder() == REPO_ROOT / "dagster_home" / "sae_drop"
     assert executor_from_env().name == dg.in_process_executor.name  # wrapped to reap dead runs first
     resources = default_resources()
     assert (resources["device"].device, resources["device"].dtype) == ("auto", "auto")
+    assert (resources["lake"].root, resources["lake"].files_root) == (settings.DEFAULT_LAKE_ROOT, None)
     assert resources["labeller"].backend != "openai" and resources["neuronpedia"].api_key is None
 
 
@@ -203,12 +203,12 @@ def test_accessors_parse_what_is_set(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 
     from sae_assets.catalog.drop_folder import default_drop_folder
     from sae_assets.defs.resources import default_resources
-    from sae_assets.resources.lake import default_lake_root
 
-    assert default_lake_root() == str(tmp_path / "home" / "lake")
+    assert settings.lake_root() == str(tmp_path / "home" / "lake")
     assert default_drop_folder() == tmp_path / "home" / "sae_drop"
     resources = default_resources()
     assert resources["device"].device == "cpu"
+    assert resources["lake"].root == str(tmp_path / "home" / "lake")
     labeller, neuronpedia = resources["labeller"], resources["neuronpedia"]
     assert (labeller.backend, labeller.base_url, labeller.model) == ("openai", "http://127.0.0.1:8000/v1",
                                                                      "gpt-4o-mini")
@@ -227,7 +227,6 @@ def test_accessors_parse_what_is_set(monkeypatch: pytest.MonkeyPatch, tmp_path: 
 def test_table_defaults_are_the_code_defaults() -> None:
     from sae_assets.catalog import DEFAULT_CATALOG_PATH
     from sae_assets.resources.corpus import OFFLINE_WIKI
-    from sae_assets.resources.lake import DEFAULT_LAKE_ROOT
     from sae_assets.resources.neuronpedia import DEFAULT_API_URL, DEFAULT_S3_URL
 
     default = {s.name: s.default for s in settings.SETTINGS}
@@ -235,4 +234,4 @@ def test_table_defaults_are_the_code_defaults() -> None:
     assert default[settings.NEURONPEDIA_API_URL] == f"`{DEFAULT_API_URL}`"
     assert default[settings.CORPUS] == f"`{OFFLINE_WIKI}`"
     assert default[settings.CATALOG] == f"`{DEFAULT_CATALOG_PATH.relative_to(REPO_ROOT)}`"
-    assert f"`{DEFAULT_LAKE_ROOT}`" in default[settings.LAKE]
+    assert f"`{settings.DEFAULT_LAKE_ROOT}`" in default[settings.LAKE]

@@ -34,7 +34,7 @@ def default_resources() -> dict[str, dg.ConfigurableResource]:
         device=settings.get(settings.DEVICE, settings.DEFAULT_DEVICE),
         dtype=settings.get(settings.DTYPE, settings.DEFAULT_DTYPE),
     )
-    lake = LakeResource()
+    lake = LakeResource(root=settings.lake_root(), files_root=settings.files_root())
     neuronpedia_key = dg.EnvVar(settings.NEURONPEDIA_API_KEY) if settings.is_set(settings.NEURONPEDIA_API_KEY) else None
     return {
         "device": device,

@@ -15,27 +15,18 @@ from sae_assets import settings
 from sae_assets.storage import delta, read_check
 from sae_assets.storage.read_check import LakeReadError
 
-__all__ = ["DEFAULT_LAKE_ROOT", "LakeReadError", "LakeResource", "default_lake_root"]
-
-DEFAULT_LAKE_ROOT = "dagster_home/lake"
-
-
-def default_lake_root() -> str:
-    """``SAE_ASSETS_LAKE``, else ``$DAGSTER_HOME/lake``, else ``dagster_home/lake``."""
-    if lake := settings.nonempty(settings.LAKE):
-        return lake
-    if home := settings.nonempty(settings.DAGSTER_HOME):
-        return str(Path(home) / "lake")
-    return DEFAULT_LAKE_ROOT
+__all__ = ["LakeReadError", "LakeResource"]
 
 
 class LakeResource(dg.ConfigurableResource):
-    """Where every asset's Delta table lives: ``<root>/<asset name>``."""
+    """Where every asset's Delta table lives: ``<root>/<asset name>``. Configured like the other resources: the
+    platform's values come from :mod:`sae_assets.settings` through ``defs/resources.py``; the resource itself
+    reads no environment."""
 
-    root: str = Field(default_factory=default_lake_root,
+    root: str = Field(default=settings.DEFAULT_LAKE_ROOT,
                       description="Lake root: a local path or a deltalake URI such as s3://bucket/lake.")
     files_root: str | None = Field(
-        default_factory=lambda: settings.nonempty(settings.FILES),
+        default=None,
         description="Local directory for files that are not tables (trained SAE weights, exports); "
         "default: the lake root when it is local. Needed when the lake is on object storage.",
     )

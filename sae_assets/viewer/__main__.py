@@ -15,23 +15,22 @@ import sys
 from pathlib import Path
 from urllib.parse import quote
 
+from sae_assets import settings
 from sae_assets.viewer.server import list_models, make_server, plotly_js
 
 log = logging.getLogger("sae_assets.viewer")
 
 
 def default_lake() -> str:
-    """The lake the platform uses (the ``lake`` resource's default root)."""
-    from sae_assets.resources.lake import default_lake_root
-
-    return default_lake_root()
+    """The lake the platform uses (:func:`sae_assets.settings.lake_root`, as the ``lake`` resource's root)."""
+    return settings.lake_root()
 
 
 def default_exports(lake: str | None = None) -> Path:
     """``<files>/exports/feature_map`` of ``lake`` (default: the platform's)."""
     from sae_assets.resources.lake import LakeResource
 
-    resource = LakeResource() if lake is None else LakeResource(root=lake)
+    resource = LakeResource(root=lake or settings.lake_root(), files_root=settings.files_root())
     return resource.local_dir("exports", "feature_map")
 
 

@@ -5,18 +5,29 @@ from pathlib import Path
 import polars as pl
 import pytest
 
+from sae_assets import settings
 from sae_assets.resources.lake import LakeReadError, LakeResource
 
 
-def test_default_root_follows_env(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+def test_the_platform_lake_follows_settings_and_the_resource_reads_no_env(monkeypatch: pytest.MonkeyPatch,
+                                                                         tmp_path: Path) -> None:
+    from sae_assets.defs.resources import default_resources
+    from sae_assets.viewer.__main__ import default_lake
+
     monkeypatch.delenv("SAE_ASSETS_LAKE", raising=False)
+    monkeypatch.delenv("SAE_ASSETS_FILES", raising=False)
     monkeypatch.setenv("DAGSTER_HOME", str(tmp_path / "home"))
-    assert LakeResource().root_uri == str(tmp_path / "home" / "lake")
+    assert default_resources()["lake"].root_uri == str(tmp_path / "home" / "lake") == default_lake()
     monkeypatch.setenv("SAE_ASSETS_LAKE", "s3://bucket/lake/")
-    assert LakeResource().table_uri("sae_decoder") == "s3://bucket/lake/sae_decoder"
+    monkeypatch.setenv("SAE_ASSETS_FILES", str(tmp_path / "files"))
+    lake = default_resources()["lake"]
+    assert lake.table_uri("sae_decoder") == "s3://bucket/lake/sae_decoder" and default_lake() == "s3://bucket/lake/"
+    assert lake.files_root == str(tmp_path / "files")
+    bare = LakeResource()  # configured only by what it is given, like the other resources
+    assert (bare.root, bare.files_root) == (settings.DEFAULT_LAKE_ROOT, None)
     monkeypatch.delenv("DAGSTER_HOME")
     monkeypatch.delenv("SAE_ASSETS_LAKE")
-    assert LakeResource().root == "dagster_home/lake"
+    assert settings.lake_root() == "dagster_home/lake" == default_lake()
 
 
 def test_remote_lake_needs_a_local_files_root(tmp_path: Path) -> None:
