@@ -22,6 +22,7 @@ import numpy as np
 import polars as pl
 
 from sae_assets.core.common.list_columns import list_matrix
+from sae_assets.core.common.similarity import unit_rows
 from sae_assets.core.labels.choice import shown_label
 from sae_assets.viewer import sections as s
 from sae_assets.viewer.lake_tables import LakeTables, Partition
@@ -270,7 +271,7 @@ def _embedding_matrices(part: Partition) -> dict[str, tuple[np.ndarray, np.ndarr
     for (name,), group in sorted(frame.group_by("embedding_model"), key=lambda g: str(g[0][0])):
         group = group.sort("feature")
         out[str(name)] = (group["feature"].to_numpy().astype(np.int64),
-                          s.unit_rows(list_matrix(group["embedding"], np.float32)))
+                          unit_rows(list_matrix(group["embedding"], np.float32)))
     return out
 
 

@@ -14,6 +14,8 @@ from typing import Any
 import numpy as np
 import polars as pl
 
+from sae_assets.core.common.ranking import top_order
+from sae_assets.core.common.similarity import phi_rows, phi_scale
 from sae_assets.viewer.lake_tables import asset_of
 
 HISTOGRAM_BINS = 20
@@ -61,15 +63,10 @@ def labelled(features: Sequence[int], labels: Mapping[int, str], **columns: Sequ
             for i, f in enumerate(features)]
 
 
-def top_order(scores: np.ndarray, ids: np.ndarray, n: int = TOP_N) -> np.ndarray:
-    """Positions of the ``n`` largest ``scores``, largest first, ties by lower id (as SFAL ranks)."""
-    if len(scores) > 4 * n:  # only the candidates that can make the cut are sorted
-        cut = np.partition(scores, len(scores) - n)[len(scores) - n]
-        candidates = np.flatnonzero(scores >= cut)
-    else:
-        candidates = np.arange(len(scores))
-    order = np.lexsort((ids[candidates], -scores[candidates]))
-    return candidates[order[:n]]
+def top_positions(scores: np.ndarray, n: int = TOP_N) -> np.ndarray:
+    """Positions of the ``n`` largest of ``scores [m]`` (all m when fewer), largest first, ties by lower position
+    (callers keep positions in feature order, so ties go to the lower feature, as SFAL ranks)."""
+    return top_order(scores[None, :], min(n, len(scores)))[0]
 
 
 def examples_section(rows: pl.DataFrame) -> dict[str, Any]:
@@ -116,36 +113,33 @@ def histogram_section(rows: pl.DataFrame, bins: int = HISTOGRAM_BINS) -> dict[st
 
 def cooccurring_section(row: Mapping[str, Any], marginals: np.ndarray, labels: Mapping[int, str],
                         n: int = TOP_N) -> dict[str, Any]:
-    """The ``n`` partners with the largest Phi (``phi_from_counts``'s formula, 0 where undefined) among those
-    sharing a window with the feature: ``(N c_ij - c_i c_j) / sqrt(c_i (N - c_i) c_j (N - c_j))``."""
+    """The ``n`` partners with the largest Phi (:func:`~sae_assets.core.common.similarity.phi_rows`, SFAL's
+    formula: 0 where undefined) among those sharing a window with the feature:
+    ``(N c_ij - c_i c_j) / sqrt(c_i (N - c_i) c_j (N - c_j))``."""
     partners = np.asarray(row["partners"] or [], dtype=np.int64)
     counts = np.asarray(row["counts"] or [], dtype=np.float64)
-    total, c_i = float(row["n_windows"]), float(row["marginal"])
+    total, c_i = int(row["n_windows"]), np.array([float(row["marginal"])])
     inside = partners < len(marginals)
-    partners, counts = partners[inside], counts[inside]
+    by_feature = np.argsort(partners[inside], kind="stable")  # the scan writes them ascending already
+    partners, counts = partners[inside][by_feature], counts[inside][by_feature]
     c_j = marginals[partners].astype(np.float64)
-    spread = c_i * (total - c_i) * c_j * (total - c_j)
-    with np.errstate(divide="ignore", invalid="ignore"):
-        phi = np.where(spread > 0, (total * counts - c_i * c_j) / np.sqrt(np.where(spread > 0, spread, 1.0)), 0.0)
-    top = top_order(phi, partners, n)
-    return ok(n_windows=int(total), marginal=int(c_i), n_partners=len(partners),
+    phi = phi_rows(counts[None, :].copy(), total, c_i, c_j, phi_scale(c_i, total), phi_scale(c_j, total))[0]
+    top = top_positions(phi, n)
+    return ok(n_windows=total, marginal=int(c_i[0]), n_partners=len(partners),
               partners=labelled(partners[top].tolist(), labels, phi=phi[top].tolist(), count=counts[top].astype(
                   np.int64).tolist(), marginal=c_j[top].astype(np.int64).tolist()))
 
 
 def cosine_neighbours(matrix: np.ndarray, features: np.ndarray, position: int, labels: Mapping[int, str],
                       n: int = TOP_N) -> list[dict[str, Any]]:
-    """The ``n`` rows of the unit-row ``matrix`` most similar to row ``position`` (itself excluded)."""
+    """The ``n`` rows of the unit-row ``matrix`` (rows in ``features`` order, ascending) most similar to row
+    ``position`` (itself excluded; rows whose similarity is not a number neither)."""
     sims = (matrix @ matrix[position]).astype(np.float64)
     sims[position] = -np.inf
-    top = top_order(sims, features, n)
+    sims[np.isnan(sims)] = -np.inf
+    top = top_positions(sims, n)
     top = top[np.isfinite(sims[top])]
     return labelled(features[top].tolist(), labels, similarity=sims[top].tolist())
-
-
-def unit_rows(matrix: np.ndarray) -> np.ndarray:
-    norms = np.linalg.norm(matrix, axis=1, keepdims=True)
-    return np.divide(matrix, norms, out=np.zeros_like(matrix), where=norms > 0)
 
 
 def first_row(frame: pl.DataFrame) -> dict[str, Any] | None:

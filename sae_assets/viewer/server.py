@@ -37,7 +37,7 @@ from starlette.routing import Mount, Route, Router
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from sae_assets.catalog.entries import MODEL_KEY_PATTERN
-from sae_assets.core.feature_map.layout import LAYER_FILE, MANIFEST
+from sae_assets.core.feature_map.export_names import LAYER_FILE, MANIFEST
 from sae_assets.viewer.api import FeatureApi
 from sae_assets.viewer.feature_data import FeatureReader
 
