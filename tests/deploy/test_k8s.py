@@ -3,28 +3,27 @@ builds for GPU and CPU steps, and the Helm values."""
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-
+import dagster as dg
+import pytest
 import yaml
 from dagster_k8s.job import DagsterK8sJobConfig, construct_dagster_k8s_job, get_user_defined_k8s_config
 
 from sae_assets.definitions import defs
+from sae_assets.defs.executors import executor_from_env
 from tests.conftest import REPO_ROOT
 
 
-def test_definitions_load_with_the_k8s_executor() -> None:
-    code = ("from sae_assets.definitions import defs; import json; "
-            "print(json.dumps([defs.executor.name, defs.executor.config_schema is not None]))")
-    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, cwd=REPO_ROOT, timeout=300,
-                         env={**os.environ, "SAE_ASSETS_EXECUTOR": "k8s", "SAE_ASSETS_K8S_NAMESPACE": "sae"})
-    assert out.returncode == 0, out.stderr[-2000:]
-    assert json.loads(out.stdout.strip().splitlines()[-1])[0] == "k8s"
-    bad = subprocess.run([sys.executable, "-c", "import sae_assets.definitions"], capture_output=True, text=True,
-                         cwd=REPO_ROOT, timeout=300, env={**os.environ, "SAE_ASSETS_EXECUTOR": "slurm"})
-    assert bad.returncode != 0 and "must be in_process, multiprocess or k8s, not 'slurm'" in bad.stderr
+def test_definitions_load_with_the_k8s_executor(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setenv("SAE_ASSETS_EXECUTOR", "k8s")
+    monkeypatch.setenv("SAE_ASSETS_K8S_NAMESPACE", "sae")
+    executor = executor_from_env()
+    assert executor.name == "k8s" and executor.config_schema is not None
+    with_k8s = dg.Definitions(assets=defs.assets, jobs=defs.jobs, sensors=defs.sensors, schedules=defs.schedules,
+                              asset_checks=defs.asset_checks, resources=defs.resources, executor=executor)
+    assert with_k8s.resolve_job_def("full_pipeline").executor_def.name == "k8s"
+    monkeypatch.setenv("SAE_ASSETS_EXECUTOR", "slurm")
+    with pytest.raises(ValueError, match="must be in_process, multiprocess or k8s, not 'slurm'"):
+        executor_from_env()
 
 
 def _step_pod(asset: str):
