@@ -39,11 +39,10 @@ __all__ = ["MODEL_KEY_PATTERN", "Catalog", "CatalogEntry", "CatalogError", "Lang
            "parse_catalog", "parse_entry", "validate_model_key"]
 
 DEFAULT_CATALOG_PATH = Path(__file__).with_name("catalog.yaml")
-CATALOG_ENV_VAR = settings.CATALOG
 
 
 def catalog_path() -> Path:
-    return Path(settings.nonempty(CATALOG_ENV_VAR) or DEFAULT_CATALOG_PATH)
+    return Path(settings.nonempty(settings.CATALOG) or DEFAULT_CATALOG_PATH)
 
 
 def load_catalog(path: str | Path | None = None, drop_folder: str | Path | None = None) -> Catalog:
@@ -53,7 +52,7 @@ def load_catalog(path: str | Path | None = None, drop_folder: str | Path | None 
     try:
         mtime_ns = p.stat().st_mtime_ns
     except OSError as err:
-        raise CatalogError(f"SAE catalog {p} does not exist (set {CATALOG_ENV_VAR} to a YAML file).") from err
+        raise CatalogError(f"SAE catalog {p} does not exist (set {settings.CATALOG} to a YAML file).") from err
     base = _load_cached(p.resolve(), mtime_ns)
     return cached_with_drop_folder(base, Path(drop_folder) if drop_folder is not None else default_drop_folder())
 

@@ -23,12 +23,10 @@ from sae_assets.catalog.entries import Catalog, CatalogEntry, SaeSourceSpec, val
 from sae_assets.catalog.errors import CatalogError
 from sae_assets.catalog.sae_files import SaeFileError, check_directory
 
-DROP_ENV_VAR = settings.SAE_DROP
-
 
 def default_drop_folder() -> Path:
     """``SAE_ASSETS_SAE_DROP``, else ``$DAGSTER_HOME/sae_drop``, else the repo's ``dagster_home/sae_drop``."""
-    if folder := settings.nonempty(DROP_ENV_VAR):
+    if folder := settings.nonempty(settings.SAE_DROP):
         return Path(folder).expanduser()
     home = settings.get(settings.DAGSTER_HOME)
     home_dir = Path(home).expanduser() if home else Path(__file__).resolve().parents[2] / "dagster_home"

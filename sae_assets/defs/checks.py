@@ -17,7 +17,6 @@ from sae_assets.core.common.progress import Progress, tracked
 from sae_assets.defs.partitions import model_and_layer, model_layer_partitions, model_partitions
 from sae_assets.resources.lake import LakeResource
 
-EV_FLOOR_ENV_VAR = settings.MIN_EXPLAINED_VARIANCE
 PREVIEW_ROWS = 5
 CHECK_BATCH_ROWS = 4096
 """Rows per block a rule reads (the co-occurrence histograms of a 32k-latent SAE do not fit in memory whole)."""
@@ -177,7 +176,8 @@ def row_count_check(asset: str, key: dg.AssetKey) -> dg.AssetChecksDefinition:
 @dg.asset_check(asset="trained_sae", name="explained_variance_floor", blocking=True,
                 partitions_def=model_layer_partitions,
                 description="Held-out explained variance of the trained SAE is at least the floor "
-                f"({EV_FLOOR_ENV_VAR}, default 0.5); blocking: below it the decoder is not published, nor scanned.")
+                f"({settings.MIN_EXPLAINED_VARIANCE}, default 0.5); blocking: below it the decoder is not published, "
+                "nor scanned.")
 def trained_ev_floor(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
     model, layer = _partition(context)
     if (missing := _missing(lake, "trained_sae")) is not None:
@@ -190,7 +190,7 @@ def trained_ev_floor(context: dg.AssetCheckExecutionContext, lake: LakeResource)
 @dg.asset_check(asset="feature_stats", name="scan_explained_variance_floor", blocking=True,
                 partitions_def=model_layer_partitions,
                 description="The explained variance the scan measured (any SAE source, pretrained included) is at "
-                f"least the floor ({EV_FLOOR_ENV_VAR}); blocking for what reads the scan.")
+                f"least the floor ({settings.MIN_EXPLAINED_VARIANCE}); blocking for what reads the scan.")
 def scan_ev_floor(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult:
     records = context.instance.fetch_materializations(
         dg.AssetRecordsFilter(asset_key=dg.AssetKey("feature_stats"), asset_partitions=[context.partition_key]),

@@ -47,9 +47,3 @@ def register_models(instance: dg.DagsterInstance, model_keys: Iterable[str],
     if new:
         instance.add_dynamic_partitions(MODEL_PARTITIONS_NAME, new)
     return new
-
-
-def catalog_partition_keys(model_key: str, catalog: Catalog | None = None) -> list[dg.MultiPartitionKey]:
-    """Every model × layer key that has an SAE for ``model_key``."""
-    entry = (catalog or load_catalog()).entry(model_key)
-    return [partition_key(model_key, layer) for layer in entry.layers]
