@@ -1,9 +1,10 @@
 """Feature similarity maths written once for the pipeline (torch) and the viewer (numpy): unit rows for cosine
 similarity, and the phi coefficient from co-occurrence counts.
 
-Each function takes numpy arrays or torch tensors alike and returns the same kind, with the same arithmetic in
-the same order, so SFAL's blocks and the viewer's feature page get the same bits from the same counts. This module
-imports no torch (the viewer's process never loads it): a tensor's own library is found from the tensor.
+:func:`unit_rows` and :func:`phi_rows` take numpy arrays or torch tensors alike and return the same kind, with the
+same arithmetic in the same order; :func:`phi_scale` is numpy's for both (d values per call). So SFAL's blocks and
+the viewer's feature page get the same Phi bits from the same counts. This module imports no torch (the viewer's
+process never loads it): a tensor's own library is found from the tensor.
 """
 
 from __future__ import annotations
