@@ -24,6 +24,7 @@ import polars as pl
 
 from sae_assets.core.clusters.analysis import cluster_summary, select_representatives
 from sae_assets.core.common.progress import Report
+from sae_assets.core.common.similarity import unit_rows
 from sae_assets.core.common.umap_cache import load_umap
 from sae_assets.core.common.umap_progress import umap_tqdm_kwds
 
@@ -150,7 +151,7 @@ def reduce(vectors: np.ndarray, cfg: ClusterConfig, report: Report | None = None
     if n == 0:
         return np.zeros((0, k), dtype=np.float32), "no points"
     if cfg.metric == "cosine":
-        x = x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+        x = unit_rows(x)
     steps = []
     if cfg.pca_components is not None and dim > cfg.pca_components and n > 1:
         if report is not None:

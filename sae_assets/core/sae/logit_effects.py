@@ -40,6 +40,7 @@ import torch
 
 from sae_assets.core.common.language_model import Unembedding
 from sae_assets.core.common.progress import Progress, Report
+from sae_assets.core.common.similarity import unit_rows
 
 FinalNorm = Literal["none", "fold"]
 MIB = 1 << 20
@@ -175,7 +176,7 @@ def compute_logit_effects(w_dec: torch.Tensor, unembedding: Unembedding,
         for first in range(0, d_sae, block):
             rows = w_dec[first:first + block].to(device=dev, dtype=torch.float32)
             if config.unit_decoder:
-                rows = rows / rows.norm(dim=1, keepdim=True).clamp_min(torch.finfo(torch.float32).tiny)
+                rows = unit_rows(rows)
             logits = rows @ w_u  # [block, vocab]
             if not cuda:
                 peak_rss = max(peak_rss, process.memory_info().rss)
