@@ -103,6 +103,22 @@ def wait_for_gpu_slot(instance: dg.DagsterInstance, proc: subprocess.Popen, star
     pytest.fail(f"no run held the gpu slot after {timeout_s:.0f} s:\n{log.read_text()[-3000:]}")
 
 
+def kill_while_it_holds_the_slot(instance: dg.DagsterInstance, proc: subprocess.Popen, started: Path,
+                                 log: Path) -> str:
+    """Once ``proc``'s run holds the gpu slot (and recovery leaves it alone, being alive), ``kill -9`` it; the run's
+    id. The process is reaped whatever happens."""
+    try:
+        killed = wait_for_gpu_slot(instance, proc, started, log, timeout_s=120)
+        assert reap_dead_runs(instance, dry_run=True) == []  # a live run of another process is left alone
+        proc.send_signal(signal.SIGKILL)
+        proc.wait(timeout=30)
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait(timeout=30)
+    return killed
+
+
 def failure_message(instance: dg.DagsterInstance, run_id: str) -> str:
     return "\n".join(e.dagster_event.message or "" for e in instance.all_logs(
         run_id, of_type=dg.DagsterEventType.RUN_FAILURE))
@@ -130,15 +146,7 @@ def test_a_killed_run_is_failed_its_gpu_slot_freed_and_nothing_is_lost(tmp_path:
     with open(log, "wb") as out:
         proc = subprocess.Popen(cli_materialize(2, {"lake_root": lake, "hang_s": 120, "started_file": str(started)}),
                                 cwd=REPO_ROOT, env=env, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        killed = wait_for_gpu_slot(instance, proc, started, log, timeout_s=120)
-        assert reap_dead_runs(instance, dry_run=True) == []  # a live run of another process is left alone
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
+    killed = kill_while_it_holds_the_slot(instance, proc, started, log)
     pid = int(started.read_text())
     assert proc.pid == pid  # the CLI process ran the step (in-process executor)
     assert instance.get_run_by_id(killed).status == dg.DagsterRunStatus.STARTED
@@ -218,15 +226,7 @@ def test_a_killed_in_process_run_tagged_as_the_demo_tags_it_is_reaped(tmp_path: 
     with open(log, "wb") as out:
         proc = subprocess.Popen([sys.executable, "-c", PROBE_IN_PROCESS, json.dumps(config)], cwd=REPO_ROOT,
                                 env={**os.environ, "DAGSTER_HOME": str(home)}, stdout=out, stderr=subprocess.STDOUT)
-    try:
-        killed = wait_for_gpu_slot(instance, proc, started, log, timeout_s=120)
-        assert reap_dead_runs(instance, dry_run=True) == []  # alive
-        proc.send_signal(signal.SIGKILL)
-        proc.wait(timeout=30)
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-            proc.wait(timeout=30)
+    killed = kill_while_it_holds_the_slot(instance, proc, started, log)
     run = instance.get_run_by_id(killed)
     assert run is not None and run.tags[WORKER_HOST_TAG] == run_worker_tags()[WORKER_HOST_TAG]
     assert reap_dead_runs(instance) == [killed]
