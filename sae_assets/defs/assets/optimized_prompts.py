@@ -1,7 +1,6 @@
 """``optimized_prompts``: token sequences optimized to maximally activate the selected target features."""
 
 import time
-from collections.abc import Callable
 from typing import Literal
 
 import dagster as dg
@@ -13,8 +12,9 @@ from sae_assets.core.common.plots import lines_png
 from sae_assets.core.common.precision import compute_dtype, precision_name
 from sae_assets.core.common.progress import heartbeat
 from sae_assets.core.common.token_heatmap import token_heatmap_png
-from sae_assets.core.prompts.optimize import OptimizedPrompt, PromptOptConfig, optimize_features
+from sae_assets.core.prompts.optimize import PromptOptConfig, optimize_features
 from sae_assets.core.prompts.seeds import example_prompt
+from sae_assets.core.prompts.table import method_summary, prompts_frame
 from sae_assets.defs.assets.feature_clusters import feature_clusters
 from sae_assets.defs.automation import on_new_inputs
 from sae_assets.defs.budgets import with_budget
@@ -26,13 +26,6 @@ from sae_assets.defs.run_config import ConfigPair, core_config
 from sae_assets.resources.lake import LakeResource
 from sae_assets.resources.language_model import LanguageModelResource
 from sae_assets.resources.sae_source import SaeLoadError, SaeSourceResource
-
-PROMPT_SCHEMA = pl.Schema({
-    "feature": pl.Int32(), "method": pl.String(), "token_ids": pl.List(pl.Int64), "tokens": pl.List(pl.String),
-    "text": pl.String(), "activation": pl.Float64(), "dataset_max_activation": pl.Float64(), "ratio": pl.Float64(),
-    "cross_entropy": pl.Float64(), "steps": pl.Int32(), "stopped_early": pl.Boolean(),
-    "trajectory": pl.List(pl.Float64), "position_activations": pl.List(pl.Float64), "seconds": pl.Float64(),
-})
 
 
 class OptimizedPromptsConfig(dg.Config):
@@ -118,22 +111,6 @@ def _top_example_prompts(lake: LakeResource, model: str, layer: int, targets: li
     return out
 
 
-def _frame(results: list[OptimizedPrompt], dataset_max: dict[int, float],
-           decode: Callable[[list[int]], str]) -> pl.DataFrame:
-    rows = []
-    for r in results:
-        top = dataset_max.get(r.feature)
-        rows.append({
-            "feature": r.feature, "method": r.method, "token_ids": r.token_ids,
-            "tokens": r.token_strings or [str(t) for t in r.token_ids], "text": decode(r.token_ids),
-            "activation": r.activation, "dataset_max_activation": top,
-            "ratio": r.activation / top if top else None, "cross_entropy": r.cross_entropy, "steps": r.steps,
-            "stopped_early": r.stopped_early, "trajectory": r.trajectory,
-            "position_activations": r.position_activations, "seconds": r.seconds,
-        })
-    return pl.DataFrame(rows, schema=PROMPT_SCHEMA)
-
-
 def _heatmaps(frame: pl.DataFrame, examples: pl.DataFrame, n: int) -> bytes:
     rows = []
     for feature in frame["feature"].unique(maintain_order=True).to_list()[:n]:
@@ -187,23 +164,14 @@ def optimized_prompts(context: dg.AssetExecutionContext, config: OptimizedPrompt
     seconds = time.perf_counter() - start
     stats = lake.scan_partition("feature_stats", model, layer).filter(pl.col("feature").is_in(targets)).collect()
     dataset_max = dict(stats.select("feature", "max_activation").iter_rows())
-    frame = _frame(results, dataset_max, lambda ids: lm.tokenizer.decode(ids) if lm.tokenizer else "")
+    frame = prompts_frame(results, dataset_max, lambda ids: lm.tokenizer.decode(ids) if lm.tokenizer else "")
     written = lake.write_partition("optimized_prompts", frame, model, layer)
     examples = (lake.scan_partition("activation_examples", model, layer)
                 .filter((pl.col("kind") == "top") & (pl.col("rank") == 0) & pl.col("feature").is_in(targets))
                 .select("feature", "activation", "tokens", "token_activations").collect())
-    by_method = {}
-    for (method,), group in frame.group_by("method", maintain_order=True):
-        ratio = group["ratio"].drop_nulls().to_numpy()
-        activation, cross_entropy, steps_per_s = group.select(
-            pl.col("activation").mean(), pl.col("cross_entropy").mean(),
-            pl.col("steps").sum() / pl.col("seconds").sum()).row(0)
-        by_method[method] = {"targets": group.height, "mean_activation": round(float(activation), 4),
-                             "reached_dataset_max": round(float(np.mean(ratio >= 1)) if ratio.size else 0.0, 4),
-                             "mean_ratio": round(float(ratio.mean()) if ratio.size else 0.0, 4),
-                             "mean_cross_entropy": round(float(cross_entropy or 0.0), 3),
-                             "steps_per_second": round(float(steps_per_s), 2)}
-        context.log.info("%s: %s", method, by_method[method])
+    by_method = method_summary(frame)
+    for method, summary in by_method.items():
+        context.log.info("%s: %s", method, summary)
     curves = {f"{r['feature']} {r['method']}": (np.arange(len(r["trajectory"])), np.array(r["trajectory"]))
               for r in frame.head(12).iter_rows(named=True)}
     return dg.MaterializeResult(metadata={
