@@ -103,8 +103,8 @@ def serving_command(argv: list[str], url: str, cwd: Path, env: dict[str, str], t
             yield proc
         finally:  # the whole process group: `dagster dev` has a webserver and a daemon below it
             _kill_group(proc, signal.SIGTERM)
-            try:
-                proc.wait(timeout=30)
+            try:  # `dagster dev`'s webserver can wait tens of seconds on connections a browser left: not ours to wait
+                proc.wait(timeout=10)
             except subprocess.TimeoutExpired:
                 _kill_group(proc, signal.SIGKILL)
 

@@ -134,15 +134,6 @@ def test_the_jobs_table_lists_every_job() -> None:
     assert sorted(table) == sorted(jobs)
 
 
-def test_the_catalog_example_parses() -> None:
-    from sae_assets.catalog.entries import parse_catalog
-
-    snippet = re.search(r"```yaml\n(models:.*?)```", (DOCS / "configuration.md").read_text(), re.S)
-    assert snippet is not None
-    entry = parse_catalog(snippet.group(1)).entry("pythia-70m-deduped@res-sm")
-    assert list(entry.layers) == [0, 1, 2, 3, 4, 5]
-
-
 def test_relative_links_reach_a_file_and_heading() -> None:
     broken = []
     for page in _markdown_files():
