@@ -15,6 +15,20 @@ os.environ.setdefault("WANDB_MODE", "disabled")
 REPO_ROOT = Path(__file__).resolve().parent.parent
 pytest_plugins = ["tests.s3_server", "tests.readme_clone"]  # moto S3 (s3_options); the README clone
 
+LONGEST_FIRST = ("tests/ui/", "tests/defs/test_run_recovery.py", "tests/test_readme.py")
+"""Files whose tests wait minutes on servers and run workers: started first, so that with two workers (``-n 2
+--dist loadfile``, which hands out files in collection order) the short files fill the other worker meanwhile
+instead of leaving one worker alone at the end."""
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    def rank(item: pytest.Item) -> int:
+        return next((i for i, prefix in enumerate(LONGEST_FIRST) if item.nodeid.startswith(prefix)),
+                    len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: each file keeps its tests' order
+
+
 TEST_CATALOG = """
 models:
   smollm2-135m@test-res:
