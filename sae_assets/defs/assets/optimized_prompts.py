@@ -96,15 +96,21 @@ def _targets(config: OptimizedPromptsConfig, upstream: StepInputs) -> list[int]:
     return targets[: config.max_features] if config.max_features is not None else targets
 
 
-def _top_example_prompts(lake: LakeResource, model: str, layer: int, targets: list[int],
-                         length: int) -> dict[int, list[int]]:
+def _top_examples(upstream: StepInputs, targets: list[int]) -> pl.DataFrame:
+    """Each target's top dataset example (kind ``top``, rank 0), read once: where a search starts and what its
+    heatmap shows beside the optimized prompts."""
+    return (upstream.scan("activation_examples")
+            .filter((pl.col("kind") == "top") & (pl.col("rank") == 0) & pl.col("feature").is_in(targets))
+            .select("feature", "activation", "token_ids", "tokens", "token_activations", "token_position",
+                    "window_start").collect())
+
+
+def _top_example_prompts(top: pl.DataFrame, length: int) -> dict[int, list[int]]:
     """Target -> the ``length`` tokens of its top example ending at the peak (targets whose example is too short
     near the document's start are left out: they start from random tokens)."""
-    rows = (lake.scan_partition("activation_examples", model, layer)
-            .filter((pl.col("kind") == "top") & (pl.col("rank") == 0) & pl.col("feature").is_in(targets))
-            .select("feature", "token_ids", "token_position", "window_start").collect())
     out = {}
-    for feature, ids, position, window_start in rows.iter_rows():
+    for feature, ids, position, window_start in top.select("feature", "token_ids", "token_position",
+                                                           "window_start").iter_rows():
         prompt = example_prompt(ids, position - window_start, length, first=1 if window_start == 0 else 0)
         if prompt is not None:
             out[feature] = prompt
@@ -148,7 +154,8 @@ def optimized_prompts(context: dg.AssetExecutionContext, config: OptimizedPrompt
     upstream = StepInputs(lake, "optimized_prompts", model, layer)
     upstream.require("feature_stats", "activation_examples")
     targets = _targets(config, upstream)
-    init = _top_example_prompts(lake, model, layer, targets, config.length) if config.init == "top_example" else {}
+    top = _top_examples(upstream, targets)
+    init = _top_example_prompts(top, config.length) if config.init == "top_example" else {}
     try:
         cfg = config.prompt_config()
         loaded = sae_source.load(location)
@@ -162,13 +169,10 @@ def optimized_prompts(context: dg.AssetExecutionContext, config: OptimizedPrompt
     except (SaeLoadError, ValueError) as err:
         raise dg.Failure(f"optimized_prompts {model} layer {layer}: {err}") from err
     seconds = time.perf_counter() - start
-    stats = lake.scan_partition("feature_stats", model, layer).filter(pl.col("feature").is_in(targets)).collect()
+    stats = upstream.scan("feature_stats").filter(pl.col("feature").is_in(targets)).collect()
     dataset_max = dict(stats.select("feature", "max_activation").iter_rows())
     frame = prompts_frame(results, dataset_max, lambda ids: lm.tokenizer.decode(ids) if lm.tokenizer else "")
     written = lake.write_partition("optimized_prompts", frame, model, layer)
-    examples = (lake.scan_partition("activation_examples", model, layer)
-                .filter((pl.col("kind") == "top") & (pl.col("rank") == 0) & pl.col("feature").is_in(targets))
-                .select("feature", "activation", "tokens", "token_activations").collect())
     by_method = method_summary(frame)
     for method, summary in by_method.items():
         context.log.info("%s: %s", method, summary)
@@ -182,5 +186,5 @@ def optimized_prompts(context: dg.AssetExecutionContext, config: OptimizedPrompt
         **{f"reached_dataset_max[{m}]": v["reached_dataset_max"] for m, v in by_method.items()},
         "trajectories": png_markdown(lines_png(curves, "best activation per step", "step", "activation"),
                                      "optimization trajectories"),
-        "heatmaps": png_markdown(_heatmaps(frame, examples, config.heatmaps), "token heatmaps"),
+        "heatmaps": png_markdown(_heatmaps(frame, top, config.heatmaps), "token heatmaps"),
     })
