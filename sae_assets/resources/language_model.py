@@ -6,10 +6,8 @@ every run of an in-process executor).
 
 from __future__ import annotations
 
-import importlib.util
 import logging
 import threading
-from pathlib import Path
 from typing import Any
 
 import dagster as dg
@@ -19,6 +17,7 @@ from sae_assets.catalog import LanguageModelSpec
 from sae_assets.core.common.language_model import LanguageModel
 from sae_assets.resources.device import DeviceResource, resolve_dtype
 from sae_assets.resources.gguf_cache import load_gguf_cached
+from sae_assets.resources.gguf_location import ModelLoadError, gguf_path
 from sae_assets.resources.gguf_parsing import parsed_once
 
 log = logging.getLogger(__name__)
@@ -27,16 +26,16 @@ _CACHE: dict[tuple, LanguageModel] = {}
 _LOCK = threading.Lock()
 
 
-class ModelLoadError(RuntimeError):
-    """A language model could not be loaded; the message names what was tried."""
+__all__ = ["LanguageModelResource", "ModelLoadError", "load_hf_model", "load_language_model"]
 
 
-def package_dir(package: str) -> Path:
-    """The folder of an installed package, found without importing it."""
-    spec = importlib.util.find_spec(package)
-    if spec is None or not spec.submodule_search_locations:
-        raise ModelLoadError(f"Python package {package!r} is not installed (run scripts/setup).")
-    return Path(next(iter(spec.submodule_search_locations)))
+def name_architecture(hf_model: Any) -> Any:
+    """Give the config its ``architectures`` where the source left it empty (a GGUF file's config has none:
+    transformers builds it from the GGUF metadata), so TransformerLens's bridge can find its adapter; the class
+    transformers chose (``Gemma3ForCausalLM``) is the one a hub config names."""
+    if not getattr(hf_model.config, "architectures", None):
+        hf_model.config.architectures = [type(hf_model).__name__]
+    return hf_model
 
 
 def load_hf_model(spec: LanguageModelSpec, dtype: torch.dtype) -> tuple[Any, Any]:
@@ -44,25 +43,21 @@ def load_hf_model(spec: LanguageModelSpec, dtype: torch.dtype) -> tuple[Any, Any
     the hub."""
     from transformers import AutoModelForCausalLM, AutoTokenizer
 
-    gguf_folder = package_dir(spec.gguf_package) if spec.gguf_package else (
-        Path(spec.local_path) if spec.local_path else None)
-    if gguf_folder is not None and spec.gguf_file:  # the catalog requires gguf_file with gguf_package
-        folder = gguf_folder
-        if not (folder / spec.gguf_file).exists():
-            raise ModelLoadError(f"GGUF file {spec.gguf_file!r} not found in {folder}.")
-        gguf = folder / spec.gguf_file
-
+    gguf = gguf_path(spec)
+    if gguf is not None:
         def dequantize() -> tuple[Any, Any]:
             log.info("Loading %s from GGUF %s (dequantized to %s)", spec.hub_id, gguf, dtype)
             with parsed_once():
-                return (AutoModelForCausalLM.from_pretrained(folder, gguf_file=spec.gguf_file, dtype=dtype),
-                        AutoTokenizer.from_pretrained(folder, gguf_file=spec.gguf_file))
+                return (name_architecture(AutoModelForCausalLM.from_pretrained(
+                            gguf.parent, gguf_file=gguf.name, dtype=dtype)),
+                        AutoTokenizer.from_pretrained(gguf.parent, gguf_file=gguf.name))
 
-        return load_gguf_cached(gguf, dtype, dequantize)
+        model, tokenizer = load_gguf_cached(gguf, dtype, dequantize)
+        return name_architecture(model), tokenizer
     source = spec.local_path or spec.hub_id
     tokenizer = AutoTokenizer.from_pretrained(source)
     model = AutoModelForCausalLM.from_pretrained(source, dtype=dtype)
-    return model, tokenizer
+    return name_architecture(model), tokenizer
 
 
 def load_language_model(spec: LanguageModelSpec, device: torch.device, dtype: torch.dtype) -> LanguageModel:

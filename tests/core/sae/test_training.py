@@ -5,7 +5,7 @@ import torch
 from sae_lens import SAE
 
 from sae_assets.core.sae.metrics import evaluate_sae
-from sae_assets.core.sae.training import SaeTrainingConfig, train_sae
+from sae_assets.core.sae.training import SaeTrainingConfig, collect_activations, train_sae
 
 
 def _sparse_data(n: int, seed: int = 0) -> torch.Tensor:
@@ -59,3 +59,22 @@ def test_bf16_autocast_training_learns_the_code_and_stores_float32() -> None:
     assert mixed.W_dec.dtype == torch.float32 and not torch.equal(full.W_dec, mixed.W_dec)
     ev_full, ev_mixed = (evaluate_sae(s, data[10_000:]).explained_variance for s in (full, mixed))
     assert ev_mixed > 0.6 and abs(ev_mixed - ev_full) < 0.05, (ev_full, ev_mixed)
+
+
+class _TokenIdModel:
+    """A stand-in language model whose hook activation at a position is its token id (d_model 3)."""
+
+    d_model = 3
+    bos_token_id = 1
+
+    def hook_activations(self, tokens: torch.Tensor, hook_name: str) -> torch.Tensor:
+        return tokens.float()[..., None].expand(*tokens.shape, 3)
+
+
+def test_activations_leave_out_every_bos_position() -> None:
+    """Position 0 and the BOS separators between packed documents are not trained on (Gemma's BOS activations
+    are ~20x the other tokens' norm); the other tokens keep their order, across LM batches."""
+    contexts = torch.tensor([[1, 5, 6, 1, 7], [1, 8, 1, 9, 10], [1, 11, 12, 13, 14]])
+    acts = collect_activations(_TokenIdModel(), contexts, "blocks.0.hook_resid_post", lm_batch_size=2)  # type: ignore[arg-type]
+    assert acts[:, 0].tolist() == [5, 6, 7, 8, 9, 10, 11, 12, 13, 14]
+    assert acts.dtype == torch.float32 and acts.shape == (10, 3)
