@@ -1,7 +1,9 @@
 """A Neuronpedia-shaped server on 127.0.0.1: S3 ListObjectsV2 (paged), gzipped JSONL batches, the API.
 
 It records the path and headers of every request (``received``), can answer chosen paths with a 302
-to another URL (``redirects``), and echoes a wrong x-api-key in its 401 body, as careless servers do."""
+to another URL (``redirects``), and echoes a wrong x-api-key in its 401 body, as careless servers do.
+:func:`source_export` builds what it serves for one Neuronpedia source in Neuronpedia's own layout;
+:data:`GEMMA_3_270M` is such a source: Gemma Scope 2's layer-12 residual SAE of Gemma 3 270M."""
 
 from __future__ import annotations
 
@@ -9,6 +11,7 @@ import gzip
 import json
 import threading
 import time
+from dataclasses import dataclass
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from urllib.parse import parse_qs, urlparse
 
@@ -98,3 +101,61 @@ class NeuronpediaServer:
 
     def __exit__(self, *exc) -> None:
         self.close()
+
+
+EXPORT_BATCH = 1024
+"""Explanations per export batch (``FEATURES_EXPLANATIONS_BATCH_SIZE`` of Neuronpedia's ``export-data.py``)."""
+
+
+@dataclass(frozen=True)
+class NeuronpediaSource:
+    """One Neuronpedia source (an SAE): its ids, and the explanations it holds as
+    ``feature index -> [(description, explainer model), ...]``."""
+
+    model_id: str
+    source_id: str
+    explanations: dict[int, list[tuple[str, str]]]
+
+    def records(self) -> list[dict]:
+        """The explanation rows as Neuronpedia's exporter writes them (the columns of its ``Explanation`` table,
+        ``index`` text, ``layer`` the source id), in its order: ``ORDER BY index`` on that text, so 10 before 2."""
+        rows = [{"id": f"np-{self.source_id}-{index}-{n}", "modelId": self.model_id, "layer": self.source_id,
+                 "index": str(index), "authorId": "default-creator", "description": description,
+                 "embedding": None, "typeName": "oai_token-act-pair", "explanationModelName": model,
+                 "umap_x": None, "umap_y": None, "umap_cluster": None, "umap_log_feature_sparsity": None}
+                for index, found in self.explanations.items() for n, (description, model) in enumerate(found)]
+        return sorted(rows, key=lambda r: r["index"])
+
+    def api_features(self) -> dict[str, dict]:
+        """``{modelId}/{sourceId}/{index}`` -> the API's feature JSON (its explanations with ``createdAt``)."""
+        by_index: dict[str, list[dict]] = {}
+        for row in self.records():
+            by_index.setdefault(row["index"], []).append({**row, "createdAt": "2025-12-19T00:00:00.000Z"})
+        return {f"{self.model_id}/{self.source_id}/{index}": {
+            "modelId": self.model_id, "layer": self.source_id, "index": index, "explanations": found}
+            for index, found in by_index.items()}
+
+
+def source_export(source: NeuronpediaSource, batch_size: int = EXPORT_BATCH) -> dict[str, list[dict] | bytes]:
+    """The source's S3 keys (``v1/{modelId}/{sourceId}/``) as Neuronpedia publishes them: the explanations in
+    ``explanations/batch-{n}.jsonl.gz``, ``batch_size`` rows each, beside ``source.jsonl`` (plain JSONL) and the
+    features' own batches (``features/batch-0.jsonl.gz``), which an explanations reader lists past."""
+    base, rows = f"v1/{source.model_id}/{source.source_id}/", source.records()
+    files: dict[str, list[dict] | bytes] = {f"{base}explanations/batch-{n}.jsonl.gz": rows[start:start + batch_size]
+                                            for n, start in enumerate(range(0, len(rows), batch_size))}
+    files[f"{base}source.jsonl"] = json.dumps({"id": source.source_id, "modelId": source.model_id,
+                                               "hasDashboards": True, "visibility": "PUBLIC"}).encode() + b"\n"
+    files[f"{base}features/batch-0.jsonl.gz"] = [{"modelId": source.model_id, "layer": source.source_id,
+                                                  "index": str(index)} for index in sorted(source.explanations)]
+    return files
+
+
+GEMMA_3_270M = NeuronpediaSource("gemma-3-270m", "12-gemmascope-2-res-16k", {
+    0: [("references to time of day", "gpt-4o-mini")],
+    2: [("the word 'the' after a preposition", "gpt-4o-mini")],
+    10: [("closing parentheses in code", "gpt-4o-mini"), ("code: closing brackets", "claude-4-5-haiku")],
+    511: [("French words inside English text", "gpt-4o-mini")],
+    16383: [("numbers in dates", "gpt-4o-mini")],
+})
+"""Made-up explanations of five features of ``gemma-3-270m/12-gemmascope-2-res-16k`` (layer 12 of the catalog's
+``gemma-3-270m@gemmascope-2-res-16k``), the last the 16k SAE's last feature; feature 10 has two explainers."""

@@ -13,6 +13,8 @@ from typing import Any, Literal
 import torch
 
 _BLOCK_HOOK = re.compile(r"^blocks\.(\d+)\.")
+_BYTE_PIECE = re.compile(r"^<0x[89A-Fa-f][0-9A-Fa-f]>$")
+"""A SentencePiece byte-fallback piece of a non-ASCII byte (0x80 to 0xFF)."""
 
 
 def hook_layer(hook_name: str) -> int:
@@ -73,8 +75,24 @@ class LanguageModel:
         return list(self.tokenizer(text, add_special_tokens=False)["input_ids"])
 
     def token_strings(self, ids: list[int]) -> list[str]:
-        """Each token id decoded on its own (spaces kept), for display in example windows."""
-        return [self.tokenizer.decode([i]) for i in ids]
+        """Each token id decoded on its own (spaces kept), for display in example windows: a function of the id
+        alone (the scan maps the distinct ids of all its windows at once), so a window's strings joined give back
+        its text wherever no character is split across tokens.
+
+        SentencePiece's byte-fallback tokens are where one is: Gemma spells a character its vocabulary lacks (a
+        no-break space, ``𝔘``) as its UTF-8 bytes, one token each (``<0xC2>`` ``<0xA0>``). Alone, each of the 128
+        non-ASCII byte tokens decodes to the same U+FFFD; they are shown as their piece (``<0xC2>``) instead,
+        which names the byte, so the strings stay distinct and a window's bytes can be read back. A byte token of
+        an ASCII byte decodes to its character (``<0x0D>``: a carriage return) and is kept so."""
+        strings = []
+        for i in ids:
+            text = self.tokenizer.decode([i])
+            if text == "\ufffd":
+                piece = self.tokenizer.convert_ids_to_tokens(i)
+                if isinstance(piece, str) and _BYTE_PIECE.match(piece):
+                    text = piece
+            strings.append(text)
+        return strings
 
     def unembedding(self) -> Unembedding:
         """``W_U [d_model, vocab]`` and the final norm's weight, from a ``TransformerBridge`` (the HF model's
