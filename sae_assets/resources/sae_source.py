@@ -14,6 +14,7 @@ import dagster as dg
 from sae_assets.catalog import SaeLocation
 from sae_assets.catalog.sae_files import CFG_FILE, SaeFileError, check_directory
 from sae_assets.resources.device import DeviceResource
+from sae_assets.resources.hub_errors import classify_hub_error, hub_endpoint
 from sae_assets.resources.lake import LakeResource
 
 log = logging.getLogger(__name__)
@@ -54,31 +55,48 @@ def trained_sae_dir(lake_root: Path, model_key: str, layer: int) -> Path:
     return lake_root / TRAINED_SAE_DIR / model_key / f"layer-{layer}"
 
 
-def saelens_repo_id(release: str | None) -> str | None:
-    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
-
-    entry = get_pretrained_saes_directory().get(release) if release else None
-    return entry.repo_id if entry is not None else None
+def _pretrained_failure(err: Exception, sae_id: str, release: str, repo: str, folder: str | None) -> str:
+    """One sentence on why SAELens could not fetch the SAE from the hub, and what to do about it."""
+    failure, endpoint = classify_hub_error(err), hub_endpoint()
+    where = f"folder {folder!r} of " if folder else ""
+    what = f"SAE {sae_id!r} of SAELens release {release!r} ({where}the Hugging Face hub repo {repo!r})"
+    if failure.kind == "offline":
+        return (f"Could not download {what}: it is not in the local Hugging Face cache and the hub is offline here "
+                f"(HF_HUB_OFFLINE is set); unset it where {endpoint} is reachable, or point the catalog entry at a "
+                "local SAELens directory.")
+    if failure.kind == "unreachable":
+        return (f"Could not reach the Hugging Face hub at {endpoint} to download {what}; check network access to it "
+                "(HF_ENDPOINT, proxies) or point the catalog entry at a local SAELens directory.")
+    if failure.kind == "file":
+        missing = f"has no file {failure.path!r}" if failure.path else "lacks its files"
+        return (f"The Hugging Face hub at {endpoint} {missing} for {what}: that SAE is not published there, so check "
+                "the catalog's sae.id and layers against the repo.")
+    if failure.kind == "repo":
+        return (f"The Hugging Face hub at {endpoint} has no repo {repo!r} (or it is private) for {what}; check the "
+                "catalog's sae.release, and HF_TOKEN for a private repo.")
+    if failure.kind == "access":
+        return (f"The Hugging Face hub at {endpoint} refused access to {what}; accept the repo's terms on the hub and "
+                "set HF_TOKEN to a token that may read it.")
+    return f"Could not load {what} ({type(err).__name__}: {err})."
 
 
 def _load_pretrained(location: SaeLocation, device: str) -> tuple[Any, str]:
     from sae_lens import SAE
+    from sae_lens.loading.pretrained_saes_directory import get_pretrained_saes_directory
 
     release, sae_id = location.entry.sae.release, location.entry.sae_id(location.layer)
-    repo = saelens_repo_id(release)
-    if repo is None:
+    entry = get_pretrained_saes_directory().get(release) if release else None
+    if release is None or entry is None:
         raise SaeLoadError(f"SAELens has no pretrained release {release!r} (model key {location.model_key!r}); "
                            "check the catalog's sae.release against SAELens's pretrained_saes.yaml.")
+    repo, folder = entry.repo_id, entry.saes_map.get(sae_id)
+    if folder is None:
+        raise SaeLoadError(f"SAELens release {release!r} has no SAE {sae_id!r} (model key {location.model_key!r} "
+                           f"layer {location.layer}); check the catalog's sae.id and layers against the release.")
     try:
         sae = SAE.from_pretrained(release, sae_id, device=device)
-    except ValueError as err:
-        raise SaeLoadError(f"SAELens release {release!r} has no SAE {sae_id!r}: {err}") from err
     except Exception as err:  # hub errors come as OSError, requests/httpx errors or HF's own classes
-        raise SaeLoadError(
-            f"Could not download SAE {sae_id!r} of release {release!r} from the Hugging Face hub repo "
-            f"{repo!r} ({type(err).__name__}: {err}). Check network access to the hub (HF_HUB_OFFLINE, "
-            "proxies) or point the catalog entry at a local SAELens directory."
-        ) from err
+        raise SaeLoadError(_pretrained_failure(err, sae_id, release, repo, folder)) from err
     return sae, f"SAELens {release} / {sae_id} ({repo})"
 
 
