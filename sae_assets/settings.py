@@ -29,6 +29,7 @@ NEURONPEDIA_S3_URL = "NEURONPEDIA_S3_URL"
 NEURONPEDIA_API_URL = "NEURONPEDIA_API_URL"
 NEURONPEDIA_API_KEY = "NEURONPEDIA_API_KEY"
 HF_TOKEN = "HF_TOKEN"
+HF_ENDPOINT = "HF_ENDPOINT"
 AUTOMATION = "SAE_ASSETS_AUTOMATION"
 EXPLANATIONS_CRON = "SAE_ASSETS_EXPLANATIONS_CRON"
 LAKE_MAINTENANCE_CRON = "SAE_ASSETS_LAKE_MAINTENANCE_CRON"
@@ -90,6 +91,8 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(NEURONPEDIA_API_URL, "`https://www.neuronpedia.org`", "where Neuronpedia's API is read"),
     Setting(NEURONPEDIA_API_KEY, "unset", "sent as `x-api-key` to the API (a secret: not shown in the UI)"),
     Setting(HF_TOKEN, "unset", "for gated hub models (Gemma, Llama); read by huggingface_hub"),
+    Setting(HF_ENDPOINT, "`https://huggingface.co`", "the hub (or a mirror of it) that models and SAELens releases are "
+            "downloaded from; read by huggingface_hub"),
     Setting(AUTOMATION, f"`{DEFAULT_AUTOMATION}`",
             "`stopped`: sensors and schedules start stopped (turn them on in the UI)"),
     Setting(EXPLANATIONS_CRON, f"`{DEFAULT_CRON}`", "when the weekly explanations refresh runs (cron, UTC)"),

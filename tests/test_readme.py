@@ -74,7 +74,9 @@ def test_readme_figures_are_the_codes() -> None:
     from sae_assets.defs.sensors import new_sae_sensor
 
     readme = (REPO_ROOT / "README.md").read_text()
-    demo = load_catalog(REPO_ROOT / "sae_assets" / "catalog" / "catalog.yaml").entry(MODEL)
+    catalog = load_catalog(REPO_ROOT / "sae_assets" / "catalog" / "catalog.yaml")
+    demo, gemma = catalog.entry(MODEL), catalog.entry("gemma-3-270m@demo-res")
+    scope = catalog.entry("gemma-3-270m@gemmascope-2-res-16k")
     cpu = PROFILES["cpu"]
     stated = {
         "layers 2, 4 and 6": list(demo.layers) == [2, 4, 6],
@@ -85,6 +87,9 @@ def test_readme_figures_are_the_codes() -> None:
         "262k tokens scanned": ActivationScanConfig.model_fields["max_tokens"].default == 262_144,
         "every feature labelled": "llm_max_features" not in PROFILES["gpu"].get("feature_labels", {}),
         "within 30 s": new_sae_sensor.minimum_interval_seconds == 30,
+        "layers 6 and 12": list(gemma.layers) == [6, 12],
+        "layers 5, 9, 12, 15": list(scope.layers) == [5, 9, 12, 15],
+        '"layer_12_width_16k_l0_medium"': scope.sae_id(12) == "layer_12_width_16k_l0_medium",
     }
     assert all(phrase in readme for phrase in stated), [p for p in stated if p not in readme]
     assert all(stated.values()), [p for p, ok in stated.items() if not ok]
