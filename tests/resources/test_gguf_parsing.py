@@ -7,8 +7,8 @@ import gguf
 import pytest
 import torch
 
-from sae_assets.resources.gguf_parsing import parsed_once
 from sae_assets.resources.gguf_location import package_dir
+from sae_assets.resources.gguf_parsing import parsed_once
 
 GGUF = "SmolLM2-135M-Instruct.Q4_1.gguf"
 
