@@ -75,3 +75,18 @@ def failure_text(result: dg.ExecuteInProcessResult) -> str:
 def lake_tables(lake_root: str) -> list[str]:
     root = Path(lake_root)
     return sorted(p.name for p in root.iterdir() if (p / "_delta_log").exists()) if root.exists() else []
+
+
+def run_platform_job(instance: dg.DagsterInstance, job_name: str, partition: str,
+                     run_config: dict | None = None) -> dg.ExecuteInProcessResult:
+    """The selection of the platform's job ``job_name`` (its assets and their checks), with the resources
+    :func:`~sae_assets.defs.resources.default_resources` binds from the environment *now*: the code location's own
+    binding is made when ``sae_assets.definitions`` is first imported, by whichever test of the process came first."""
+    from sae_assets.definitions import defs
+    from sae_assets.defs.jobs import jobs
+    from sae_assets.defs.resources import default_resources
+
+    job = next(j for j in jobs if j.name == job_name)
+    return dg.materialize([*(defs.assets or []), *(defs.asset_checks or [])], selection=job.selection,
+                          partition_key=partition, instance=instance, resources=default_resources(),
+                          run_config=run_config or {}, raise_on_error=False)

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from sae_assets.defs.partitions import partition_key, register_models
-from tests.defs.helpers import TINY_SCAN, TINY_TRAINING
+from tests.defs.helpers import TINY_SCAN, TINY_TRAINING, run_platform_job
 
 MODEL = "gemma-3-270m@test-res"
 CATALOG = """
@@ -46,12 +46,9 @@ def test_full_pipeline_on_gemma(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setenv("SAE_ASSETS_LAKE", str(tmp_path / "lake"))
     monkeypatch.setenv("SAE_ASSETS_BUDGET", "cpu")
     monkeypatch.setenv("SAE_ASSETS_MIN_EXPLAINED_VARIANCE", "0")
-    from sae_assets.definitions import defs
-
     with dg.instance_for_test() as instance:
         register_models(instance, [MODEL])
-        result = defs.resolve_job_def("full_pipeline").execute_in_process(
-            instance=instance, partition_key=partition_key(MODEL, 6), run_config=RUN_CONFIG, raise_on_error=False)
+        result = run_platform_job(instance, "full_pipeline", partition_key(MODEL, 6), RUN_CONFIG)
         failures = [e.message for e in result.all_events if e.is_step_failure]
         assert result.success, failures
     lake = tmp_path / "lake"
