@@ -70,6 +70,18 @@ def sae_encode(sae: Any, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
     return latents, captured[-1] if captured else latents
 
 
+def token_log_probs(logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+    """``log p(tokens[:, t + 1] | tokens[:, :t + 1])``, ``[batch, seq - 1]`` float32, from ``logits [batch, seq,
+    vocab]``: the target's logit minus the log-sum-exp over the vocabulary (what ``log_softmax`` then ``gather``
+    give, without the ``[batch, seq - 1, vocab]`` log-probabilities: one sequence at a time, so the log-sum-exp's
+    temporary is ``[seq - 1, vocab]``)."""
+    out = []
+    for row, ids in zip(logits[:, :-1], tokens[:, 1:].to(logits.device), strict=True):
+        row = row.float()  # float32 logits: no copy
+        out.append(row.gather(1, ids[:, None]).squeeze(1) - row.logsumexp(-1))
+    return torch.stack(out)
+
+
 def is_oom(err: BaseException) -> bool:
     return isinstance(err, torch.OutOfMemoryError) or "out of memory" in str(err).lower()
 
@@ -160,33 +172,46 @@ class FeatureObjective:
     def cross_entropy(self, logits: torch.Tensor, targets: torch.Tensor) -> torch.Tensor:
         """Mean next-token CE ``[batch]`` of the prompt tokens; ``targets`` are ids ``[batch, seq]`` or one-hot
         ``[batch, seq, vocab]`` (differentiable) of the whole sequence, BOS included."""
-        logp = logits[:, :-1].float().log_softmax(-1)  # [batch, seq - 1, vocab]
-        if logp.shape[1] == 0:
-            return logp.new_full((logits.shape[0],), math.nan)
+        if logits.shape[1] <= 1:
+            return logits.new_full((logits.shape[0],), math.nan, dtype=torch.float32)
         if targets.ndim == 2:
-            return -logp.gather(2, targets[:, 1:, None].to(logp.device)).squeeze(2).mean(1)
+            return -token_log_probs(logits, targets).mean(1)
+        logp = logits[:, :-1].float().log_softmax(-1)  # [batch, seq - 1, vocab]: its gradient needs every entry
         return -(targets[:, 1:].float() * logp).sum(-1).mean(1)
 
     def gradient(self, tokens: torch.Tensor) -> torch.Tensor:
         """Gradient ``[length, vocab]`` of the objective (``feature_values``' minus fluency_weight * CE) with
-        respect to the one-hot prompt ``tokens [length]``."""
-        one_hot = F.one_hot(tokens, self.W_E.shape[0]).to(self.W_E.dtype).requires_grad_()  # [length, vocab]
+        respect to the one-hot prompt ``tokens [length]``.
+
+        Straight-through, as autograd of ``one_hot @ W_E`` added to the model's own embeddings would give it, but
+        without that forward (a full pass over ``W_E``): a zero offset on the embeddings carries the gradient
+        ``[length, d_model]``, and the one-hot's is that times ``W_E^T`` (at the search's precision), plus, with
+        fluency, the CE's own term in its one-hot targets."""
         full = self.with_bos(tokens[None])
         weight = self.cfg.fluency_weight
+        offset = torch.zeros(tokens.shape[0], self.W_E.shape[1], dtype=self.W_E.dtype, device=self.device,
+                             requires_grad=True)  # [length, d_model]
 
         def embed(act: torch.Tensor, hook: Any) -> torch.Tensor:
-            emb = one_hot @ self.W_E  # [length, d_model]
-            # Straight-through: the model's own embedding values, the one-hot's gradient.
-            return act + F.pad(emb - emb.detach(), (0, 0, self.n_bos, 0))[None].to(act.dtype)
+            return act + F.pad(offset, (0, 0, self.n_bos, 0))[None].to(act.dtype)
 
         with torch.enable_grad():
             acts, logits = self.run(full, embed, logits=weight > 0)
             objective = self.reduce(self.feature_values(acts)[1], for_gradient=True)[0]
+            leaves = [offset]
             if weight > 0 and full.shape[1] > 1:
+                one_hot = F.one_hot(tokens, self.W_E.shape[0]).to(self.W_E.dtype).requires_grad_()  # [length, vocab]
                 targets = F.pad(one_hot, (0, 0, self.n_bos, 0))[None]  # BOS row zero: never a target
                 objective = objective - weight * self.cross_entropy(logits, targets)[0]
-            (grad,) = torch.autograd.grad(objective, one_hot, allow_unused=True)
-        return torch.zeros_like(one_hot, dtype=torch.float32) if grad is None else grad.float()
+                leaves.append(one_hot)
+            grads = torch.autograd.grad(objective, leaves, allow_unused=True)
+        grad = torch.zeros(tokens.shape[0], self.W_E.shape[0], dtype=torch.float32, device=self.device)
+        if grads[0] is not None:
+            with matmul_precision(self.compute_dtype, self.device):
+                grad += grads[0].mm(self.W_E.t()).float()
+        if len(grads) > 1 and grads[1] is not None:
+            grad += grads[1].float()
+        return grad
 
     @torch.inference_mode()
     def _score(self, tokens: torch.Tensor) -> Scores:

@@ -50,9 +50,11 @@ def optimize_discrete(model: LanguageModel, hook_name: str, sae: Any, feature: i
     progress = Progress(f"prompt for feature {feature}", cfg.max_steps, "steps", report, cfg.report_every_s)
     k = min(cfg.top_k, int(obj.allowed.sum()))
     stale, step, stopped, restarts = 0, 0, False, 0
+    top, top_of = torch.empty(0), None  # the candidate tokens of the gradient of prompt top_of
     for step in range(1, cfg.max_steps + 1):
-        grad = obj.gradient(tokens).masked_fill(~obj.allowed, -math.inf)  # [length, vocab]
-        top = grad.topk(k, dim=1).indices  # [length, k]
+        if top_of is None or not torch.equal(top_of, tokens):  # a kept prompt's gradient is the same: not redone
+            grad = obj.gradient(tokens).masked_fill(~obj.allowed, -math.inf)  # [length, vocab]
+            top, top_of = grad.topk(k, dim=1).indices, tokens  # [length, k]
         pos = torch.randint(cfg.length, (cfg.batch_size,), generator=obj.generator).to(obj.device)
         pick = torch.randint(k, (cfg.batch_size,), generator=obj.generator).to(obj.device)
         cands = tokens.repeat(cfg.batch_size, 1)  # [batch, length]: one swap each

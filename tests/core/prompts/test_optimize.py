@@ -233,3 +233,39 @@ def test_bf16_search_still_reports_a_float32_measurement(lm, sae) -> None:
     acts = clean(lm, sae, result.token_ids, 2)
     assert result.activation == pytest.approx(float(acts[-1]), abs=1e-5)
     assert result.position_activations == pytest.approx(acts.tolist(), abs=1e-5)
+
+
+def reference_gradient(obj: FeatureObjective, tokens: torch.Tensor) -> torch.Tensor:
+    """The gradient as first written: autograd through ``one_hot @ W_E`` (straight-through) and a full log-softmax."""
+    one_hot = torch.nn.functional.one_hot(tokens, obj.W_E.shape[0]).to(obj.W_E.dtype).requires_grad_()
+
+    def embed(act: torch.Tensor, hook) -> torch.Tensor:
+        emb = one_hot @ obj.W_E
+        return act + torch.nn.functional.pad(emb - emb.detach(), (0, 0, obj.n_bos, 0))[None].to(act.dtype)
+
+    weight = obj.cfg.fluency_weight
+    with torch.enable_grad():
+        acts, logits = obj.run(obj.with_bos(tokens[None]), embed, logits=weight > 0)
+        objective = obj.reduce(obj.feature_values(acts)[1], for_gradient=True)[0]
+        if weight > 0:
+            logp = logits[:, :-1].float().log_softmax(-1)
+            objective = objective + weight * (one_hot[None, 1:] * logp).sum(-1).mean(1)[0]
+        (grad,) = torch.autograd.grad(objective, one_hot)
+    return grad.float()
+
+
+@pytest.mark.parametrize(("fluency", "position"), [(0.0, "last"), (0.5, "last"), (0.5, "any")])
+def test_gradient_and_cross_entropy_equal_the_reference(lm, sae, fluency: float, position: str) -> None:
+    """The one-hot gradient without the one-hot forward, and CE by log-sum-exp, are what the one-hot forward and
+    the full log-softmax compute (float rounding)."""
+    cfg = PromptOptConfig(length=5, fluency_weight=fluency, position=position)
+    for feature in (1, 6):
+        obj = FeatureObjective(lm, HOOK, sae, feature, cfg, None, None)
+        tokens = obj.random_prompt()
+        assert obj.gradient(tokens).shape == (5, 50)
+        torch.testing.assert_close(obj.gradient(tokens), reference_gradient(obj, tokens), rtol=1e-5, atol=1e-6)
+    batch = torch.randint(50, (6, 7), generator=torch.Generator().manual_seed(2))
+    with torch.inference_mode():
+        logits = lm.model(batch)
+    expected = -logits[:, :-1].log_softmax(-1).gather(2, batch[:, 1:, None]).squeeze(2).mean(1)
+    torch.testing.assert_close(obj.cross_entropy(logits, batch), expected, rtol=1e-5, atol=1e-6)
