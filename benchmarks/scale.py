@@ -2,6 +2,10 @@
 
     .venv/bin/python benchmarks/scale.py                               # widths 2,048 8,192 16,384 32,768, layer 4
     .venv/bin/python benchmarks/scale.py --widths 2048 8192 --keep     # keep the temporary homes, lakes and logs
+    .venv/bin/python benchmarks/scale.py --gemma /tmp/gemma-sae --layer 12 --out benchmarks/results/scale-gemma.md
+
+``--gemma`` runs instead a 16k SAE trained on Gemma 3 270M (``benchmarks/gemma_sae.py``), loaded by hub ids from a
+hub-shaped server (``benchmarks/scale_gemma.py``).
 
 For the embedded default (SmolLM2-135M-Instruct, d_model 576) it builds GemmaScope-shaped JumpReLU SAEs of each
 width (``benchmarks/scale_saes.py``: random unit decoder rows, thresholds calibrated on real activations to a mean
@@ -46,7 +50,8 @@ from tests.neuronpedia_server import NeuronpediaServer  # noqa: E402
 NOTES = {"tokens_per_second": "tok/s", "l0": "L0", "explained_variance": "EV", "features_labelled": "labelled",
          "labels_per_second": "labels/s", "features_explained": "explained", "n_kept": "kept", "n_clusters": "clusters",
          "targets": "targets", "knn_seconds": "knn s", "umap_seconds": "umap s", "mean_ndcg": "NDCG",
-         "records": "records", "wins_explanation": "Neuronpedia wins"}
+         "records": "records", "wins_explanation": "Neuronpedia wins", "mean_score": "label score",
+         "edges": "map edges"}
 
 
 def child(key: str, layer: int, tokens: int | None) -> None:
@@ -178,7 +183,7 @@ def gb(n: float | None) -> str:
 def render(results: list[dict]) -> str:
     lines = ["| d_sae | step | status | seconds | peak RSS GB | on disk | notes |", "|---|---|---|---|---|---|---|"]
     for res in results:
-        d, rows = f"{res['d_sae']:,}", res["rows"]
+        d, rows = res.get("label") or f"{res['d_sae']:,}", res["rows"]
         for r in (r for r in rows if r["is_asset"]):
             disk = ", ".join(f"{t} {r['bytes'].get(t, 0) / 2**20:.1f} MB" + (f" ({n:,} rows)" if n is not None else "")
                              for t, n in r["tables"])
@@ -220,6 +225,29 @@ def summary(results: list[dict]) -> list[str]:
     return out
 
 
+def measure(work: Path, env: dict, key: str, d_sae: int, sae_l0: float, args: argparse.Namespace) -> dict:
+    """Run analyze_sae for ``key`` at ``args.layer`` in a child process with ``env``; the result row."""
+    samples, wall, problem = run_child(work, env, key, args.layer, args.tokens, args.max_rss_gb * 2**30,
+                                       args.timeout_min * 60)
+    rows, status, error = step_rows(work / "home", work / "lake", key, args.layer, samples)
+    for row in rows:  # the step a killed child was in
+        if problem and row["status"] == "running":
+            row["status"] = problem
+    status = problem or (status if not error else f"{status}: {error}")
+    result = {"d_sae": d_sae, "rows": rows, "status": status, "wall": wall, "sae_l0": sae_l0,
+              "peak": max((r for _, r in samples), default=None)}
+    print(f"{d_sae:,}: {status} in {wall:.0f} s, peak RSS {gb(result['peak'])} GB", file=sys.stderr)
+    return result
+
+
+def run_env(work: Path, catalog: Path, ev_floor: str) -> dict:
+    (work / "home").mkdir(parents=True)
+    shutil.copy(ROOT / "dagster_home" / "dagster.yaml", work / "home" / "dagster.yaml")
+    return {**os.environ, "DAGSTER_HOME": str(work / "home"), "SAE_ASSETS_LAKE": str(work / "lake"),
+            "SAE_ASSETS_CATALOG": str(catalog), "SAE_ASSETS_MIN_EXPLAINED_VARIANCE": ev_floor,
+            "SAE_ASSETS_AUTOMATION": "stopped", "PYTHONUNBUFFERED": "1"}
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--widths", type=int, nargs="+", default=[2048, 8192, 16384, 32768])
@@ -231,10 +259,16 @@ def main() -> None:
     parser.add_argument("--max-rss-gb", type=float, default=16.0, help="kill a run whose RSS passes this")
     parser.add_argument("--timeout-min", type=float, default=90.0, help="kill a run that takes longer")
     parser.add_argument("--ev-floor", default="-inf", help="SAE_ASSETS_MIN_EXPLAINED_VARIANCE (random SAEs)")
+    parser.add_argument("--gemma", type=Path, help="instead: the SAE benchmarks/gemma_sae.py wrote to this folder, on "
+                        "Gemma 3 270M, served by a hub-shaped server (benchmarks/scale_gemma.py); --layer is its layer")
     parser.add_argument("--child", help=argparse.SUPPRESS)
     args = parser.parse_args()
     if args.child:
         return child(args.child, args.layer, args.tokens)
+    if args.gemma:
+        from benchmarks import scale_gemma
+
+        return scale_gemma.main(args)
     tmp = Path(tempfile.mkdtemp(prefix="sae-scale-"))
     print(f"work directory {tmp}", file=sys.stderr)
     try:
@@ -251,23 +285,10 @@ def main() -> None:
         with NeuronpediaServer(explanation_batches(args.widths, args.layer), page_size=1000) as server:
             for d_sae in args.widths:
                 work, key = tmp / f"run-{d_sae}", model_key(d_sae)
-                (work / "home").mkdir(parents=True)
-                shutil.copy(ROOT / "dagster_home" / "dagster.yaml", work / "home" / "dagster.yaml")
-                env = {**os.environ, "DAGSTER_HOME": str(work / "home"), "SAE_ASSETS_LAKE": str(work / "lake"),
-                       "SAE_ASSETS_CATALOG": str(tmp / "catalog.yaml"), "NEURONPEDIA_S3_URL": server.url,
-                       "NEURONPEDIA_API_URL": server.url, "SAE_ASSETS_MIN_EXPLAINED_VARIANCE": args.ev_floor,
-                       "SAE_ASSETS_AUTOMATION": "stopped", "PYTHONUNBUFFERED": "1"}
+                env = {**run_env(work, tmp / "catalog.yaml", args.ev_floor), "NEURONPEDIA_S3_URL": server.url,
+                       "NEURONPEDIA_API_URL": server.url}
                 print(f"{d_sae:,}: running analyze_sae ({work / 'run.log'})", file=sys.stderr)
-                samples, wall, problem = run_child(work, env, key, args.layer, args.tokens, args.max_rss_gb * 2**30,
-                                                   args.timeout_min * 60)
-                rows, status, error = step_rows(work / "home", work / "lake", key, args.layer, samples)
-                for row in rows:  # the step a killed child was in
-                    if problem and row["status"] == "running":
-                        row["status"] = problem
-                status = problem or (status if not error else f"{status}: {error}")
-                results.append({"d_sae": d_sae, "rows": rows, "status": status, "wall": wall, "sae_l0":
-                                saes[d_sae]["l0_heldout"], "peak": max((r for _, r in samples), default=None)})
-                print(f"{d_sae:,}: {status} in {wall:.0f} s, peak RSS {gb(results[-1]['peak'])} GB", file=sys.stderr)
+                results.append(measure(work, env, key, d_sae, saes[d_sae]["l0_heldout"], args))
         table = render(results)
         print(table)
         lines = summary(results)
