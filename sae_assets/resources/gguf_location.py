@@ -14,8 +14,8 @@ import importlib.util
 import logging
 from pathlib import Path
 
-from sae_assets import settings
 from sae_assets.catalog import LanguageModelSpec
+from sae_assets.resources.gguf_cache import cache_root
 
 log = logging.getLogger(__name__)
 
@@ -33,9 +33,9 @@ def package_dir(package: str) -> Path:
 
 
 def assembled_dir() -> Path | None:
-    """The folder assembled GGUF files go to (None: the package's default)."""
-    value = settings.get(settings.MODEL_CACHE, settings.DEFAULT_MODEL_CACHE)
-    return None if value.lower() in ("off", "none", "") else Path(value).expanduser() / "gguf"
+    """The folder assembled GGUF files go to, inside the model cache (None, the cache off: the package's default)."""
+    root = cache_root()
+    return None if root is None else root / "gguf"
 
 
 def gguf_path(spec: LanguageModelSpec) -> Path | None:

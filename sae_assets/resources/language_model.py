@@ -63,27 +63,29 @@ def load_hf_model(spec: LanguageModelSpec, dtype: torch.dtype) -> tuple[Any, Any
 
 def _load_failure(spec: LanguageModelSpec, err: Exception) -> str:
     """One sentence on why the model could not be loaded from its folder or the hub, and what to do about it."""
-    failure, endpoint = classify_hub_error(err), hub_endpoint()
     what = f"language model {spec.hub_id!r}"
-    if spec.local_path is None and failure.kind == "offline":
+    if spec.local_path is not None:
+        return (f"Could not load {what} from {spec.local_path}: {err}. Check the catalog's language_model entry, "
+                "network access to the hub, and HF_TOKEN for gated models.")
+    failure, endpoint = classify_hub_error(err), hub_endpoint()
+    if failure.kind == "offline":
         return (f"Could not download {what} from the Hugging Face hub repo {spec.hub_id!r}: it is not in the local "
                 f"Hugging Face cache and the hub is offline here (HF_HUB_OFFLINE is set); unset it where {endpoint} is "
                 "reachable, or give the catalog's language_model a local_path or a GGUF.")
-    if spec.local_path is None and failure.kind == "unreachable":
+    if failure.kind == "unreachable":
         return (f"Could not reach the Hugging Face hub at {endpoint} to download {what}; check network access to it "
                 "(HF_ENDPOINT, proxies) or give the catalog's language_model a local_path or a GGUF.")
-    if spec.local_path is None and failure.kind == "repo":
+    if failure.kind == "repo":
         return (f"The Hugging Face hub at {endpoint} has no model repo {spec.hub_id!r} (or it is private); check the "
                 "catalog's language_model.hub_id, and HF_TOKEN for a private repo.")
-    if spec.local_path is None and failure.kind == "access":
+    if failure.kind == "access":
         return (f"The Hugging Face hub at {endpoint} refused access to the repo of {what} (a gated model); accept its "
                 "terms on the hub and set HF_TOKEN to a token that may read it.")
-    if spec.local_path is None and failure.kind == "file" and failure.path:
+    if failure.kind == "file" and failure.path:
         return (f"The Hugging Face hub repo {spec.hub_id!r} at {endpoint} has no file {failure.path!r}, which "
                 f"transformers needs to load {what}; check the catalog's language_model.hub_id.")
-    where = spec.local_path or f"the Hugging Face hub repo {spec.hub_id!r}"
-    return (f"Could not load {what} from {where}: {err}. Check the catalog's language_model entry, network access to "
-            "the hub, and HF_TOKEN for gated models.")
+    return (f"Could not load {what} from the Hugging Face hub repo {spec.hub_id!r}: {err}. Check the catalog's "
+            "language_model entry, network access to the hub, and HF_TOKEN for gated models.")
 
 
 def load_language_model(spec: LanguageModelSpec, device: torch.device, dtype: torch.dtype) -> LanguageModel:
