@@ -64,6 +64,7 @@ def shuffle_control(lake: Path, layer: int, seed: int = 0) -> dict[str, float]:
     """Mean SFAL NDCG over the explained features with the explanations as stored and with their embeddings
     permuted among the explained features (seeded)."""
     from sae_assets.core.alignment.sfal import sfal_ndcg
+    from sae_assets.core.common.list_columns import list_matrix
     from sae_assets.core.scan.cooccurrence import dense_counts
 
     def read(table: str) -> pl.DataFrame:
@@ -74,7 +75,7 @@ def shuffle_control(lake: Path, layer: int, seed: int = 0) -> dict[str, float]:
     counts = dense_counts(cooc.select("feature", "marginal", "partners", "counts"), d, torch.device("cpu"))
     embedded = read("explanation_embeddings")
     rows = torch.from_numpy(embedded["feature"].to_numpy().astype(np.int64))
-    matrix = torch.from_numpy(np.array(embedded["embedding"].to_list(), dtype=np.float64))
+    matrix = torch.from_numpy(list_matrix(embedded["embedding"], np.float64))
     out = {}
     for name, order in (("ndcg", torch.arange(len(rows))),
                         ("ndcg_shuffled", torch.randperm(len(rows), generator=torch.Generator().manual_seed(seed)))):
