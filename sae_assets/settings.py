@@ -37,6 +37,8 @@ MIN_EXPLAINED_VARIANCE = "SAE_ASSETS_MIN_EXPLAINED_VARIANCE"
 EXECUTOR = "SAE_ASSETS_EXECUTOR"
 MAX_CONCURRENT = "SAE_ASSETS_MAX_CONCURRENT"
 K8S_NAMESPACE = "SAE_ASSETS_K8S_NAMESPACE"
+CELERY_BROKER = "SAE_ASSETS_CELERY_BROKER"
+CELERY_BACKEND = "SAE_ASSETS_CELERY_BACKEND"
 DAGSTER_HOME = "DAGSTER_HOME"
 VIEWER_URL = "SAE_ASSETS_VIEWER_URL"
 BUDGET = "SAE_ASSETS_BUDGET"
@@ -56,8 +58,9 @@ DEFAULT_MODEL_CACHE = "~/.cache/sae-assets/models"
 DEFAULT_VIEWER_URL = "http://127.0.0.1:8050"  # python -m sae_assets.viewer's default address
 DEFAULT_LAKE_ROOT = "dagster_home/lake"  # relative to the working directory: the repository's dagster_home
 BUDGET_PROFILES = ("cpu", "gpu")
-EXECUTOR_KINDS = ("in_process", "multiprocess", "k8s")
+EXECUTOR_KINDS = ("in_process", "multiprocess", "celery", "k8s")
 DEFAULT_MAX_CONCURRENT = {"multiprocess": 2, "k8s": 8}
+DEFAULT_CELERY_BROKER = "redis://127.0.0.1:6379/0"
 
 
 @dataclass(frozen=True)
@@ -105,10 +108,14 @@ SETTINGS: tuple[Setting, ...] = (
     Setting(MIN_EXPLAINED_VARIANCE, f"`{DEFAULT_MIN_EXPLAINED_VARIANCE}`",
             "floor of the blocking explained-variance checks"),
     Setting(EXECUTOR, f"`{EXECUTOR_KINDS[0]}`",
-            "`in_process`, `multiprocess` (a process per step) or `k8s` (a Kubernetes Job per step)"),
+            "`in_process`, `multiprocess` (a process per step), `celery` (steps on Celery workers: "
+            "`python -m sae_assets.worker`) or `k8s` (a Kubernetes Job per step)"),
     Setting(MAX_CONCURRENT, ", ".join(f"`{n}` ({kind})" for kind, n in DEFAULT_MAX_CONCURRENT.items()),
             "steps at once with the `multiprocess` or `k8s` executor"),
     Setting(K8S_NAMESPACE, "unset (the run's)", "namespace of the step Jobs (`k8s` executor)"),
+    Setting(CELERY_BROKER, f"`{DEFAULT_CELERY_BROKER}`",
+            "the Celery broker (Redis) that runs send steps to and workers read (`celery` executor)"),
+    Setting(CELERY_BACKEND, "the broker's URL", "where Celery workers store step results (`celery` executor)"),
     Setting(VIEWER_URL, f"`{DEFAULT_VIEWER_URL}`",
             "where `python -m sae_assets.viewer` serves: the feature map's and labels' metadata link there"),
     Setting(DAGSTER_HOME, "unset (the demo: `dagster_home/`)",
@@ -205,13 +212,22 @@ def executor_kind() -> str:
     """``SAE_ASSETS_EXECUTOR``, trimmed and lower-cased: one of :data:`EXECUTOR_KINDS`."""
     kind = get(EXECUTOR, EXECUTOR_KINDS[0]).strip().lower()
     if kind not in EXECUTOR_KINDS:
-        raise ValueError(f"{EXECUTOR} must be in_process, multiprocess or k8s, not {kind!r}")
+        raise ValueError(f"{EXECUTOR} must be in_process, multiprocess, celery or k8s, not {kind!r}")
     return kind
 
 
 def max_concurrent(kind: str) -> int:
     """Steps at once for the executor ``kind`` (``multiprocess`` or ``k8s``)."""
     return int(get(MAX_CONCURRENT, str(DEFAULT_MAX_CONCURRENT[kind])))
+
+
+def celery_broker() -> str:
+    return get(CELERY_BROKER, DEFAULT_CELERY_BROKER)
+
+
+def celery_backend() -> str:
+    """Where step results are kept: ``SAE_ASSETS_CELERY_BACKEND``, else the broker (Redis holds both)."""
+    return nonempty(CELERY_BACKEND) or celery_broker()
 
 
 def aws_environment() -> dict[str, str]:

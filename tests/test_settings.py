@@ -220,7 +220,8 @@ def test_accessors_parse_what_is_set(monkeypatch: pytest.MonkeyPatch, tmp_path: 
     with pytest.raises(ValueError, match="SAE_ASSETS_AUTOMATION must be 'running' or 'stopped', not 'maybe'"):
         settings.automation_running()
     monkeypatch.setenv(settings.EXECUTOR, "slurm")
-    with pytest.raises(ValueError, match="SAE_ASSETS_EXECUTOR must be in_process, multiprocess or k8s, not 'slurm'"):
+    with pytest.raises(ValueError,
+                       match="SAE_ASSETS_EXECUTOR must be in_process, multiprocess, celery or k8s, not 'slurm'"):
         settings.executor_kind()
 
 

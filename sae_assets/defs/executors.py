@@ -3,6 +3,9 @@
 ``SAE_ASSETS_EXECUTOR``:
 - ``in_process`` (default): on a small machine a process per step costs 25-50 s per run;
 - ``multiprocess``: one process per step (``SAE_ASSETS_MAX_CONCURRENT`` steps at once);
+- ``celery``: steps on Celery workers (``pip install sae-assets[celery]``; :mod:`sae_assets.scale_out.celery_executor`):
+  GPU steps carry the op tag ``dagster-celery/queue: gpu`` of :data:`GPU_OP_TAGS` and go to the ``gpu`` queue, the
+  others to ``cpu``; workers start with ``python -m sae_assets.worker --queue gpu|cpu`` (:mod:`sae_assets.worker`);
 - ``k8s``: ``dagster_k8s.k8s_job_executor``, a Kubernetes Job per step (``pip install sae-assets[k8s]``): GPU
   steps carry :data:`GPU_OP_TAGS`, so their pods request a GPU and tolerate GPU nodes; the others do not.
   ``SAE_ASSETS_K8S_NAMESPACE`` names the namespace of the step Jobs (default: the run's).
@@ -11,8 +14,8 @@ The ``gpu`` pool (one slot: ``dagster_home/dagster.yaml`` or the Helm values) ke
 Whichever it is, the executor is wrapped by :func:`with_run_recovery`: the run first fails the runs of this host
 whose process died (OOM, ``kill -9``) and frees the pool slots they hold (:mod:`sae_assets.defs.run_recovery`).
 The executor is where a run starts in every launch path (CLI, UI, sensor, daemon): its ``execute`` runs once, in
-the run worker, after RUN_START and before any step claims a slot, for the in-process, multiprocess and k8s
-executors alike (each claims slots in the run worker, inside ``execute``). The alternatives run too late or not
+the run worker, after RUN_START and before any step claims a slot, for the in-process, multiprocess, celery and
+k8s executors alike (each claims slots in the run worker, inside ``execute``). The alternatives run too late or not
 everywhere: a run-status sensor only with a daemon (``dagster dev`` already has run monitoring), a hook after a
 step, a resource at a step's setup (and as a hidden side effect). ``execute_in_process`` swaps in its own
 executor: the demo, its only user here, tags its runs and reaps before it starts them.
@@ -27,6 +30,7 @@ import dagster as dg
 
 from sae_assets import settings
 from sae_assets.defs.run_recovery import on_run_start
+from sae_assets.scale_out.queues import GPU_QUEUE, QUEUE_TAG
 
 if TYPE_CHECKING:  # annotations only: Dagster exports no public name for these execute() argument types
     from dagster._core.execution.context.system import PlanOrchestrationContext
@@ -35,8 +39,10 @@ if TYPE_CHECKING:  # annotations only: Dagster exports no public name for these 
     from dagster._core.execution.step_dependency_config import StepDependencyConfig
 
 GPU_POOL = "gpu"
-# dagster-k8s reads this op tag when it builds a step's pod: one GPU, on nodes tainted for GPUs.
+# dagster-celery reads the queue tag when it sends a step; dagster-k8s the k8s config when it builds a step's pod:
+# one GPU, on nodes tainted for GPUs.
 GPU_OP_TAGS = {
+    QUEUE_TAG: GPU_QUEUE,
     "dagster-k8s/config": {
         "container_config": {"resources": {"requests": {"nvidia.com/gpu": "1", "cpu": "4", "memory": "32Gi"},
                                            "limits": {"nvidia.com/gpu": "1", "memory": "64Gi"}}},
@@ -56,6 +62,10 @@ class RunRecoveryExecutor(dg.Executor):
                 execution_plan: ExecutionPlan) -> Iterator[dg.DagsterEvent]:
         on_run_start(plan_context.instance, plan_context.dagster_run, plan_context.log)
         yield from self.inner.execute(plan_context, execution_plan)
+
+    def __getattr__(self, name: str) -> object:
+        # What an executor's own loop asks of plan_context.executor (dagster-celery: app_args()) is the inner's.
+        return getattr(self.inner, name)
 
     @property
     def retries(self) -> RetryMode:
@@ -88,11 +98,18 @@ def executor_from_env() -> dg.ExecutorDefinition:
 
 
 def _chosen_executor() -> dg.ExecutorDefinition:
-    kind = settings.executor_kind()  # in_process, multiprocess or k8s (ValueError otherwise)
+    kind = settings.executor_kind()  # in_process, multiprocess, celery or k8s (ValueError otherwise)
     if kind == "in_process":
         return dg.in_process_executor
     if kind == "multiprocess":
         return dg.multiprocess_executor.configured({"max_concurrent": settings.max_concurrent(kind)})
+    if kind == "celery":
+        try:
+            from sae_assets.scale_out.celery_executor import celery_executor_from_settings
+        except ImportError as err:
+            raise ImportError(f"{settings.EXECUTOR}=celery needs dagster-celery: pip install "
+                              "'sae-assets[celery]'") from err
+        return celery_executor_from_settings()
     try:
         from dagster_k8s import k8s_job_executor
     except ImportError as err:

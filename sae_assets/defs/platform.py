@@ -12,5 +12,5 @@ from sae_assets.defs.resources import default_resources
 
 @dg.definitions
 def platform_definitions() -> dg.Definitions:
-    # SAE_ASSETS_EXECUTOR: in_process (default), multiprocess or k8s; resources from SAE_ASSETS_* settings.
+    # SAE_ASSETS_EXECUTOR: in_process (default), multiprocess, celery or k8s; resources from SAE_ASSETS_* settings.
     return dg.Definitions(resources=default_resources(), executor=executor_from_env())
