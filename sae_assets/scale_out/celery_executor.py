@@ -103,9 +103,9 @@ class WatchedStep:
     worker that holds it; a lost worker becomes the step's failure (see the module's docstring)."""
 
     def __init__(self, result: AsyncResult, fleet: Fleet, plan_context: PlanOrchestrationContext,
-                 step: ExecutionStep, queue: str, known_state: KnownExecutionState | None) -> None:
+                 step: ExecutionStep, queue: str) -> None:
         self.result, self.fleet, self.plan_context = result, fleet, plan_context
-        self.step, self.queue, self.known_state = step, queue, known_state
+        self.step, self.queue = step, queue
         self.worker: str | None = None
         self.worker_pid: int | None = None
         self.lost: str | None = None
@@ -200,7 +200,7 @@ class WatchedCeleryExecutor(CeleryExecutor):
             with warnings.catch_warnings():  # dagster-celery registers its task again for every step it sends
                 warnings.simplefilter("ignore", DuplicateTaskNameWarning)
                 result = _submit_task(app, context, step, queue, priority, known_state)
-            return WatchedStep(result, fleet, context, step, queue, known_state)
+            return WatchedStep(result, fleet, context, step, queue)
 
         return core_celery_execution_loop(plan_context, execution_plan, step_execution_fn=submit)
 

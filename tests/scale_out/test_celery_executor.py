@@ -66,7 +66,7 @@ class FakeStep:
 
 def _watched(result: FakeResult, fleet: FakeFleet, queue: str = "gpu") -> tuple[WatchedStep, FakeContext]:
     context = FakeContext()
-    return WatchedStep(result, fleet, context, FakeStep(), queue, None), context  # type: ignore[arg-type]
+    return WatchedStep(result, fleet, context, FakeStep(), queue), context  # type: ignore[arg-type]
 
 
 def _poll(step: WatchedStep, fleet: FakeFleet, until: float, every: float = 1.0) -> bool:
