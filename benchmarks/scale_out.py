@@ -16,9 +16,10 @@ tests/deploy/test_celery.py's tiny budgets) for ``--partitions`` layers of a cat
 From each run's event log, per step on a worker: *dispatch* is from when the step could start there (the run's
 "Submitting celery task" event, and that worker done with its previous step: its STEP_SUCCESS) to the worker's
 "Executing steps ... in celery worker" event; *queue wait* is how long it was submitted while its worker was still
-busy; *setup* is from that event to STEP_START; *gpu hand-off* is dispatch counted from when a ``gpu`` step was
-first ready (its first "blocked by limit for pool gpu" event, if earlier than its submission): the pool's claim
-and release too.
+busy; *setup* is from that event to STEP_START. *gpu hand-off* is a ``gpu`` step's dispatch counted from when its
+upstream steps in the run had ended (or the run started) instead of its submission: it adds the run noticing that
+end and claiming a ``gpu`` pool slot, which it holds before it submits (dagster-celery logs no event while it waits).
+*busy* is the share of the wall time a queue's workers spent from their event to the step's end.
 """
 
 from __future__ import annotations
@@ -57,7 +58,6 @@ from tests.deploy.test_celery import ENV, RUN_CONFIG  # noqa: E402
 SHAPE = "smollm2-135m@demo-res"
 MODEL = "smollm2-135m@bench-res"
 SUBMIT = "Submitting celery task for step"
-BLOCKED = f"blocked by limit for pool {GPU_POOL}"
 DISPATCH_TARGET_S = 1.0
 SUCCESS = dg.DagsterRunStatus.SUCCESS
 STEP_FAILURE = dg.DagsterEventType.STEP_FAILURE
@@ -95,38 +95,41 @@ class StepTiming:
 
     step: str
     worker: str
-    ready: float  # submitted, or first blocked on the gpu pool if earlier
+    ready: float  # its upstream steps in the run ended (or the run started)
     sent: float
     executing: float
     started: float
     ended: float
 
 
-def step_timings(instance: dg.DagsterInstance, run_id: str) -> list[StepTiming]:
+def step_timings(instance: dg.DagsterInstance, run: dg.DagsterRun) -> list[StepTiming]:
     """Every step of the run that a worker ran to its end."""
-    blocked: dict[str, float] = {}
     sent: dict[str, float] = {}
     executing: dict[str, tuple[float, str]] = {}
     started: dict[str, float] = {}
     ended: dict[str, float] = {}
-    for entry in instance.all_logs(run_id):
+    run_start = float("inf")
+    for entry in instance.all_logs(run.run_id):
         event, step = entry.dagster_event, entry.step_key
+        if event is not None and event.event_type == dg.DagsterEventType.RUN_START:
+            run_start = entry.timestamp
         if event is None or step is None:
             continue
         if event.event_type == dg.DagsterEventType.ENGINE_EVENT:
             metadata = event.engine_event_data.metadata
             if entry.message.startswith(SUBMIT):
                 sent[step] = entry.timestamp
-            elif BLOCKED in entry.message:
-                blocked.setdefault(step, entry.timestamp)
             elif CELERY_WORKER in metadata:
                 executing[step] = (entry.timestamp, str(metadata[CELERY_WORKER].value))
         elif event.event_type == dg.DagsterEventType.STEP_START:
             started[step] = entry.timestamp
         elif event.event_type in (dg.DagsterEventType.STEP_SUCCESS, STEP_FAILURE):
             ended[step] = entry.timestamp
-    return [StepTiming(s, executing[s][1], min(sent[s], blocked.get(s, sent[s])), sent[s], executing[s][0],
-                       started[s], ended[s]) for s in sent if s in executing and s in started and s in ended]
+    plan = instance.get_execution_plan_snapshot(str(run.execution_plan_snapshot_id))
+    upstream = {snap.key: {key for i in snap.inputs for key in i.upstream_step_keys} for snap in plan.steps}
+    ready = {s: max([run_start, *(ended.get(u, run_start) for u in upstream.get(s, ()))]) for s in sent}
+    return [StepTiming(s, executing[s][1], ready[s], sent[s], executing[s][0], started[s], ended[s])
+            for s in sent if s in executing and s in started and s in ended]
 
 
 def dispatch_figures(timings: list[StepTiming], wall: float, gpu_workers: int) -> Figures:
@@ -207,7 +210,7 @@ def measure(config: str, layers: list[int], max_runs: int, catalog: Path, s3: di
                 print(f"{config}: {line}", file=sys.stderr)
             figures: Figures = {"wall_s": wall, "failed": len(layers) - sum(r.status == SUCCESS for r in runs)}
             if gpu_workers:
-                figures |= dispatch_figures([t for r in runs for t in step_timings(instance, r.run_id)], wall,
+                figures |= dispatch_figures([t for r in runs for t in step_timings(instance, r)], wall,
                                             gpu_workers)
             else:
                 figures["steps"] = sum(len(list(instance.all_logs(r.run_id, of_type=dg.DagsterEventType.STEP_START)))
@@ -253,8 +256,9 @@ def notes(args: argparse.Namespace) -> str:
   budget profile, device cpu, explained-variance floor 0), launched as a backfill launches them: one process per run,
   at most {args.max_runs} at once. Every process (runs, workers) has OMP_NUM_THREADS=1 and MKL_NUM_THREADS=1, as
   the test has.
-- Dispatch target: median <= {DISPATCH_TARGET_S:.0f} s. Queue wait is the workers' backlog, not an overhead; the gpu
-  hand-off adds the gpu pool's release and re-claim (dagster retries a blocked claim after 1 s, backing off to 15 s).
+- Dispatch target: median <= {DISPATCH_TARGET_S:.0f} s. Queue wait is the workers' backlog, not an overhead. The gpu
+  hand-off adds the run's polling (dagster-celery's loop ticks every 1 s) and its gpu pool claim (a blocked claim is
+  retried after 1 s, backing off to 15 s).
 - On {os.cpu_count()} cores the workers, the runs' orchestrating processes, PostgreSQL, Redis and the S3 server share
   the same cores: the speed-up of a second `gpu` worker is bounded by the cores, not by the workers; the ratios say
   what the Celery path costs here, not what more hosts would give.
