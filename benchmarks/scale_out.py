@@ -38,10 +38,8 @@ from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
 
-import boto3
 import numpy as np
 import yaml
-from moto.server import ThreadedMotoServer
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT))
@@ -51,9 +49,10 @@ import dagster as dg  # noqa: E402
 from sae_assets.defs.executors import GPU_POOL  # noqa: E402
 from sae_assets.defs.partitions import register_models  # noqa: E402
 from sae_assets.scale_out.queues import CPU_QUEUE, GPU_QUEUE  # noqa: E402
-from tests.deploy.cluster import Cluster, free_port, running_cluster  # noqa: E402
+from tests.deploy.cluster import Cluster, running_cluster  # noqa: E402
 from tests.deploy.run_events import CELERY_WORKER  # noqa: E402
 from tests.deploy.test_celery import ENV, RUN_CONFIG  # noqa: E402
+from tests.s3_server import moto_s3  # noqa: E402
 
 SHAPE = "smollm2-135m@demo-res"
 MODEL = "smollm2-135m@bench-res"
@@ -73,20 +72,10 @@ def write_catalog(path: Path, layers: list[int]) -> None:
 
 @contextmanager
 def s3_server() -> Iterator[dict[str, str]]:
-    """A moto S3 server on 127.0.0.1 with an empty bucket ``lake``; yields its storage options."""
-    logging.getLogger("werkzeug").setLevel(logging.WARNING)  # not a line per request
-    port = free_port()
-    server = ThreadedMotoServer(ip_address="127.0.0.1", port=port, verbose=False)
-    server.start()
-    endpoint = f"http://127.0.0.1:{port}"
-    options = {"AWS_ENDPOINT_URL": endpoint, "AWS_REGION": "us-east-1", "AWS_ACCESS_KEY_ID": "test",
-               "AWS_SECRET_ACCESS_KEY": "test", "AWS_ALLOW_HTTP": "true"}
-    try:
-        boto3.client("s3", endpoint_url=endpoint, region_name="us-east-1", aws_access_key_id="test",
-                     aws_secret_access_key="test").create_bucket(Bucket="lake")
+    """tests/s3_server.py's moto server, without a log line per request."""
+    logging.getLogger("werkzeug").setLevel(logging.WARNING)
+    with moto_s3() as options:
         yield options
-    finally:
-        server.stop()
 
 
 @dataclass(frozen=True)
