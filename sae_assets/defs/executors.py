@@ -12,7 +12,8 @@
 The ``gpu`` pool (one slot: ``dagster_home/dagster.yaml`` or the Helm values) keeps GPU steps one at a time.
 
 Whichever it is, the executor is wrapped by :func:`with_run_recovery`: the run first fails the runs of this host
-whose process died (OOM, ``kill -9``) and frees the pool slots they hold (:mod:`sae_assets.defs.run_recovery`).
+whose process died (OOM, ``kill -9``) and frees the pool slots they hold (:mod:`sae_assets.defs.run_recovery`),
+then makes the rows of its pools that no run made yet (:mod:`sae_assets.defs.pool_limits`).
 The executor is where a run starts in every launch path (CLI, UI, sensor, daemon): its ``execute`` runs once, in
 the run worker, after RUN_START and before any step claims a slot, for the in-process, multiprocess, celery and
 k8s executors alike (each claims slots in the run worker, inside ``execute``). The alternatives run too late or not
@@ -29,6 +30,7 @@ from typing import TYPE_CHECKING
 import dagster as dg
 
 from sae_assets import settings
+from sae_assets.defs.pool_limits import ensure_pool_limits
 from sae_assets.defs.run_recovery import on_run_start
 from sae_assets.scale_out.queues import GPU_QUEUE, QUEUE_TAG
 
@@ -53,7 +55,8 @@ GPU_OP_TAGS = {
 
 
 class RunRecoveryExecutor(dg.Executor):
-    """``inner``, after :func:`~sae_assets.defs.run_recovery.on_run_start` at the start of the run."""
+    """``inner``, after :func:`~sae_assets.defs.run_recovery.on_run_start` and
+    :func:`~sae_assets.defs.pool_limits.ensure_pool_limits` at the start of the run."""
 
     def __init__(self, inner: dg.Executor) -> None:
         self.inner = inner
@@ -61,6 +64,8 @@ class RunRecoveryExecutor(dg.Executor):
     def execute(self, plan_context: PlanOrchestrationContext,
                 execution_plan: ExecutionPlan) -> Iterator[dg.DagsterEvent]:
         on_run_start(plan_context.instance, plan_context.dagster_run, plan_context.log)
+        pools = {step.pool for step in execution_plan.get_steps_to_execute_in_topo_order() if step.pool}
+        ensure_pool_limits(plan_context.instance, pools, plan_context.log)
         yield from self.inner.execute(plan_context, execution_plan)
 
     def __getattr__(self, name: str) -> object:

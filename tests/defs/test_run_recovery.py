@@ -186,7 +186,8 @@ def test_every_executor_of_the_platform_reaps_first_and_keeps_its_config(monkeyp
     assert multiprocess.name == "multiprocess"
     assert multiprocess.apply_config_mapping({}).value["config"]["max_concurrent"] == 3  # .configured() kept
     assert multiprocess.get_requirements({}) == dg.multiprocess_executor.get_requirements({})
-    # The wrapped executor reaps once, before the executor it wraps runs (and claims slots for) any step.
+    # The wrapped executor reaps once and makes its pools' rows, before the executor it wraps runs (and claims
+    # slots for) any step.
     calls: list[str] = []
 
     def steps(*_: object) -> Iterator[str]:
@@ -195,9 +196,13 @@ def test_every_executor_of_the_platform_reaps_first_and_keeps_its_config(monkeyp
 
     inner = mock.create_autospec(dg.Executor, instance=True)
     inner.execute.side_effect = steps
-    with mock.patch("sae_assets.defs.executors.on_run_start", lambda *_: calls.append("reaped")):
-        assert list(RunRecoveryExecutor(inner).execute(mock.Mock(), mock.Mock())) == ["step events"]
-    assert calls == ["reaped", "steps"]
+    plan = mock.Mock()
+    plan.get_steps_to_execute_in_topo_order.return_value = [mock.Mock(pool="gpu"), mock.Mock(pool=None)]
+    with (mock.patch("sae_assets.defs.executors.on_run_start", lambda *_: calls.append("reaped")),
+          mock.patch("sae_assets.defs.executors.ensure_pool_limits",
+                     lambda _, pools, __: calls.append(f"pools {sorted(pools)}"))):
+        assert list(RunRecoveryExecutor(inner).execute(mock.Mock(), plan)) == ["step events"]
+    assert calls == ["reaped", "pools ['gpu']", "steps"]
 
 
 def test_recovery_never_fails_the_run_that_starts(caplog: pytest.LogCaptureFixture) -> None:

@@ -86,3 +86,20 @@ def wait_for_step_start(instance: dg.DagsterInstance, key: str, value: str, step
                 return run_id, worker
         time.sleep(0.1)
     raise AssertionError(f"{step} did not start within {timeout_s:.0f} s")
+
+
+def assert_succeeded(instance: dg.DagsterInstance, key: str, value: str) -> None:
+    """The run tagged ``key=value`` succeeded; otherwise fail with what its failure events say."""
+    run = run_by_tag(instance, key, value)
+    if run.status == dg.DagsterRunStatus.SUCCESS:
+        return
+    failures = [e for kind in (dg.DagsterEventType.STEP_FAILURE, dg.DagsterEventType.RUN_FAILURE)
+                for e in _events(instance, run.run_id, kind)]
+    said = "\n".join(f"{e.step_key or 'run'}: {e.message}\n{_error_text(e)}" for e in failures)
+    raise AssertionError(f"run {key}={value} ended {run.status.value}:\n{said}")
+
+
+def _error_text(entry: dg.EventLogEntry) -> str:
+    data = entry.dagster_event.event_specific_data if entry.dagster_event else None
+    error = getattr(data, "error", None)
+    return error.to_string()[-3000:] if error is not None else ""

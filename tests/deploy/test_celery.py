@@ -22,6 +22,7 @@ from tests.defs.helpers import TINY_SCAN, TINY_TRAINING
 from tests.deploy.cluster import Cluster, running_cluster, stop_group
 from tests.deploy.lake_compare import assert_lakes_equal, table_version
 from tests.deploy.run_events import (
+    assert_succeeded,
     gpu_steps,
     run_by_tag,
     step_intervals,
@@ -81,9 +82,9 @@ def test_steps_run_on_celery_workers_and_lost_workers_fail_their_runs(cluster: C
                     for layer, key in PARTITIONS.items()}
         for process in launched.values():
             _wait(process)
+        for layer in PARTITIONS:
+            assert_succeeded(instance, "test/case", f"pair-{layer}")
         runs = [run_by_tag(instance, "test/case", f"pair-{layer}") for layer in PARTITIONS]
-        for run in runs:
-            assert run.status == dg.DagsterRunStatus.SUCCESS, cluster.root / "run logs"
         children = {name: set(cluster.worker_children(name)) for name in names}
         on_gpu = gpu_steps()
         for run in runs:
@@ -102,7 +103,7 @@ def test_steps_run_on_celery_workers_and_lost_workers_fail_their_runs(cluster: C
             process = cluster.launch("full_pipeline", key, RUN_CONFIG, {"test/case": f"ref-{layer}"},
                                      env={"SAE_ASSETS_EXECUTOR": "in_process", "SAE_ASSETS_LAKE": reference})
             _wait(process)
-            assert run_by_tag(instance, "test/case", f"ref-{layer}").status == dg.DagsterRunStatus.SUCCESS
+            assert_succeeded(instance, "test/case", f"ref-{layer}")
         assert_lakes_equal(reference, {}, lake, s3_options)
 
         # A worker's child killed mid-step, then a whole worker: the run fails in bounded time, naming the step
@@ -128,7 +129,7 @@ def test_steps_run_on_celery_workers_and_lost_workers_fail_their_runs(cluster: C
             assert _gpu_slots_in_use(instance) == 0
             rerun = cluster.launch("train_and_publish_sae", PARTITIONS[2], TRAIN_CONFIG, {"test/case": f"re-{case}"})
             _wait(rerun)
-            assert run_by_tag(instance, "test/case", f"re-{case}").status == dg.DagsterRunStatus.SUCCESS
+            assert_succeeded(instance, "test/case", f"re-{case}")
             assert_lakes_equal(reference, {}, lake, s3_options, tables=("trained_sae", "sae_decoder"))
 
         # No live gpu worker: the run says so in its log, and goes on once one starts.
@@ -140,4 +141,4 @@ def test_steps_run_on_celery_workers_and_lost_workers_fail_their_runs(cluster: C
         assert "python -m sae_assets.worker --queue gpu" in warning
         cluster.wait_for_workers([cluster.start_worker("gpu", 3)])
         _wait(process)
-        assert run_by_tag(instance, "test/case", "unserved").status == dg.DagsterRunStatus.SUCCESS
+        assert_succeeded(instance, "test/case", "unserved")
