@@ -16,6 +16,7 @@ import polars as pl
 
 from sae_assets.core.common.ranking import top_order
 from sae_assets.core.common.similarity import phi_rows, phi_scale
+from sae_assets.core.common.ties import snap
 from sae_assets.viewer.lake_tables import asset_of
 
 HISTOGRAM_BINS = 20
@@ -64,9 +65,21 @@ def labelled(features: Sequence[int], labels: Mapping[int, str], **columns: Sequ
 
 
 def top_positions(scores: np.ndarray, n: int = TOP_N) -> np.ndarray:
-    """Positions of the ``n`` largest of ``scores [m]`` (all m when fewer), largest first, ties by lower position
-    (callers keep positions in feature order, so ties go to the lower feature, as SFAL ranks)."""
-    return top_order(scores[None, :], min(n, len(scores)))[0]
+    """Positions of the ``n`` largest of ``scores [m]`` (all m when fewer), largest first, compared on the tie grid
+    (:func:`~sae_assets.core.common.ties.snap`: values on one point of 2^-30 are ties, so rounding noise orders
+    nothing), ties by lower position (callers keep positions in feature order, so ties go to the lower feature)."""
+    return top_order(snap(np.asarray(scores, dtype=np.float64))[None, :], min(n, len(scores)))[0]
+
+
+def float64_products(matrix: np.ndarray, vector: np.ndarray, rows: int = 4096) -> np.ndarray:
+    """``matrix [m, dim] @ vector [dim]`` in float64, ``rows`` rows of ``matrix`` converted at a time: products of
+    float32 values are exact in float64, so rows equal in float32 get similarities that differ by float64 rounding
+    only (~1e-16), which the tie grid absorbs (float32 products differ by ~1e-7)."""
+    right = np.asarray(vector, dtype=np.float64)
+    out = np.empty(len(matrix), dtype=np.float64)
+    for start in range(0, len(matrix), rows):
+        out[start : start + rows] = matrix[start : start + rows].astype(np.float64) @ right
+    return out
 
 
 def examples_section(rows: pl.DataFrame) -> dict[str, Any]:
@@ -133,8 +146,9 @@ def cooccurring_section(row: Mapping[str, Any], marginals: np.ndarray, labels: M
 def cosine_neighbours(matrix: np.ndarray, features: np.ndarray, position: int, labels: Mapping[int, str],
                       n: int = TOP_N) -> list[dict[str, Any]]:
     """The ``n`` rows of the unit-row ``matrix`` (rows in ``features`` order, ascending) most similar to row
-    ``position`` (itself excluded; rows whose similarity is not a number neither)."""
-    sims = (matrix @ matrix[position]).astype(np.float64)
+    ``position`` (itself excluded; rows whose similarity is not a number neither): similarities in float64
+    (:func:`float64_products`), ties on the grid by lower feature (:func:`top_positions`)."""
+    sims = float64_products(matrix, matrix[position])
     sims[position] = -np.inf
     sims[np.isnan(sims)] = -np.inf
     top = top_positions(sims, n)

@@ -1,11 +1,31 @@
 """SFAL semantic-functional alignment: NDCG of the co-occurrence (Phi) ranking against explanation similarity.
 
 For each feature i, the other features are ranked twice: by Phi with i (functional) and by cosine similarity
-of explanation embeddings with i (semantic); self-pairs are excluded and ties are broken by feature index
-ascending. With ``top_n`` (capped at d - 1), a feature at semantic rank r has relevance
-``max(0, 1.1^(top_n - r) - 1)``; ``DCG = sum_{r < top_n} rel(phi_order[r]) / log2(r + 2)``, and NDCG divides
-by the ideal DCG (the semantic order itself). Features without an explanation carry a zero vector, whose
+of explanation embeddings with i (semantic); self-pairs are excluded. With ``top_n`` (capped at d - 1), semantic
+rank r carries the gain ``g(r) = max(0, 1.1^(top_n - r) - 1)`` (0 from rank top_n on), the discount of rank r is
+``1 / log2(r + 2)``, and NDCG = DCG / ideal DCG. Features without an explanation carry a zero vector, whose
 cosine with anything is 0 (SFAL's rule).
+
+Ties. Both similarities are snapped to a grid of 2^-30 before anything is ranked
+(:func:`~sae_assets.core.common.ties.snap`: float64 rounding noise is ~1e-16, real differences are far above 1e-9),
+and values on the same grid point are ties. The gain 1.1^(top_n - r) makes the first ranks decide the score, so
+the score must not depend on how tied neighbours happen to be ordered; it is tie-aware (McSherry & Najork 2008,
+"Computing information retrieval performance measures efficiently in the presence of tied scores"):
+
+- semantic ties: the members of a group of tied neighbours spanning ranks a..b-1 each have relevance
+  ``mean(g(a), ..., g(b-1))``. A group that straddles the cut-off (a < top_n < b) averages over all b - a ranks,
+  those from top_n on gaining 0, so its members past the cut-off are relevant too, each as much as those before it.
+- Phi ties: a group of tied neighbours spanning ranks a..b-1 puts the mean relevance of its members at each of its
+  ranks: ``DCG = sum over groups of mean(rel of members) * sum_{a <= r < min(b, top_n)} 1 / log2(r + 2)``. A group
+  straddling the cut-off takes the mean over all its members, those ranked past the cut-off included, weighted by
+  the discounts of its ranks before the cut-off only.
+- the ideal DCG is the semantic order's own: ``sum_{r < top_n} rel(semantic_order[r]) / log2(r + 2)``, with the
+  averaged relevances, so it too is the same whichever tied neighbour is listed first.
+
+Hence a feature's score is a function of the two snapped rows as multisets of (Phi, cosine) pairs: permuting the
+features permutes the scores (equal up to float64 summation order, ~1e-16), and no tie is broken by feature index.
+A feature whose semantic row ties throughout (no explanation: cosine 0 with every feature) scores 1, since every
+ranking of equally relevant neighbours is ideal. Without ties this is the plain NDCG of SFAL's definition.
 """
 
 from __future__ import annotations
@@ -14,10 +34,11 @@ from collections.abc import Callable
 
 import torch
 
+from sae_assets.core.alignment.tied_ndcg import tied_ndcg
 from sae_assets.core.common.progress import Progress
-from sae_assets.core.common.ranking import top_order
 from sae_assets.core.common.ranking_torch import prepare_top_order
 from sae_assets.core.common.similarity import phi_rows, phi_scale, unit_rows
+from sae_assets.core.common.ties import snap
 
 DEFAULT_TOP_N = 1023
 CACHE_BYTES = 1 << 22
@@ -63,37 +84,35 @@ def _consecutive(rows: torch.Tensor) -> bool:
 def ndcg_by_rows(phi_rows: RowScores, semantic_rows: RowScores, d: int, device: torch.device | str,
                  top_n: int = DEFAULT_TOP_N, block: int = 512,
                  report: Callable[[str], None] | None = None) -> torch.Tensor:
-    """Per-feature NDCG@top_n ``[d]`` float64, asking for ``block`` rows of each similarity at a time, so
-    memory is ``block x d`` whatever ``d``; runs on ``device``.
+    """Per-feature tie-aware NDCG@top_n ``[d]`` float64 (the module's definition), asking for ``block`` rows of each
+    similarity at a time, so memory is ``block x d`` whatever ``d``; runs on ``device``. The rows handed back are
+    snapped to the tie grid in place.
 
-    Only the top_n of each ranking matter (relevance is 0 from semantic rank top_n on), so each row needs
-    two partial selections (:func:`top_order`), not two full sorts."""
+    Only the top_n of each ranking matter (relevance is 0 from semantic rank top_n on, but for the members of a
+    tied group straddling the cut-off), so each row needs two partial selections of top_n + 1 columns
+    (:func:`~sae_assets.core.common.ranking.top_order`), not two full sorts; rows whose group at the cut-off goes on
+    past it also compare the whole row with that group's value
+    (:func:`~sae_assets.core.alignment.tied_ndcg.tied_ndcg`)."""
     if d < 2:
         raise ValueError("NDCG needs at least two features.")
     top_n = min(top_n, d - 1)
     ranks = torch.arange(top_n, device=device, dtype=torch.float64)
-    gain_by_rank = 1.1 ** (top_n - ranks) - 1  # relevance of semantic rank r < top_n
+    gains = 1.1 ** (top_n - ranks) - 1  # gain of semantic rank r < top_n
     discount = 1 / torch.log2(ranks + 2)
-    ideal = (gain_by_rank * discount).sum()
     out = torch.empty(d, dtype=torch.float64, device=device)
     relevance_rows = torch.zeros((min(block, d), d), dtype=torch.float64, device=device)  # [block, d]
-    gains = gain_by_rank.expand(min(block, d), -1).contiguous()
     prepare_top_order(d, torch.float64, device)  # its one-time compile would skew the first block's rate and ETA
     progress = Progress("SFAL NDCG", d, "features", report)
     for start in range(0, d, block):
         rows = torch.arange(start, min(start + block, d), device=device)
         b = rows.shape[0]
         diagonal = (torch.arange(b, device=device), rows)
-        p = phi_rows(rows).to(torch.float64)
-        s = semantic_rows(rows).to(torch.float64)
+        p = snap(phi_rows(rows).to(torch.float64), in_place=True)
+        s = snap(semantic_rows(rows).to(torch.float64), in_place=True)
         p[diagonal] = -torch.inf  # self-pairs rank below every real pair, so never in a top_n <= d - 1
         s[diagonal] = -torch.inf
-        semantic_top = top_order(s, top_n)
-        relevance = relevance_rows[:b]  # all zero here: the previous block's entries were reset after use
-        relevance.scatter_(1, semantic_top, gains[:b])
-        dcg = (relevance.gather(1, top_order(p, top_n)) * discount).sum(1)
-        relevance.scatter_(1, semantic_top, 0.0)
-        out[rows] = dcg / ideal
+        # all zero on entry: tied_ndcg resets what it wrote
+        out[rows] = tied_ndcg(p, s, gains, discount, relevance_rows[:b])
         progress.advance(b)
     progress.finish()
     return out

@@ -1,11 +1,17 @@
 """Exact cosine k-nearest neighbours as a blocked matrix product.
 
-Rows are L2-normalised in float32 (rows of zeros stay zero: similarity 0 with anything). The similarity
-matrix is symmetric, so only its blocks on and above the diagonal are computed: each ``block x block``
-product serves the rows of both blocks (half the multiply-adds of a full product), and a running top-k per
-row ``[n, k]`` is merged block by block. Memory is ``n x k`` plus a few ``block x block`` matrices whatever
-``n``, on whatever device the vectors are on. A feature is never its own neighbour, and neighbours are
-ordered by descending similarity with ties broken by index ascending, so the result is deterministic.
+Rows are L2-normalised in float32 (rows of zeros stay zero: similarity 0 with anything). The similarity of two
+features is the float64 dot product of their float32 unit rows, snapped to the tie grid
+(:func:`~sae_assets.core.common.ties.snap`, 2^-30): values on one grid point are ties, broken by index ascending,
+so rounding noise cannot reorder equal similarities (duplicate decoder rows) and the result is deterministic. A
+feature is never its own neighbour.
+
+The pairs are screened in float32: the similarity matrix is symmetric, so only its blocks on and above the diagonal
+are computed, each ``block x block`` product serving the rows of both blocks (half the multiply-adds of a full
+product), and a running top-(k + slack) per row is merged block by block. The candidates are then re-scored in
+float64 and the answer certified against the screen's rounding
+(:func:`~sae_assets.core.feature_map.knn_rescore.rescored_neighbours`). Memory is ``n x (k + slack)`` plus a few
+``block x block`` matrices and 64 MiB of re-scoring whatever ``n``, on whatever device the vectors are on.
 """
 
 from __future__ import annotations
@@ -16,12 +22,17 @@ import torch
 from sae_assets.core.common.progress import Progress, Report
 from sae_assets.core.common.ranking import top_order
 from sae_assets.core.common.similarity import unit_rows
+from sae_assets.core.feature_map.knn_rescore import rescored_neighbours
 
 DEFAULT_BLOCK = 2048
 """Rows per block. A diagonal block's product is computed whole though half of it repeats the other half, so
 smaller blocks compute less in all (16,384 rows: 151M products at 2,048 against 168M at 4,096, 134M the least)
 while each product stays large enough to run at full speed; 7.5 vs 8.6 s (median of four) for 16,384 x 2,304
-on 2 cores."""
+on 2 cores (the screen's float32 products)."""
+SCREEN_SLACK = 16
+"""Candidates the float32 screen keeps per row beyond k (or k // 2 when more): enough that the k-th neighbour's
+float64 value clears the last candidate by the screen's rounding bound (~3e-4 at 2,304 dimensions) on almost every
+row; the rows where it does not are recomputed whole."""
 
 
 def check_vectors(vectors: torch.Tensor, k: int) -> None:
@@ -67,8 +78,9 @@ def exact_knn(vectors: torch.Tensor | np.ndarray, k: int, block: int = DEFAULT_B
               report: Report | None = None) -> tuple[torch.Tensor, torch.Tensor]:
     """Exact cosine k-NN of ``vectors [n, dim]``, self excluded.
 
-    Returns ``indices [n, k]`` (int64, row positions) and ``similarities [n, k]`` (float32), each row ordered
-    by descending similarity with ties broken by index ascending, on ``device`` (default: the vectors' own).
+    Returns ``indices [n, k]`` (int64, row positions) and ``similarities [n, k]`` (float32 of the snapped float64
+    values), each row ordered by descending similarity with ties (equal snapped values) broken by index ascending, on
+    ``device`` (default: the vectors' own).
     Raises ValueError for NaN/Inf rows or ``n <= k``. ``report`` gets progress (block pairs done, rate, ETA)
     at most every 10 s.
     """
@@ -78,8 +90,9 @@ def exact_knn(vectors: torch.Tensor | np.ndarray, k: int, block: int = DEFAULT_B
     check_vectors(v, k)
     unit = unit_rows(v.to(torch.float32))  # [n, dim]
     n, dev, step = unit.shape[0], unit.device, max(1, block)
-    best_vals = torch.full((n, k), -torch.inf, dtype=torch.float32, device=dev)
-    best_idx = torch.full((n, k), n, dtype=torch.int64, device=dev)  # placeholders sort after real indices
+    wide = min(n - 1, k + max(SCREEN_SLACK, k // 2))  # the screen's candidates per row
+    best_vals = torch.full((n, wide), -torch.inf, dtype=torch.float32, device=dev)
+    best_idx = torch.full((n, wide), n, dtype=torch.int64, device=dev)  # placeholders sort after real indices
     # one product buffer for every block pair: a fresh block x block matrix per pair is new memory each time, which
     # the OS maps and zeroes page by page
     buffer = torch.empty((min(step, n), min(step, n)), dtype=torch.float32, device=dev)
@@ -92,14 +105,15 @@ def exact_knn(vectors: torch.Tensor | np.ndarray, k: int, block: int = DEFAULT_B
             scores = torch.mm(unit[a:a_end], unit[c:c_end].T, out=buffer[: a_end - a, : c_end - c])  # [bA, bC]
             if a == c:
                 scores.fill_diagonal_(-torch.inf)  # never its own neighbour (n > k leaves k finite others)
-            vals, cols = ordered_top(scores, k)
+            vals, cols = ordered_top(scores, wide)
             best_vals[a:a_end], best_idx[a:a_end] = _merge((best_vals[a:a_end], best_idx[a:a_end]),
-                                                           (vals, cols + c), k)
+                                                           (vals, cols + c), wide)
             if a != c:  # the same products, seen from the rows of block c
-                vals, cols = ordered_top(scores.T, k)
+                vals, cols = ordered_top(scores.T, wide)
                 best_vals[c:c_end], best_idx[c:c_end] = _merge((best_vals[c:c_end], best_idx[c:c_end]),
-                                                               (vals, cols + a), k)
+                                                               (vals, cols + a), wide)
             progress.advance(1)
+    indices, sims = rescored_neighbours(unit, best_idx, best_vals, k)
     if progress.elapsed_s >= progress.every_s:
         progress.finish()
-    return best_idx, best_vals
+    return indices, sims.to(torch.float32)

@@ -1,4 +1,5 @@
-"""SFAL alignment against a slow, obviously-correct reference on small random inputs."""
+"""SFAL alignment against a slow, obviously-correct reference on small random inputs (the tie-aware reference:
+:mod:`tests.core.alignment.test_tied_ndcg`)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,7 @@ import torch
 
 from sae_assets.core.alignment.sfal import DEFAULT_TOP_N, ndcg_by_rows, phi_from_counts, sfal_ndcg
 from sae_assets.core.common.similarity import unit_rows
+from tests.core.alignment.test_tied_ndcg import tie_aware_reference
 
 
 def cosine_similarity(vectors: torch.Tensor) -> torch.Tensor:
@@ -40,21 +42,6 @@ def _phi_reference(presence: np.ndarray) -> np.ndarray:
     return out
 
 
-def _ndcg_reference(phi: np.ndarray, sem: np.ndarray, top_n: int) -> list[float]:
-    d = phi.shape[0]
-    top_n = min(top_n, d - 1)
-    out = []
-    for i in range(d):
-        others = [j for j in range(d) if j != i]
-        by_sem = sorted(others, key=lambda j: (-sem[i, j], j))
-        by_phi = sorted(others, key=lambda j: (-phi[i, j], j))
-        rel = {j: max(0.0, 1.1 ** (top_n - r) - 1) for r, j in enumerate(by_sem)}
-        dcg = sum(rel[j] / math.log2(r + 2) for r, j in enumerate(by_phi[:top_n]))
-        idcg = sum(rel[j] / math.log2(r + 2) for r, j in enumerate(by_sem[:top_n]))
-        out.append(dcg / idcg)
-    return out
-
-
 def test_phi_matches_the_contingency_table() -> None:
     rng = np.random.default_rng(0)
     presence = rng.random((40, 7)) < 0.3
@@ -74,9 +61,9 @@ def test_ndcg_matches_the_reference(d: int, top_n: int, block: int) -> None:
     vectors = torch.from_numpy(rng.standard_normal((d, 4)))
     vectors[0] = 0  # a feature without an explanation: zero vector
     sem = cosine_similarity(vectors)
-    sem = torch.round(sem * 4) / 4  # force ties, which must break by feature index
+    sem = torch.round(sem * 4) / 4  # force ties, which count as ties (no order among them)
     ours = ndcg_scores(phi, sem, top_n=top_n, block=block).numpy()
-    np.testing.assert_allclose(ours, _ndcg_reference(phi.numpy(), sem.numpy(), top_n), rtol=1e-10)
+    np.testing.assert_allclose(ours, tie_aware_reference(phi.numpy(), sem.numpy(), top_n), rtol=1e-12)
     assert ((ours >= 0) & (ours <= 1 + 1e-12)).all()
 
 
@@ -99,8 +86,8 @@ def test_blocked_sfal_equals_the_dense_matrices() -> None:
     dense = ndcg_scores(phi, cosine_similarity(vectors), top_n=10, block=23)
     blocked = sfal_ndcg(counts, 80, vectors, top_n=10, block=4)
     np.testing.assert_allclose(blocked.numpy(), dense.numpy(), rtol=1e-12)
-    np.testing.assert_allclose(blocked.numpy(), _ndcg_reference(phi.numpy(), cosine_similarity(vectors).numpy(), 10),
-                               rtol=1e-10)
+    np.testing.assert_allclose(blocked.numpy(), tie_aware_reference(phi.numpy(), cosine_similarity(vectors).numpy(),
+                                                                     10), rtol=1e-12)
 
 
 def test_phi_rows_computed_a_few_at_a_time_equal_the_formula_bit_for_bit() -> None:
@@ -137,4 +124,6 @@ def test_sfal_ranks_long_rows_with_the_compiled_selection_to_the_same_bits(monke
     compiled = ranking._compiled_order
     monkeypatch.setattr(ranking, "_compiled_order", lambda s, k: calls.append(k) or compiled(s, k))
     assert torch.equal(sfal_ndcg(counts, 300, vectors, top_n=200, block=128), torch_path)
-    assert calls == [1] + [200] * 2 * 6  # loaded before the first block, then both rankings of every block (6 blocks)
+    # loaded before the first block, then both rankings of every block (6 blocks): top_n + 1 columns, the last one
+    # saying whether the tie group at the cut-off goes on past it
+    assert calls == [1] + [201] * 2 * 6
