@@ -51,7 +51,7 @@ NOTES = {"tokens_per_second": "tok/s", "l0": "L0", "explained_variance": "EV", "
          "labels_per_second": "labels/s", "features_explained": "explained", "n_kept": "kept", "n_clusters": "clusters",
          "targets": "targets", "knn_seconds": "knn s", "umap_seconds": "umap s", "mean_ndcg": "NDCG",
          "records": "records", "wins_explanation": "Neuronpedia wins", "mean_score": "label score",
-         "edges": "map edges"}
+         "edges": "map edges", "ce_loss_score": "CE loss score", "delta_lm_loss": "delta LM loss"}
 
 
 def child(key: str, layer: int, tokens: int | None) -> None:

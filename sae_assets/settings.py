@@ -34,6 +34,7 @@ AUTOMATION = "SAE_ASSETS_AUTOMATION"
 EXPLANATIONS_CRON = "SAE_ASSETS_EXPLANATIONS_CRON"
 LAKE_MAINTENANCE_CRON = "SAE_ASSETS_LAKE_MAINTENANCE_CRON"
 MIN_EXPLAINED_VARIANCE = "SAE_ASSETS_MIN_EXPLAINED_VARIANCE"
+MIN_CE_LOSS_SCORE = "SAE_ASSETS_MIN_CE_LOSS_SCORE"
 EXECUTOR = "SAE_ASSETS_EXECUTOR"
 MAX_CONCURRENT = "SAE_ASSETS_MAX_CONCURRENT"
 K8S_NAMESPACE = "SAE_ASSETS_K8S_NAMESPACE"
@@ -54,6 +55,7 @@ DEFAULT_AUTOMATION = "running"
 DEFAULT_CRON = "0 3 * * 1"  # Mondays 03:00 UTC
 DEFAULT_LAKE_MAINTENANCE_CRON = "0 4 * * 0"  # Sundays 04:00 UTC
 DEFAULT_MIN_EXPLAINED_VARIANCE = 0.5
+DEFAULT_MIN_CE_LOSS_SCORE = 0.5
 DEFAULT_MODEL_CACHE = "~/.cache/sae-assets/models"
 DEFAULT_VIEWER_URL = "http://127.0.0.1:8050"  # python -m sae_assets.viewer's default address
 DEFAULT_LAKE_ROOT = "dagster_home/lake"  # relative to the working directory: the repository's dagster_home
@@ -107,6 +109,8 @@ SETTINGS: tuple[Setting, ...] = (
             "process loads them in ~1 s instead of ~20 s); `off`: dequantize every time"),
     Setting(MIN_EXPLAINED_VARIANCE, f"`{DEFAULT_MIN_EXPLAINED_VARIANCE}`",
             "floor of the blocking explained-variance checks"),
+    Setting(MIN_CE_LOSS_SCORE, f"`{DEFAULT_MIN_CE_LOSS_SCORE}`",
+            "floor of the `sae_evals` check on the CE loss score (fraction of the model's loss kept with the SAE)"),
     Setting(EXECUTOR, f"`{EXECUTOR_KINDS[0]}`",
             "`in_process`, `multiprocess` (a process per step), `celery` (steps on Celery workers: "
             "`python -m sae_assets.worker`) or `k8s` (a Kubernetes Job per step)"),
@@ -206,6 +210,10 @@ def lake_maintenance_cron() -> str:
 
 def min_explained_variance() -> float:
     return float(get(MIN_EXPLAINED_VARIANCE, str(DEFAULT_MIN_EXPLAINED_VARIANCE)))
+
+
+def min_ce_loss_score() -> float:
+    return float(get(MIN_CE_LOSS_SCORE, str(DEFAULT_MIN_CE_LOSS_SCORE)))
 
 
 def executor_kind() -> str:

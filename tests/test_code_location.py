@@ -85,10 +85,11 @@ def test_definitions_and_partition_keys() -> None:
 def test_jobs_split_model_layer_assets_from_model_reports() -> None:
     full = defs.resolve_job_def("full_pipeline")
     keys = {k.to_user_string() for k in full.asset_layer.executable_asset_keys}
-    assert {"trained_sae", "feature_clusters", "optimized_prompts", "alignment_scores"} <= keys
-    assert "alignment_report" not in keys
+    assert {"trained_sae", "feature_clusters", "optimized_prompts", "alignment_scores", "sae_evals"} <= keys
+    assert not {"alignment_report", "sae_eval_report"} & keys
     reports = defs.resolve_job_def("model_reports")
-    assert {k.to_user_string() for k in reports.asset_layer.executable_asset_keys} == {"alignment_report"}
+    assert {k.to_user_string() for k in reports.asset_layer.executable_asset_keys} == {"alignment_report",
+                                                                                       "sae_eval_report"}
     # Pretrained SAEs: the same assets without training; a trained SAE's pipeline is trained_sae + analyze_sae.
     analyze = {k.to_user_string() for k in defs.resolve_job_def("analyze_sae").asset_layer.executable_asset_keys}
     assert analyze == keys - {"trained_sae"} and "sae_decoder" in analyze

@@ -17,6 +17,7 @@ from sae_assets.core.common.progress import Progress, tracked
 from sae_assets.defs.partitions import model_and_layer, model_layer_partitions, model_partitions
 from sae_assets.resources.lake import LakeResource
 
+EVAL_METRICS = ("explained_variance", "mse", "l0", "ce_loss_with_sae", "ce_loss_score", "kl_div_score")
 PREVIEW_ROWS = 5
 CHECK_BATCH_ROWS = 4096
 """Rows per block a rule reads (the co-occurrence histograms of a 32k-latent SAE do not fit in memory whole)."""
@@ -52,6 +53,10 @@ RULES = [
     Rule("trained_sae", "finite_metrics", "Training metrics are finite.",
          lambda: ~pl.all_horizontal(pl.col("explained_variance", "mse", "l0", "dead_fraction").is_finite()),
          ("explained_variance", "mse", "l0", "dead_fraction")),
+    Rule("sae_evals", "finite_evals", "Every eval metric is finite; fractions are in [0, 1].",
+         lambda: ~pl.all_horizontal(pl.col(EVAL_METRICS).is_finite())
+         | ~pl.all_horizontal(pl.col("dead_fraction", "dense_fraction").is_between(0, 1)),
+         ("hook_name", *EVAL_METRICS)),
     Rule("feature_stats", "density_in_unit_interval", "Densities are in [0, 1]; statistics are finite.",
          lambda: ~pl.col("density").is_between(0, 1) | ~pl.col("max_activation").is_finite()
          | ~pl.col("activation_entropy").is_finite(), ("feature", "density", "max_activation", "activation_entropy")),
@@ -202,6 +207,24 @@ def scan_ev_floor(context: dg.AssetCheckExecutionContext) -> dg.AssetCheckResult
     return dg.AssetCheckResult(passed=value >= ev_floor(), metadata={"explained_variance": value, "floor": ev_floor()})
 
 
+@dg.asset_check(asset="sae_evals", name="ce_loss_score_floor", partitions_def=model_layer_partitions,
+                description="The SAE keeps at least the floor's fraction of the model's loss when spliced in "
+                f"({settings.MIN_CE_LOSS_SCORE}, default {settings.DEFAULT_MIN_CE_LOSS_SCORE}); a negative score "
+                "means worse than zeroing the hook: a broken or mismatched SAE.")
+def ce_loss_score_floor(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+    model, layer = _partition(context)
+    if (missing := _missing(lake, "sae_evals")) is not None:
+        return missing
+    rows = lake.scan_partition("sae_evals", model, layer).select("ce_loss_score", "verdict").collect()
+    if rows.is_empty():
+        return dg.AssetCheckResult(passed=False, description="no sae_evals row for this partition")
+    score, floor = float(rows["ce_loss_score"][0]), settings.min_ce_loss_score()
+    passed = score >= floor
+    return dg.AssetCheckResult(
+        passed=passed, metadata={"ce_loss_score": score, "floor": floor},
+        description=None if passed else f"CE loss score {score:.3f} is below the floor {floor}. {rows['verdict'][0]}")
+
+
 @dg.asset_check(asset="alignment_report", name="ndcg_in_unit_interval", partitions_def=model_partitions,
                 description="Mean and median NDCG of every layer are in [0, 1].")
 def report_ndcg_range(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
@@ -213,10 +236,22 @@ def report_ndcg_range(context: dg.AssetCheckExecutionContext, lake: LakeResource
                                metadata={"rows": frame.height, "bad_rows": bad.height})
 
 
+@dg.asset_check(asset="sae_eval_report", name="every_layer_scored", partitions_def=model_partitions,
+                description="Every layer of the report has a finite CE loss score and L0.")
+def eval_report_scored(context: dg.AssetCheckExecutionContext, lake: LakeResource) -> dg.AssetCheckResult:
+    if (missing := _missing(lake, "sae_eval_report")) is not None:
+        return missing
+    frame = lake.scan_partition("sae_eval_report", context.partition_key).collect()
+    bad = frame.filter(~pl.all_horizontal(pl.col("ce_loss_score", "l0").is_finite()))
+    return dg.AssetCheckResult(passed=frame.height > 0 and bad.height == 0,
+                               metadata={"rows": frame.height, "bad_rows": bad.height,
+                                         "below_floor": int(frame["below_floor"].sum()) if frame.height else 0})
+
+
 def build_checks() -> list[dg.AssetChecksDefinition]:
     return ([rule_check(rule, dg.AssetKey(rule.asset)) for rule in RULES]
             + [row_count_check(asset, dg.AssetKey(asset)) for asset in ONE_ROW_PER_FEATURE]
-            + [trained_ev_floor, scan_ev_floor, report_ndcg_range])
+            + [trained_ev_floor, scan_ev_floor, ce_loss_score_floor, report_ndcg_range, eval_report_scored])
 
 
 @dg.definitions

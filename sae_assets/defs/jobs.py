@@ -9,6 +9,7 @@ from sae_assets.defs.assets.alignment_report import alignment_report
 from sae_assets.defs.assets.explanations import explanations
 from sae_assets.defs.assets.neuronpedia_explanations import neuronpedia_explanations
 from sae_assets.defs.assets.sae_decoder import sae_decoder
+from sae_assets.defs.assets.sae_eval_report import sae_eval_report
 from sae_assets.defs.assets.trained_sae import trained_sae
 from sae_assets.defs.partitions import model_layer_partitions, model_partitions
 
@@ -39,7 +40,7 @@ scan_activations_job = dg.define_asset_job(
 # GemmaScope / LlamaScope, local directories, the drop folder). full_pipeline is trained_sae + the same: the README
 # demo's job. Model-level reports have other partitions and run in their own job once the layers are done.
 # Neuronpedia's explanations (label candidates) are read in the same run: empty for models without them.
-MODEL_LEVEL = dg.AssetSelection.assets(alignment_report)
+MODEL_LEVEL = dg.AssetSelection.assets(alignment_report, sae_eval_report)
 ANALYSIS = (dg.AssetSelection.assets(sae_decoder).downstream() | dg.AssetSelection.assets(neuronpedia_explanations)) \
     - MODEL_LEVEL
 analyze_sae_job = dg.define_asset_job(
@@ -70,7 +71,7 @@ model_reports_job = dg.define_asset_job(
     "model_reports",
     selection=MODEL_LEVEL,
     partitions_def=model_partitions,
-    description="Per model: the reports across its layers (SFAL alignment_report).",
+    description="Per model: the reports across its layers (SFAL alignment_report, sae_eval_report).",
 )
 
 refresh_explanations_job = dg.define_asset_job(

@@ -22,6 +22,7 @@ from sae_assets.resources.sae_source import SaeSourceResource
 
 TINY_SCAN = {"max_tokens": 3000, "context_size": 128, "window": 16, "batch_tokens": 1024, "top_k": 3,
              "n_quantiles": 2, "per_quantile": 1, "reservoir": 8, "n_random": 2, "radius": 4}
+TINY_EVALS = {"eval_tokens": 512, "context_size": 64}
 TINY_TRAINING = {"training_tokens": 4096, "eval_tokens": 1024, "epochs": 2.0, "batch_size": 256,
                  "context_size": 64, "lm_batch_size": 16}
 

@@ -12,7 +12,7 @@ import polars as pl
 import pytest
 
 from sae_assets.defs.partitions import partition_key, register_models
-from tests.defs.helpers import TINY_SCAN, TINY_TRAINING, run_platform_job
+from tests.defs.helpers import TINY_EVALS, TINY_SCAN, TINY_TRAINING, run_platform_job
 
 MODEL = "gemma-3-270m@test-res"
 CATALOG = """
@@ -30,6 +30,7 @@ models:
 RUN_CONFIG = {"ops": {
     "trained_sae": {"config": TINY_TRAINING},
     "activation_scan": {"config": TINY_SCAN},
+    "sae_evals": {"config": TINY_EVALS},
     "logit_effects": {"config": {"final_norm": "fold", "top_k": 5, "memory_budget_mib": 64}},
     "feature_labels": {"config": {"max_features": 8, "llm_max_features": 1, "n_shown": 2}},
     "feature_clusters": {"config": {"n_neighbors": 5, "min_samples": 2, "pca_components": None}},
@@ -67,3 +68,7 @@ def test_full_pipeline_on_gemma(tmp_path: Path, monkeypatch: pytest.MonkeyPatch)
     values = np.array(logits["promoted_values"].to_list())
     assert np.isfinite(values).all() and (np.diff(values, axis=1) <= 0).all()
     assert pl.read_delta(str(lake / "feature_map")).height == 128
+    evals = pl.read_delta(str(lake / "sae_evals")).row(0, named=True)  # spliced into Gemma 3 at its hook
+    assert evals["hook_name"] == "blocks.6.hook_resid_post" and evals["d_sae"] == 128
+    assert evals["ce_loss_with_ablation"] > evals["ce_loss_with_sae"] > evals["ce_loss_without_sae"], evals
+    assert 0 < evals["ce_loss_score"] < 1 and 0 < evals["kl_div_score"] < 1, evals

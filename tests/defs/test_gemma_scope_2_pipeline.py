@@ -13,7 +13,7 @@ import polars as pl
 import pytest
 
 from sae_assets.defs.partitions import partition_key, register_models
-from tests.defs.helpers import TINY_SCAN, run_platform_job
+from tests.defs.helpers import TINY_EVALS, TINY_SCAN, run_platform_job
 from tests.gemma_scope_files import publish_model, random_params, write_gemma_scope_sae
 from tests.hub_server import HubServer, hub_endpoint
 from tests.neuronpedia_server import NeuronpediaServer, NeuronpediaSource, source_export
@@ -22,6 +22,7 @@ MODEL, LAYER, D_SAE = "gemma-3-270m@gemmascope-2-res-16k", 12, 64
 EXPLAINED = {3: "dates and years", 7: "the word 'the'", 21: "closing brackets in code", 40: "names of cities"}
 RUN_CONFIG = {"ops": {
     "activation_scan": {"config": TINY_SCAN},
+    "sae_evals": {"config": TINY_EVALS},
     "feature_labels": {"config": {"max_features": 12, "use_llm": False, "n_shown": 2}},
     "feature_clusters": {"config": {"n_neighbors": 5, "min_samples": 2, "pca_components": None}},
     "optimized_prompts": {"config": {"max_features": 1, "max_steps": 2, "batch_size": 8, "top_k": 8, "length": 4,
@@ -67,3 +68,6 @@ def test_analyze_sae_on_gemma_scope_2_by_hub_ids(tmp_path: Path, monkeypatch: py
     assert scores.height == D_SAE and scores.filter(pl.col("has_explanation"))["feature"].sort().to_list() == sorted(
         EXPLAINED)
     assert scores["ndcg"].is_between(0, 1).all()
+    evals = pl.read_delta(str(lake / "sae_evals")).row(0, named=True)  # random weights, said as such
+    assert evals["hook_name"] == f"blocks.{LAYER}.hook_resid_post" and evals["d_sae"] == D_SAE
+    assert evals["ce_loss_with_sae"] > evals["ce_loss_without_sae"] and evals["ce_loss_score"] < 0.5, evals

@@ -37,6 +37,7 @@ NO_CORE_CONFIG = {
     "ExplanationsConfig": "where the asset reads explanations from (I/O)",
     "NeuronpediaExplanationsConfig": "which features the asset fetches (I/O)",
     "ExplanationEmbeddingsConfig": "which embedding models the asset loads (a resource's input)",
+    "SaeEvalsConfig": "which held-out tokens and how many per forward: arguments of evaluate_spliced, no config",
 }
 
 

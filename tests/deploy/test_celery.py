@@ -18,7 +18,7 @@ import dagster as dg
 import pytest
 
 from sae_assets.defs.partitions import register_models
-from tests.defs.helpers import TINY_SCAN, TINY_TRAINING
+from tests.defs.helpers import TINY_EVALS, TINY_SCAN, TINY_TRAINING
 from tests.deploy.cluster import Cluster, running_cluster, stop_group
 from tests.deploy.lake_compare import assert_lakes_equal, table_version
 from tests.deploy.run_events import (
@@ -38,6 +38,7 @@ ENV = {"SAE_ASSETS_BUDGET": "cpu", "SAE_ASSETS_DEVICE": "cpu", "SAE_ASSETS_MIN_E
 RUN_CONFIG = {"ops": {
     "trained_sae": {"config": TINY_TRAINING},
     "activation_scan": {"config": TINY_SCAN},
+    "sae_evals": {"config": TINY_EVALS},
     "logit_effects": {"config": {"top_k": 5, "memory_budget_mib": 64}},
     "feature_labels": {"config": {"max_features": 4, "llm_max_features": 1, "n_shown": 2}},
     "feature_clusters": {"config": {"n_neighbors": 5, "min_samples": 2, "pca_components": None}},

@@ -48,7 +48,7 @@ MODEL, LAYER = "smollm2-135m@demo-res", 4
 GPU = "nvidia.com/gpu"
 # Every gpu-pool asset of full_pipeline (activation_scan's op writes feature_stats); the test fails if any of
 # them stops being gpu-pooled or leaves the job, and derives the rest from the ops' pools.
-GPU_ASSETS = ("trained_sae", "feature_stats", "feature_labels", "optimized_prompts", "logit_effects")
+GPU_ASSETS = ("trained_sae", "feature_stats", "feature_labels", "optimized_prompts", "logit_effects", "sae_evals")
 KUBECONFIG = {  # a cluster that is never contacted: the API client is the recorder below
     "apiVersion": "v1", "kind": "Config", "current-context": "test",
     "clusters": [{"name": "test", "cluster": {"server": "https://127.0.0.1:9"}}],

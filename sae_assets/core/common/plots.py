@@ -48,3 +48,36 @@ def lines_png(series: dict[str, tuple[np.ndarray, np.ndarray]], title: str, xlab
     if series:
         ax.legend(fontsize=8)
     return figure_png(fig)
+
+
+def labelled_points_png(series: dict[str, tuple[np.ndarray, np.ndarray, list[str]]], title: str, xlabel: str,
+                        ylabel: str, log_x: bool = False) -> bytes:
+    """One marked line per name, each point annotated: ``{name: (x [n], y [n], labels [n])}`` (Gemma Scope's
+    loss-against-L0 plots, a point per layer)."""
+    fig, ax = plt.subplots(figsize=(6, 3.6), dpi=90)
+    for name, (x, y, labels) in series.items():
+        ax.plot(x, y, marker="o", label=name)
+        for xi, yi, label in zip(x, y, labels, strict=True):
+            ax.annotate(label, (xi, yi), textcoords="offset points", xytext=(4, 4), fontsize=7)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel(ylabel)
+    if log_x:
+        ax.set_xscale("log")
+    ax.grid(alpha=0.3)
+    if len(series) > 1:
+        ax.legend(fontsize=8)
+    return figure_png(fig)
+
+
+def binned_histograms_png(edges: np.ndarray, counts: dict[str, np.ndarray], title: str, xlabel: str) -> bytes:
+    """Histograms already binned (``counts[name] [len(edges) - 1]``), drawn as outlines on one set of axes."""
+    fig, ax = plt.subplots(figsize=(6, 3.2), dpi=90)
+    for name, values in counts.items():
+        ax.stairs(values, edges, label=name)
+    ax.set_title(title)
+    ax.set_xlabel(xlabel)
+    ax.set_ylabel("features")
+    if counts:
+        ax.legend(fontsize=7, ncol=2)
+    return figure_png(fig)

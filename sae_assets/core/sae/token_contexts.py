@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Sequence
 
 import torch
 
@@ -49,3 +49,19 @@ def batches(tokens: torch.Tensor, batch_size: int) -> Iterator[torch.Tensor]:
     """Row batches of ``tokens [n, seq]``."""
     for start in range(0, tokens.shape[0], batch_size):
         yield tokens[start : start + batch_size]
+
+
+def held_out_contexts(documents: Sequence[str], tokenize: Callable[[str], list[int]], bos_token_id: int,
+                      context_size: int, n_contexts: int) -> tuple[torch.Tensor, int]:
+    """:func:`pack_contexts` of the documents read from the corpus's end backwards, and the lowest document index
+    it reached. The trainer and the scan read from the start, so these are documents neither saw while the two
+    ranges do not meet (the caller checks with the index)."""
+    reached = len(documents)
+
+    def backwards() -> Iterator[str]:
+        nonlocal reached
+        for index in range(len(documents) - 1, -1, -1):
+            reached = index
+            yield documents[index]
+
+    return pack_contexts(backwards(), tokenize, bos_token_id, context_size, n_contexts), reached
