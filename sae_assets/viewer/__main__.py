@@ -1,8 +1,8 @@
-"""Serve the feature-map viewer on 127.0.0.1, with the feature page's JSON API over the lake.
+"""Serve the feature-map viewer on 127.0.0.1, with the feature and SAE pages' JSON API over the lake.
 
     python -m sae_assets.viewer                       # the lake's exports/feature_map, http://127.0.0.1:8050
     python -m sae_assets.viewer --exports DIR --port 0 --model smollm2-135m@demo-res
-    python -m sae_assets.viewer --lake s3://bucket/lake   # /api/feature and /api/search read this lake
+    python -m sae_assets.viewer --lake s3://bucket/lake   # /api/feature, /api/search, /api/sae read this lake
 
 --lake defaults to the platform's lake (SAE_ASSETS_LAKE, else $DAGSTER_HOME/lake, else dagster_home/lake).
 """

@@ -1,11 +1,15 @@
-"""The feature page's JSON API, read from the lake on demand (mounted at ``/api`` when the app has a lake root).
+"""The feature and SAE pages' JSON API, read from the lake on demand (mounted at ``/api`` when the app has a lake
+root).
 
 Routes (GET and HEAD; every answer is ``application/json``):
   ``/api/feature?model=&layer=&feature=``   :meth:`FeatureReader.page`: every section the lake has for the feature
   ``/api/search?model=&layer=&q=``          :meth:`FeatureReader.search`: the first 20 features whose label or
                                             explanation contains ``q`` (case-insensitive), or feature ``q`` itself
+  ``/api/sae?model=&layer=``                :meth:`SaeReader.page`: the SAE page (evals, density histogram, label
+                                            quality, SFAL NDCG, densest / rarest / best-labelled features)
 A model key must match the catalog's pattern, layer and feature must be non-negative integers: otherwise 400
-``{"error": ...}``. A model × layer that no table holds, or a feature past the SAE's width: 404 ``{"error": ...}``.
+``{"error": ...}``. A model × layer that no table holds (for ``/api/sae``: sae_evals included), or a feature past
+the SAE's width: 404 ``{"error": ...}``.
 Labels, tokens and texts are returned verbatim as JSON strings: the page shows them as text, never as HTML.
 """
 
@@ -21,6 +25,7 @@ from starlette.routing import Route, Router
 
 from sae_assets.catalog.entries import MODEL_KEY_PATTERN
 from sae_assets.viewer.feature_data import FeatureReader, NotFound
+from sae_assets.viewer.sae_data import SaeReader
 
 log = logging.getLogger(__name__)
 INDEX = re.compile(r"[0-9]{1,9}")
@@ -62,6 +67,7 @@ class FeatureApi:
 
     def __init__(self, reader: FeatureReader) -> None:
         self.reader = reader
+        self.sae_reader = SaeReader(reader)
 
     def _answer(self, request: Request, read: Any) -> JSONResponse:
         try:
@@ -75,6 +81,9 @@ class FeatureApi:
         return self._answer(request, lambda: self.reader.page(
             model_param(request), index_param(request, "layer"), index_param(request, "feature")))
 
+    def sae(self, request: Request) -> JSONResponse:
+        return self._answer(request, lambda: self.sae_reader.page(model_param(request), index_param(request, "layer")))
+
     def search(self, request: Request) -> JSONResponse:
         def read() -> dict[str, Any]:
             model, layer = model_param(request), index_param(request, "layer")
@@ -87,4 +96,5 @@ class FeatureApi:
 
     def router(self) -> Router:
         return Router([Route("/feature", self.feature, methods=["GET"]),
-                       Route("/search", self.search, methods=["GET"])], redirect_slashes=False)
+                       Route("/search", self.search, methods=["GET"]),
+                       Route("/sae", self.sae, methods=["GET"])], redirect_slashes=False)

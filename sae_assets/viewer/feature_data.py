@@ -69,8 +69,9 @@ class FeatureReader:
     def __init__(self, lake_root: str, storage_options: dict[str, str] | None = None, cache_size: int = 32) -> None:
         self.tables = LakeTables(lake_root, storage_options, cache_size)
 
-    def partitions(self, model: str, layer: int) -> dict[str, Partition | None]:
-        parts = {t: self.tables.partition(t, model, layer) for t in TABLES}
+    def partitions(self, model: str, layer: int, tables: tuple[str, ...] = TABLES) -> dict[str, Partition | None]:
+        """Partition (model, layer) of each of ``tables`` (None where absent); NotFound when none has it."""
+        parts = {t: self.tables.partition(t, model, layer) for t in tables}
         if not any(parts.values()):
             raise NotFound(f"no table of the lake {self.tables.root} has {model} layer {layer}: materialize its "
                            "assets first")
@@ -79,10 +80,10 @@ class FeatureReader:
     def page(self, model: str, layer: int, feature: int) -> dict[str, Any]:
         """The feature's page: ``{"model", "layer", "feature", "label", "n_features", "sections": {...}}``."""
         parts = self.partitions(model, layer)
-        n_features = self._n_features(parts)
+        n_features = self.n_features(parts)
         if feature < 0 or (n_features is not None and feature >= n_features):
             raise NotFound(f"feature {feature} is out of range: {model} layer {layer} has {n_features} features")
-        labels = self._labels(parts)
+        labels = self.label_index(parts)
         builders: dict[str, Callable[[], dict[str, Any]]] = {
             "labels": lambda: self._labels_section(parts, feature),
             "stats": lambda: self._one_row(parts, "feature_stats", feature, STATS_COLUMNS),
@@ -108,10 +109,10 @@ class FeatureReader:
         """Features whose labels or explanation contain ``query`` (case-insensitive), the first ``limit`` by index;
         a ``query`` that is an integer names that feature."""
         parts = self.partitions(model, layer)
-        labels = self._labels(parts)
+        labels = self.label_index(parts)
         text = query.strip()
         if re.fullmatch(r"[0-9]{1,9}", text):
-            feature, n_features = int(text), self._n_features(parts)
+            feature, n_features = int(text), self.n_features(parts)
             found = [] if n_features is not None and feature >= n_features else [feature]
             total = len(found)
         else:
@@ -232,7 +233,7 @@ class FeatureReader:
 
     # --- per-partition values, cached per table version --------------------------------------------------------
 
-    def _n_features(self, parts: dict[str, Partition | None]) -> int | None:
+    def n_features(self, parts: dict[str, Partition | None]) -> int | None:
         """Rows of the partition's ``sae_decoder`` (one per feature), else of ``feature_stats``; None without."""
         part = parts["sae_decoder"] or parts["feature_stats"]
         if part is None:
@@ -240,7 +241,7 @@ class FeatureReader:
         return self.tables.cached(("rows", part.table, part.model, part.layer, part.version),
                                   lambda: int(part.scan().select(pl.len()).collect().item()))
 
-    def _labels(self, parts: dict[str, Partition | None]) -> LabelIndex:
+    def label_index(self, parts: dict[str, Partition | None]) -> LabelIndex:
         """The partition's labels; none (logged) when a label table cannot be read: the page still opens."""
         explanations, labelled = parts["explanations"], parts["feature_labels"]
         key = ("labels", *_where(parts), explanations and explanations.version, labelled and labelled.version)

@@ -1,14 +1,17 @@
 """The viewer's server: a Starlette app (the page, plotly.js from the ``plotly`` wheel, the exports) run by uvicorn.
 
 Routes (GET and HEAD; another method on a route is 405, any other path 404):
-  ``/``                          the page (``static/index.html``)
+  ``/``                          the page (``static/index.html``): the map, and ``?model=&layer=&feature=`` a
+                                 feature's page over it
+  ``/sae``                       the SAE page (``static/sae.html``), ``?model=&layer=``: one SAE's evals, density
+                                 histogram, label quality, SFAL NDCG and feature lists (from ``/api/sae``)
   ``/static/<name>``             the page's own files
   ``/vendor/plotly.min.js``      plotly.js as bundled in the installed ``plotly`` package (no CDN)
   ``/data/models.json``          ``{"models": [...]}``: directories of the exports root holding a manifest.json
   ``/data/<model>/<file>``       ``manifest.json`` and ``layer-N.json`` / ``layer-N.json.gz`` (served with
                                  ``Content-Encoding: gzip``: the browser decompresses)
-  ``/api/feature``, ``/api/search``  the feature page's JSON, read from the lake (:mod:`sae_assets.viewer.api`;
-                                 only when the app is given a lake root)
+  ``/api/feature``, ``/api/search``, ``/api/sae``  the pages' JSON, read from the lake
+                                 (:mod:`sae_assets.viewer.api`; only when the app is given a lake root)
 Path parameters are matched by converters (a model key as the catalog spells it, a manifest or layer file name,
 no ``/``), then looked up: the model must be one :func:`list_models` lists and the file, symlinks followed, must
 lie inside the root. Nothing else under the exports root is served, and a request cannot leave the root.
@@ -137,6 +140,10 @@ def index(request: Request) -> FileResponse:
     return _file(STATIC / "index.html")
 
 
+def sae_page(request: Request) -> FileResponse:
+    return _file(STATIC / "sae.html")
+
+
 def static(request: Request) -> FileResponse:
     found = file_inside(STATIC, STATIC / request.path_params["name"])
     if found is None:
@@ -186,11 +193,12 @@ class SecurityHeaders:
 def build_app(exports: Path, lake_root: str | None = None,
               storage_options: dict[str, str] | None = None) -> Starlette:
     """The viewer's ASGI app over the feature-map exports root (``<files>/exports/feature_map``); with a lake root
-    (a path or a deltalake URI), also the feature page's API under ``/api``."""
+    (a path or a deltalake URI), also the pages' API under ``/api``."""
     data_routes = Router([Route("/models.json", models, methods=["GET"]),
                           Route("/{model:viewer_model}/{name:viewer_data_file}", data, methods=["GET"])],
                          redirect_slashes=False)
-    routes = [Route("/", index, methods=["GET"]), Route("/static/{name:viewer_static}", static, methods=["GET"]),
+    routes = [Route("/", index, methods=["GET"]), Route("/sae", sae_page, methods=["GET"]),
+              Route("/static/{name:viewer_static}", static, methods=["GET"]),
               Route("/vendor/plotly.min.js", vendor_plotly, methods=["GET"]), Mount("/data", app=data_routes)]
     reader = FeatureReader(lake_root, storage_options) if lake_root is not None else None
     if reader is not None:

@@ -259,6 +259,7 @@ const FeaturePage = (() => {
     Object.assign(panel.dataset, { model: target.model, layer: String(target.layer), feature: String(target.feature) });
     $("feature-title").textContent = `Feature ${target.feature}`;
     $("feature-where").textContent = `${target.model} · layer ${target.layer}`;
+    $("feature-sae").href = "/sae?" + new URLSearchParams({ model: target.model, layer: String(target.layer) });
     $("feature-label").textContent = "";
     $("feature-body").replaceChildren();
     setState("loading", "loading…");
@@ -312,5 +313,5 @@ const FeaturePage = (() => {
     syncFromUrl();
   }
 
-  return { init, open, close, link, featureName, current: () => state.target, el, pageUrl };
+  return { init, open, close, link, featureName, current: () => state.target, el, fmt, pageUrl };
 })();

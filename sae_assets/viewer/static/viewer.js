@@ -98,6 +98,9 @@ async function loadLayer(layer) {
   search($("search").value);
   follow(FeaturePage.current());
   setText($("status"), `${data.nodes.length} features, ${data.edges.length} edges` + (state.webgl ? "" : " (no WebGL: x, y only)"));
+  const sae = $("sae-link");  // the SAE page of the map's model and layer
+  sae.href = "/sae?" + new URLSearchParams({ model: state.model, layer: String(layer) });
+  sae.hidden = false;
   document.body.dataset.layer = String(layer);
   document.body.dataset.ready = "1";
 }
