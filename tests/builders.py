@@ -61,3 +61,21 @@ class ReluSae(torch.nn.Module):
 
     def decode(self, f: torch.Tensor) -> torch.Tensor:
         return f
+
+
+def sample_evals(**overrides):
+    """A plausible ``SaeEvals`` (a good SAE of 4 latents), fields replaced by ``overrides``."""
+    import dataclasses
+
+    from sae_assets.core.sae.evals import DENSITY_EDGES, SaeEvals
+
+    histogram = [0] * (len(DENSITY_EDGES) - 1)
+    histogram[20] = 3
+    good = SaeEvals(
+        n_tokens=1000, explained_variance=0.9, mse=1.0, cossim=0.95, l2_norm_in=10.0, l2_norm_out=9.5, l2_ratio=0.95,
+        relative_reconstruction_bias=1.0, l1=50.0, l0=32.0,
+        l0_quantiles={"p10": 30.0, "p50": 32.0, "p90": 34.0, "max": 40.0}, dead_fraction=0.25, dense_fraction=0.0,
+        density_histogram=histogram, feature_density=torch.tensor([0.0, 0.01, 0.01, 0.01]), ce_loss_without_sae=3.0,
+        ce_loss_with_sae=3.5, ce_loss_with_ablation=10.0, ce_loss_score=0.93, delta_lm_loss=0.5,
+        kl_div_with_sae=0.6, kl_div_with_ablation=8.0, kl_div_score=0.92)
+    return dataclasses.replace(good, **overrides)

@@ -37,7 +37,10 @@ def readme_env() -> dict[str, str]:
 
 
 def write_small_lake(root: Path) -> None:
-    """The viewer tests' lake (every table a feature page reads), re-keyed to the demo's model and layer 6."""
+    """The viewer tests' lake (every table a feature page reads), re-keyed to the demo's model and layer 6, and a
+    ``sae_evals`` row."""
+    from sae_assets.core.sae.eval_table import eval_row
+    from tests.builders import sample_evals
     from tests.viewer.test_feature_data import write_lake
 
     staging = root.parent / "staging-lake"
@@ -46,6 +49,9 @@ def write_small_lake(root: Path) -> None:
     for table in sorted(p.name for p in staging.iterdir() if (p / "_delta_log").is_dir()):
         lake.write_partition(table, pl.read_delta(str(staging / table)).drop("model", "layer"), MODEL, LAYER)
     shutil.rmtree(staging)
+    evals = eval_row(sample_evals(), f"blocks.{LAYER}.hook_resid_post", 4, 128, 64, "offline:wiki-summaries", 9900,
+                     30.0)
+    lake.write_partition("sae_evals", evals, MODEL, LAYER)  # as the demo's sae_evals writes it
 
 
 @pytest.fixture(scope="session")

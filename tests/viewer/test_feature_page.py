@@ -17,7 +17,7 @@ import requests
 from sae_assets.resources.lake import LakeResource
 from sae_assets.viewer.feature_data import SECTIONS
 from sae_assets.viewer.server import serve_in_thread
-from tests.browser import browser_page, screenshot
+from tests.browser import screenshot
 from tests.viewer.test_feature_data import LAYER, MODEL, SCRIPT, N, examples_frame, write_labels, write_lake
 from tests.viewer.test_viewer import export_layer
 
@@ -84,19 +84,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with browser_page() as page:
-        yield page
-
-
-@pytest.fixture
-def page(browser: Any) -> Any:
-    browser.errors.clear()
-    browser.set_viewport_size({"width": 1280, "height": 800})
-    return browser
 
 
 def deep_link(url: str, feature: int, layer: int = LAYER) -> str:

@@ -17,7 +17,7 @@ import requests
 
 from sae_assets.viewer.sae_data import SAE_SECTIONS
 from sae_assets.viewer.server import serve_in_thread
-from tests.browser import browser_page, screenshot
+from tests.browser import screenshot
 from tests.viewer.test_feature_data import LAYER, MODEL, N
 from tests.viewer.test_feature_page import PWN_IMG, WAIT_MS, errors_besides_404, map_labels, wait_for_feature
 from tests.viewer.test_sae_data import PARTIAL, labels_frame, write_sae_lake
@@ -39,19 +39,6 @@ def site(tmp_path_factory: pytest.TempPathFactory) -> Iterator[str]:
         yield url
     finally:
         server.shutdown()
-
-
-@pytest.fixture(scope="module")
-def browser() -> Iterator[Any]:
-    with browser_page() as page:
-        yield page
-
-
-@pytest.fixture
-def page(browser: Any) -> Any:
-    browser.errors.clear()
-    browser.set_viewport_size({"width": 1280, "height": 800})
-    return browser
 
 
 def sae_url(site: str, layer: int = LAYER) -> str:

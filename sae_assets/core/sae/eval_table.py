@@ -8,6 +8,8 @@ from sae_assets.core.sae.evals import DENSITY_EDGES, SaeEvals
 
 WORSE_THAN_ABLATION = 0.0
 """A CE loss score below this: the model does worse with the SAE than with its hook zeroed."""
+POOR_SCORE = 0.5
+"""A CE loss score below this keeps less than half of what the hook's information is worth to the loss."""
 
 
 def verdict(evals: SaeEvals) -> str:
@@ -18,6 +20,12 @@ def verdict(evals: SaeEvals) -> str:
     if score < WORSE_THAN_ABLATION:
         return (f"{kept}: the model does worse with this SAE spliced in than with the hook zeroed. The SAE is "
                 "broken or mismatched (another model, hook or layer, or untrained weights).")
+    if evals.explained_variance < 0:
+        return (f"{kept}: it reconstructs the activations worse than their mean would, so what it keeps of the "
+                "loss comes from its bias, not its latents: untrained weights, or an SAE of another model or hook.")
+    if score < POOR_SCORE:
+        return (f"{kept}: it keeps less than half of the loss that zeroing the hook costs; trained SAEs keep 0.8 "
+                "or more (Gemma Scope's).")
     if evals.dead_fraction > 0.5:
         return f"{kept}; {100 * evals.dead_fraction:.0f}% of its latents never fired on the held-out tokens."
     return kept + "."

@@ -84,8 +84,12 @@ class SaeEvals:
     def scalars(self) -> dict[str, float | int]:
         """Every scalar metric by its column name."""
         skip = {"l0_quantiles", "density_histogram", "feature_density"}
-        values: dict[str, float | int] = {k: v for k, v in self.__dict__.items() if k not in skip}
-        values.update({f"l0_{q}": v for q, v in self.l0_quantiles.items()})
+        values: dict[str, float | int] = {}
+        for name, value in self.__dict__.items():
+            if name not in skip:
+                values[name] = value
+            if name == "l0":  # its spread next to it
+                values.update({f"l0_{q}": v for q, v in self.l0_quantiles.items()})
         return values
 
 

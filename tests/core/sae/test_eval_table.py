@@ -5,19 +5,13 @@ from __future__ import annotations
 import dataclasses
 
 import polars as pl
-import torch
 
 from sae_assets.core.sae.eval_report import below_floor_text, layer_report
 from sae_assets.core.sae.eval_table import eval_row, verdict
-from sae_assets.core.sae.evals import DENSITY_EDGES, SaeEvals
+from sae_assets.viewer.sae_sections import EVAL_COLUMNS
+from tests.builders import sample_evals
 
-GOOD = SaeEvals(
-    n_tokens=1000, explained_variance=0.9, mse=1.0, cossim=0.95, l2_norm_in=10.0, l2_norm_out=9.5, l2_ratio=0.95,
-    relative_reconstruction_bias=1.0, l1=50.0, l0=32.0, l0_quantiles={"p10": 30.0, "p50": 32.0, "p90": 34.0,
-                                                                       "max": 40.0},
-    dead_fraction=0.02, dense_fraction=0.01, density_histogram=[0] * (len(DENSITY_EDGES) - 1),
-    feature_density=torch.zeros(4), ce_loss_without_sae=3.0, ce_loss_with_sae=3.5, ce_loss_with_ablation=10.0,
-    ce_loss_score=0.93, delta_lm_loss=0.5, kl_div_with_sae=0.6, kl_div_with_ablation=8.0, kl_div_score=0.92)
+GOOD = sample_evals(dead_fraction=0.02)
 
 
 def test_verdicts_say_what_a_score_means() -> None:
@@ -25,6 +19,9 @@ def test_verdicts_say_what_a_score_means() -> None:
     broken = dataclasses.replace(GOOD, ce_loss_score=-0.4, ce_loss_with_sae=12.6)
     assert "does worse with this SAE spliced in than with the hook zeroed" in verdict(broken)
     assert "80% of its latents never fired" in verdict(dataclasses.replace(GOOD, dead_fraction=0.8))
+    random = dataclasses.replace(GOOD, ce_loss_score=0.4, explained_variance=-0.5)
+    assert "worse than their mean would" in verdict(random)
+    assert "less than half" in verdict(dataclasses.replace(GOOD, ce_loss_score=0.3))
 
 
 def test_one_row_with_every_metric() -> None:
@@ -34,6 +31,7 @@ def test_one_row_with_every_metric() -> None:
         row.columns)
     assert row.schema["density_histogram"] == pl.List(pl.Int64)
     assert len(row["density_log10_edges"][0]) == len(row["density_histogram"][0]) + 1
+    assert set(row.columns) == set(EVAL_COLUMNS)  # what the viewer's SAE page reads
 
 
 def test_report_orders_layers_and_names_those_below_the_floor() -> None:
