@@ -12,13 +12,14 @@ from sae_assets.catalog import load_catalog
 from sae_assets.defs.assets.activation_scan import ActivationScanConfig
 from sae_assets.defs.assets.feature_labels import FeatureLabelsConfig
 from sae_assets.defs.assets.optimized_prompts import OptimizedPromptsConfig
+from sae_assets.defs.assets.sae_evals import SaeEvalsConfig
 from sae_assets.defs.assets.trained_sae import TrainedSaeConfig
 from sae_assets.defs.budgets import PROFILES, budget_profile, with_budget
 
 ENTRY = load_catalog().entry("smollm2-135m@demo-res")
 CPU, CUDA = torch.device("cpu"), torch.device("cuda")
 CONFIGS = {"activation_scan": ActivationScanConfig, "feature_labels": FeatureLabelsConfig,
-           "optimized_prompts": OptimizedPromptsConfig, "trained_sae": TrainedSaeConfig}
+           "optimized_prompts": OptimizedPromptsConfig, "trained_sae": TrainedSaeConfig, "sae_evals": SaeEvalsConfig}
 
 
 def test_the_profile_follows_the_variable_then_the_catalog_then_the_device(monkeypatch: pytest.MonkeyPatch) -> None:

@@ -66,6 +66,10 @@ def _bump_code_versions(assets_defs: list, names: set[str]) -> list:
                               if spec.key.to_user_string() in names else spec) for a in assets_defs]
 
 
+REPORTS = ("alignment_report", "sae_eval_report")
+"""The model-level reports: automation runs them once the layers' assets settle."""
+
+
 def test_automation_runs_downstream_of_a_new_sae_and_code_changes_only_cheap_assets(test_catalog: Path) -> None:
     key = partition_key(MODEL, 1)
     specs = list(defs.resolve_all_asset_specs())
@@ -84,17 +88,18 @@ def test_automation_runs_downstream_of_a_new_sae_and_code_changes_only_cheap_ass
         assert requested(first) == set()  # nothing upstream yet
         instance.report_runless_asset_event(dg.AssetMaterialization("sae_decoder", partition=key))
         second = dg.evaluate_automation_conditions(defs=definitions(), instance=instance, cursor=first.cursor)
-        downstream = {s.key.to_user_string() for s in specs} - {"trained_sae", "sae_decoder", "alignment_report",
-                                                                "neuronpedia_explanations"}
+        downstream = {s.key.to_user_string() for s in specs} - {"trained_sae", "sae_decoder",
+                                                                "neuronpedia_explanations", *REPORTS}
         assert requested(second) == downstream  # the chain below a new decoder, in one request, not waiting for
         # Neuronpedia's explanations (an optional input: the demo's models have none)
 
-        everything = [s.key for s in specs if s.key.to_user_string() != "alignment_report"]
+        everything = [s.key for s in specs if s.key.to_user_string() not in REPORTS]
         for asset_key in everything:
             instance.report_runless_asset_event(dg.AssetMaterialization(asset_key, partition=key))
         report = dg.evaluate_automation_conditions(defs=definitions(), instance=instance, cursor=second.cursor)
-        assert report.get_requested_partitions(dg.AssetKey("alignment_report")) == {MODEL}  # layers 0, 2.. missing
-        instance.report_runless_asset_event(dg.AssetMaterialization("alignment_report", partition=MODEL))
+        for name in REPORTS:  # model-level: requested although layers 0, 2.. are missing
+            assert report.get_requested_partitions(dg.AssetKey(name)) == {MODEL}, name
+            instance.report_runless_asset_event(dg.AssetMaterialization(name, partition=MODEL))
         settled = dg.evaluate_automation_conditions(defs=definitions(), instance=instance, cursor=report.cursor)
         assert requested(settled) == set()
         instance.report_runless_asset_event(dg.AssetMaterialization("neuronpedia_explanations", partition=key))
