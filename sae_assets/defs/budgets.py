@@ -37,8 +37,9 @@ PROFILES: dict[str, dict[str, dict[str, Any]]] = {
         "feature_labels": {"llm_max_features": 32, "precision": "auto"},
         # Prompt optimization runs the model dozens of times per step: 4 targets, briefly. (Its precision stays
         # float32: bf16 autocast made the demo's search only ~10% faster, its forwards being small.)
-        # Three forwards of the whole model per context (clean, SAE spliced in, hook zeroed): 8k held-out tokens.
-        "sae_evals": {"eval_tokens": 8_192},
+        # Three forwards of the whole model per context (clean, SAE spliced in, hook zeroed): 6k held-out tokens
+        # take ~52 s at 16k latents on 2 cores (8k took 69 s: benchmarks/results/2026-12-04-sae-evals.md).
+        "sae_evals": {"eval_tokens": 6_144},
         "optimized_prompts": {"max_features": 4, "max_steps": 30, "batch_size": 32, "top_k": 32,
                               "continuous_steps": 50},
     },
