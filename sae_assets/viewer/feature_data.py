@@ -29,6 +29,15 @@ from sae_assets.viewer.lake_tables import LakeTables, Partition
 
 log = logging.getLogger(__name__)
 
+
+def guarded_section(page: str, name: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
+    """One section of ``page``; a table that cannot be read fails its section only (logged), never the page."""
+    try:
+        return build()
+    except Exception as err:  # a corrupt or foreign table: say so in its section
+        log.exception("%s section %s failed", page, name)
+        return {"status": "error", "message": f"{type(err).__name__}: {err}"}
+
 TABLES = ("sae_decoder", "feature_stats", "feature_labels", "explanations", "activation_examples", "logit_effects",
           "feature_map_edges", "cooccurrence", "explanation_embeddings", "alignment_scores", "feature_clusters",
           "optimized_prompts")
@@ -127,12 +136,7 @@ class FeatureReader:
 
     @staticmethod
     def _guarded(name: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        """One section; a table that cannot be read fails its section only (logged), never the page."""
-        try:
-            return build()
-        except Exception as err:  # a corrupt or foreign table: say so in its section
-            log.exception("feature page section %s failed", name)
-            return {"status": "error", "message": f"{type(err).__name__}: {err}"}
+        return guarded_section("feature page", name, build)
 
     def _one_row(self, parts: dict[str, Partition | None], table: str, feature: int,
                  columns: list[str]) -> dict[str, Any]:

@@ -21,7 +21,7 @@ import polars as pl
 from sae_assets import settings
 from sae_assets.viewer import sae_sections as ss
 from sae_assets.viewer import sections as s
-from sae_assets.viewer.feature_data import TABLES, FeatureReader
+from sae_assets.viewer.feature_data import TABLES, FeatureReader, guarded_section
 from sae_assets.viewer.lake_tables import Partition
 
 log = logging.getLogger(__name__)
@@ -93,9 +93,4 @@ class SaeReader:
 
 
 def _guarded(name: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-    """One section; a table that cannot be read fails its section only (logged), never the page."""
-    try:
-        return build()
-    except Exception as err:  # a corrupt or foreign table: say so in its section
-        log.exception("SAE page section %s failed", name)
-        return {"status": "error", "message": f"{type(err).__name__}: {err}"}
+    return guarded_section("SAE page", name, build)
