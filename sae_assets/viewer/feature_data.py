@@ -28,6 +28,7 @@ from sae_assets.viewer import sections as s
 from sae_assets.viewer.lake_tables import LakeTables, Partition
 
 log = logging.getLogger(__name__)
+PAGE = "feature page"
 
 
 def guarded_section(page: str, name: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
@@ -104,8 +105,8 @@ class FeatureReader:
             "cluster": lambda: self._one_row(parts, "feature_clusters", feature, ["kept", "cluster", "selected"]),
             "optimized_prompts": lambda: self._optimized_prompts(parts, feature),
         }
-        sections = {name: self._guarded(name, build) for name, build in builders.items()}
-        examples = self._guarded("examples", lambda: self._examples(parts, feature))
+        sections = {name: guarded_section(PAGE, name, build) for name, build in builders.items()}
+        examples = guarded_section(PAGE, "examples", lambda: self._examples(parts, feature))
         histogram = examples.pop("_histogram", None)  # one read serves both
         sections["examples"] = examples
         sections["histogram"] = histogram or {**examples, "source": "activation examples"}
@@ -133,10 +134,6 @@ class FeatureReader:
                            "truncated": total > len(results)})
 
     # --- per-section reads -------------------------------------------------------------------------------------
-
-    @staticmethod
-    def _guarded(name: str, build: Callable[[], dict[str, Any]]) -> dict[str, Any]:
-        return guarded_section("feature page", name, build)
 
     def _one_row(self, parts: dict[str, Partition | None], table: str, feature: int,
                  columns: list[str]) -> dict[str, Any]:
